@@ -1,0 +1,269 @@
+"""
+The config file: TOML in, typed and checked settings out.
+
+Every error stops here with one line naming the file, the key and the value
+(L{ConfigError}), with "did you mean" when a known key is close. Nothing
+after L{load} sees raw TOML.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any
+
+import attrs
+
+from socksvc.listen import ListenSpec, parse_listen
+from socksvc.policy import PolicySettings
+from socksvc.registry import ServiceType, types
+from socksvc.settings import ItemError, as_choice, closest, setting, setting_fields
+
+DEFAULT_SOURCE = "<embedded default>"
+
+DEFAULT_CONFIG = """\
+# The embedded default: every service on 127.0.0.1 (see ARCHITECTURE.md).
+[daemon]
+log_format = "text"
+
+[services.echo]
+listen = ["tcp:7007:interface=127.0.0.1", "udp:7007:interface=127.0.0.1"]
+
+[services.greeting]
+listen = ["tcp:7017:interface=127.0.0.1"]
+
+[services.reverse]
+listen = ["tcp:7071:interface=127.0.0.1"]
+"""
+
+
+@attrs.frozen
+class DaemonSettings:
+    """Keys of the [daemon] table."""
+
+    log_format: str = setting("text", as_choice("text", "json"), 'log lines as "text" or "json" (one object a line)')
+
+
+@attrs.frozen
+class ServiceConfig:
+    """One [services.NAME] table, checked."""
+
+    name: str
+    type: str
+    listen: tuple[ListenSpec, ...]
+    policy: PolicySettings
+    settings: Any
+
+
+@attrs.frozen
+class Config:
+    """A whole config file, checked."""
+
+    source: str
+    daemon: DaemonSettings
+    services: tuple[ServiceConfig, ...]
+
+    def service(self, name: str) -> ServiceConfig:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+
+def _show(value: Any) -> str:
+    """A value as TOML would write it (near enough), for error lines."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return text
+
+
+class ConfigError(Exception):
+    """A config problem: C{str()} is the one line to show the user."""
+
+    def __init__(self, source: str, key: str | None, value: Any, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.value = value
+        self.reason = reason
+        if key is None:
+            line = f"{source}: {reason}"
+        elif value is _MISSING:
+            line = f"{source}: {key}: {reason}"
+        else:
+            line = f"{source}: {key} = {_show(value)}: {reason}"
+        super().__init__(line)
+
+
+_MISSING: Any = object()
+
+
+def load(path: str | None) -> Config:
+    """Read and check a config file; C{None} means the embedded default."""
+    if path is None:
+        return loads(DEFAULT_CONFIG, DEFAULT_SOURCE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(path, None, _MISSING, f"cannot read config file: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, None, _MISSING, f"not UTF-8 text (byte {e.start})") from None
+    return loads(text, path)
+
+
+def loads(text: str, source: str = "<config>") -> Config:
+    """Check config text; C{source} names it in error lines."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, None, _MISSING, f"not valid TOML: {e}") from None
+    return _Checker(source).config(raw)
+
+
+class _Checker:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.types = types()
+
+    def fail(self, key: str | None, value: Any, reason: str) -> ConfigError:
+        return ConfigError(self.source, key, value, reason)
+
+    def unknown(self, table: str, key: str, value: Any, known: list[str]) -> ConfigError:
+        hint = closest(key, known)
+        where = f"{table}.{key}" if table else key
+        reason = "unknown key"
+        if hint:
+            reason += f'; did you mean "{hint}"?'
+        elif known:
+            reason += " (known: " + ", ".join(sorted(known)) + ")"
+        return self.fail(where, value, reason)
+
+    def table(self, key: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, value, "expected a table")
+        return value
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        for key, value in raw.items():
+            if key not in ("daemon", "defaults", "services"):
+                raise self.unknown("", key, value, ["daemon", "defaults", "services"])
+        daemon = self.settings("daemon", DaemonSettings, self.table("daemon", raw.get("daemon", {})))
+        defaults_raw = self.table("defaults", raw.get("defaults", {}))
+        policy_keys = setting_fields(PolicySettings)
+        for key, value in defaults_raw.items():
+            if key not in policy_keys:
+                raise self.unknown("defaults", key, value, list(policy_keys))
+        defaults = self.values("defaults", policy_keys, defaults_raw)
+        services_raw = self.table("services", raw.get("services", {}))
+        if not services_raw:
+            raise self.fail("services", _MISSING, "no services configured; add a [services.NAME] table")
+        services = tuple(
+            self.service(name, self.table(f"services.{name}", body), defaults) for name, body in services_raw.items()
+        )
+        self.check_clashes(services)
+        return Config(source=self.source, daemon=daemon, services=services)
+
+    def values(self, table: str, fields: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in fields:
+                continue
+            _field, meta = fields[key]
+            try:
+                out[key] = meta.parse(value)
+            except ItemError as e:
+                raise self.fail(f"{table}.{key}[{e.index}]", e.value, e.reason) from None
+            except ValueError as e:
+                raise self.fail(f"{table}.{key}", value, str(e)) from None
+        return out
+
+    def settings(self, table: str, cls: type, raw: dict[str, Any]) -> Any:
+        fields = setting_fields(cls)
+        for key, value in raw.items():
+            if key not in fields:
+                raise self.unknown(table, key, value, list(fields))
+        values = self.values(table, fields, raw)
+        try:
+            return cls(**values)
+        except ValueError as e:
+            # Cross-field checks in a settings class's __attrs_post_init__.
+            bad: str | None = getattr(e, "key", None)
+            shown = values.get(bad, _MISSING) if bad else _MISSING
+            raise self.fail(f"{table}.{bad}" if bad else table, shown, str(e)) from None
+
+    def service(self, name: str, body: dict[str, Any], defaults: dict[str, Any]) -> ServiceConfig:
+        table = f"services.{name}"
+        type_name = body.get("type", name)
+        if not isinstance(type_name, str):
+            raise self.fail(f"{table}.type", type_name, "expected a string")
+        stype = self.types.get(type_name)
+        if stype is None:
+            hint = closest(type_name, list(self.types))
+            reason = "unknown service type"
+            reason += f'; did you mean "{hint}"?' if hint else " (known: " + ", ".join(sorted(self.types)) + ")"
+            if "type" not in body:
+                reason += f'; set type = "..." for a service named {name!r}'
+            raise self.fail(f"{table}.type", type_name, reason)
+        policy_fields = setting_fields(PolicySettings)
+        own_fields = setting_fields(stype.settings)
+        known = ["type", "listen", *policy_fields, *own_fields]
+        for key, value in body.items():
+            if key not in known:
+                raise self.unknown(table, key, value, known)
+        if "listen" not in body:
+            raise self.fail(f"{table}.listen", _MISSING, 'missing; give a list such as ["tcp:7007"]')
+        listen = self.listen(table, stype, body["listen"])
+        policy_values = dict(defaults)
+        policy_values.update(self.values(table, policy_fields, body))
+        policy = PolicySettings(**policy_values)
+        own_raw = {k: v for k, v in body.items() if k in own_fields}
+        settings = self.settings(table, stype.settings, own_raw)
+        return ServiceConfig(name=name, type=type_name, listen=listen, policy=policy, settings=settings)
+
+    def listen(self, table: str, stype: ServiceType, value: Any) -> tuple[ListenSpec, ...]:
+        key = f"{table}.listen"
+        if not isinstance(value, list):
+            raise self.fail(key, value, 'expected a list of listen specs, such as ["tcp:7007"]')
+        if not value:
+            raise self.fail(key, value, "a service needs at least one listen spec")
+        specs = []
+        for i, item in enumerate(value):
+            try:
+                spec = parse_listen(item)
+            except ValueError as e:
+                raise self.fail(f"{key}[{i}]", item, str(e)) from None
+            if spec.kind == "stream" and stype.stream is None:
+                raise self.fail(f"{key}[{i}]", item, f"{stype.name} is served over {stype.transports()} only")
+            if spec.kind == "datagram" and stype.datagram is None:
+                raise self.fail(f"{key}[{i}]", item, f"{stype.name} is served over {stype.transports()} only")
+            specs.append(spec)
+        return tuple(specs)
+
+    def check_clashes(self, services: tuple[ServiceConfig, ...]) -> None:
+        """Two listen specs on the same port and address can never both bind."""
+        seen: list[tuple[str, Any, str, str]] = []
+        for svc in services:
+            for i, spec in enumerate(svc.listen):
+                port: Any
+                if spec.scheme == "unix":
+                    family, port, interface = "unix", spec.path, ""
+                elif spec.port:
+                    family = "udp" if spec.scheme == "udp" else "tcp"
+                    port, interface = spec.port, spec.interface
+                else:
+                    continue
+                where = f"services.{svc.name}.listen[{i}]"
+                for other_family, other_port, other_interface, other_where in seen:
+                    if (
+                        family == other_family
+                        and port == other_port
+                        and (interface == other_interface or (family != "unix" and "" in (interface, other_interface)))
+                    ):
+                        raise self.fail(where, spec.text, f"same address as {other_where}")
+                seen.append((family, port, interface, where))

@@ -1,0 +1,95 @@
+"""
+Echo (RFC 862): every byte back, binary-safe, in order.
+
+Over a stream the transport is registered as its own producer, so a client
+that sends without reading fills our write buffer, which pauses reading from
+it: daemon memory stays flat. After the client's half-close everything owed
+is still delivered, then we close. Over UDP see L{socksvc.udp}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
+from zope.interface import implementer
+
+from socksvc import writethrough
+from socksvc.policy import ServiceFactory, Tracked
+from socksvc.registry import ServiceContext, ServiceType
+from socksvc.settings import as_float, as_int, as_list, as_networks, as_port, setting
+
+DEFAULT_DENY_SOURCE_PORTS = (0, 7, 9, 13, 17, 19, 37, 53, 69, 111, 123, 137, 161, 389, 1900, 5353, 11211)
+
+
+@attrs.frozen
+class EchoSettings:
+    """Keys of an echo service; all but none apply to its udp: listens."""
+
+    deny_source_ports: tuple[int, ...] = setting(
+        DEFAULT_DENY_SOURCE_PORTS,
+        as_list(as_port),
+        "UDP: never reply to these source ports (other reflectors and amplifiers)",
+    )
+    rate_per_source: float = setting(
+        100.0, as_float(), "UDP: replies a second to one IPv4 address or IPv6 /64; 0 = no limit"
+    )
+    burst: int = setting(200, as_int(), "UDP: replies one source may get at once above rate_per_source")
+    max_sources: int = setting(65536, as_int(minimum=1), "UDP: sources tracked for rate limiting (oldest evicted)")
+    rate_exempt: tuple[Any, ...] = setting(
+        tuple(as_networks(["127.0.0.0/8", "::1/128"])),
+        as_networks,
+        "UDP: CIDRs not rate limited (loopback cannot be spoofed from outside)",
+    )
+
+
+@implementer(IHalfCloseableProtocol)
+class Echo(Tracked):
+    """RFC 862 echo over a stream transport."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        transport: Any = self.transport
+        nodelay = getattr(transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            nodelay(True)
+        transport.registerProducer(transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        n = len(data)
+        self.bytes_in += n
+        self.touched = True
+        writethrough.write(self.transport, data)
+        self.bytes_out += n
+
+    def readConnectionLost(self) -> None:
+        """The client half-closed: deliver what is owed, then close."""
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """The client stopped reading for good: nothing more can be delivered."""
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+def make_factory(context: ServiceContext) -> ServerFactory:
+    return ServiceFactory(context, Echo)
+
+
+def make_datagram(context: ServiceContext) -> DatagramProtocol:
+    from socksvc.udp import UDPEcho
+
+    return UDPEcho(context)
+
+
+SERVICE_TYPE = ServiceType(
+    name="echo",
+    settings=EchoSettings,
+    doc="RFC 862 echo over TCP, UNIX streams and UDP",
+    stream=make_factory,
+    datagram=make_datagram,
+)

@@ -1,0 +1,172 @@
+"""
+Greeting (RFC 865 style, as in quote of the day): say one message, close.
+
+The message is a template with {hostname}, {peer}, {time} and {service}, or
+a random line of a quotes file. It is under 512 bytes (RFC 865), checked when
+the config is loaded. A peer that never reads is aborted after send_timeout.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import string
+import time as _time
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ServerFactory
+from twisted.python.failure import Failure
+
+from socksvc import writethrough
+from socksvc.policy import ServiceFactory, Tracked
+from socksvc.registry import ServiceContext, ServiceType
+from socksvc.settings import as_float, setting
+
+MAX_MESSAGE = 512
+FIELDS = ("hostname", "peer", "time", "service")
+# Worst cases for the size check: the longest peer text we can produce, a
+# long service name, an RFC 3339 time.
+_WORST = {
+    "peer": "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535",
+    "service": "s" * 64,
+    "time": "2026-11-21T11:39:21Z",
+}
+
+
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+def _finish(text: str) -> bytes:
+    """A message as sent: UTF-8, ending in CRLF (added if it has no line end)."""
+    data = text.encode("utf-8", "replace")
+    if not data.endswith(b"\n"):
+        data += b"\r\n"
+    return data
+
+
+def parse_message(value: Any) -> str:
+    """A greeting template: only the known fields, and short enough."""
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError as e:
+        raise ValueError(f"bad template: {e} (write {{{{ and }}}} for literal braces)") from None
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in FIELDS:
+            known = ", ".join("{" + f + "}" for f in FIELDS)
+            raise ValueError(f"unknown field {{{field}}} (known: {known})")
+        if conversion or (spec and ("{" in spec)):
+            raise ValueError(f"field {{{field}}} takes no conversion or nested format")
+    try:
+        size = len(_finish(value.format(hostname=_hostname(), **_WORST)))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"bad template: {e}") from None
+    if size > MAX_MESSAGE:
+        raise ValueError(f"message is {size} bytes when filled in; the limit is {MAX_MESSAGE} (RFC 865)")
+    return value
+
+
+@attrs.frozen
+class Quotes:
+    """A quotes file, read when the config is loaded."""
+
+    path: str
+    lines: tuple[str, ...]
+
+
+def parse_quotes(value: Any) -> Quotes | None:
+    """Read a quotes file: one quote a line; blank lines and # comments skipped."""
+    if not isinstance(value, str):
+        raise ValueError("expected a file path string")
+    if not value:
+        return None
+    try:
+        with open(value, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read quotes file: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError("quotes file is not UTF-8 text") from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if len(_finish(line)) > MAX_MESSAGE:
+            raise ValueError(f"line {number} of the quotes file is over {MAX_MESSAGE} bytes")
+        lines.append(line)
+    if not lines:
+        raise ValueError("quotes file has no quotes")
+    return Quotes(value, tuple(lines))
+
+
+@attrs.frozen
+class GreetingSettings:
+    """Keys of a greeting service."""
+
+    message: str = setting(
+        "Thank you for connecting",
+        parse_message,
+        "the message, a template with {hostname}, {peer}, {time}, {service}; CRLF is added",
+    )
+    quotes: Quotes | None = setting(None, parse_quotes, "a file of quotes, one a line: serve a random one instead")
+    send_timeout: float = setting(10.0, as_float(minimum=0.1), "seconds to deliver the message before aborting")
+
+
+def render(context: ServiceContext, peer: str, now: float) -> bytes:
+    """The bytes one client gets."""
+    settings: GreetingSettings = context.settings
+    if settings.quotes is not None:
+        text = random.choice(settings.quotes.lines)
+    else:
+        text = settings.message.format(
+            hostname=_hostname(),
+            peer=peer,
+            time=_time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(now)),
+            service=context.name,
+        )
+    return _finish(text)[:MAX_MESSAGE]
+
+
+class Greeting(Tracked):
+    """Writes the message and closes; anything the peer sends is ignored."""
+
+    deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        context: ServiceContext = self.factory.context  # type: ignore[union-attr]
+        transport: Any = self.transport
+        data = render(context, self.peer, context.reactor.seconds())
+        writethrough.write(transport, data)
+        self.bytes_out = len(data)
+        transport.loseConnection()
+        if transport.connected:
+            self.deadline = context.reactor.callLater(context.settings.send_timeout, transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+
+    def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
+        if self.deadline is not None and self.deadline.active():
+            self.deadline.cancel()
+        self.deadline = None
+        super().connectionLost(reason)
+
+
+def make_factory(context: ServiceContext) -> ServerFactory:
+    return ServiceFactory(context, Greeting)
+
+
+SERVICE_TYPE = ServiceType(
+    name="greeting",
+    settings=GreetingSettings,
+    doc="RFC 865 style greeting / quote of the day: one message, then close",
+    stream=make_factory,
+)

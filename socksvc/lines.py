@@ -1,0 +1,76 @@
+"""
+Line splitting for line services (reverse, chat).
+
+Lines end with LF; a CR right before the LF is removed (so CRLF works too,
+and netcat's bare LF is the common case). Memory is bounded: a partial line
+never holds more than C{max_line} (+1 for a CR) bytes; a longer line is
+skipped up to its end and reported as L{TOO_LONG}, and L{LineSplitter.pending}
+says how many bytes have come since the last line end so a caller can give up
+on a peer that never sends one.
+"""
+
+from __future__ import annotations
+
+
+class TooLong:
+    """Stands in the output for a line that was longer than max_line."""
+
+    _instance: TooLong | None = None
+
+    def __new__(cls) -> TooLong:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "TOO_LONG"
+
+
+TOO_LONG = TooLong()
+
+
+class LineSplitter:
+    """Feed it bytes, get complete lines."""
+
+    __slots__ = ("_buf", "_skipped", "max_line", "strip_cr")
+
+    def __init__(self, max_line: int, strip_cr: bool = True) -> None:
+        self.max_line = max_line
+        self.strip_cr = strip_cr
+        self._buf = b""
+        self._skipped = 0  # bytes of an over-long line thrown away so far
+
+    @property
+    def pending(self) -> int:
+        """Bytes received since the last line end (kept or skipped)."""
+        return self._skipped + len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes | TooLong]:
+        """Add C{data}; return the lines it completed, in order."""
+        out: list[bytes | TooLong] = []
+        if self._skipped:
+            end = data.find(b"\n")
+            if end < 0:
+                self._skipped += len(data)
+                return out
+            self._skipped = 0
+            out.append(TOO_LONG)
+            data = data[end + 1 :]
+        if self._buf:
+            data = self._buf + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        limit = self.max_line
+        for line in lines:
+            if line.endswith(b"\r") and self.strip_cr:
+                line = line[:-1]
+            if len(line) > limit + (0 if self.strip_cr else 1):
+                out.append(TOO_LONG)
+            else:
+                out.append(line)
+        if len(rest) > limit + 1:  # +1: the CR of a CRLF may be waiting for its LF
+            self._skipped = len(rest)
+            self._buf = b""
+        else:
+            self._buf = rest
+        return out

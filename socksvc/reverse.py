@@ -1,0 +1,144 @@
+"""
+Reverse: a line service; every line comes back reversed.
+
+Lines end with LF or CRLF and the reply ends the same way. Reversal is by
+user-perceived character, not by byte or code point: combining marks,
+variation selectors, emoji modifiers, zero-width-joiner sequences and
+regional-indicator flags stay attached to their base (so "café" written with a
+combining accent comes back "éfac", not with the accent on the wrong letter).
+Invalid UTF-8 is replaced with U+FFFD. A line longer than max_line gets one
+error line, then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import ServerFactory
+from zope.interface import implementer
+
+from socksvc import writethrough
+from socksvc.lines import LineSplitter, TooLong
+from socksvc.policy import ServiceFactory, Tracked
+from socksvc.registry import ServiceContext, ServiceType
+from socksvc.settings import as_int, setting
+
+ZWJ = "\u200d"
+
+
+def _extends(ch: str) -> bool:
+    """Does C{ch} belong to the character before it?"""
+    cp = ord(ch)
+    return (
+        unicodedata.category(ch) in ("Mn", "Mc", "Me")
+        or 0xFE00 <= cp <= 0xFE0F  # variation selectors
+        or 0xE0100 <= cp <= 0xE01EF
+        or 0x1F3FB <= cp <= 0x1F3FF  # emoji skin tones
+        or 0xE0020 <= cp <= 0xE007F  # emoji tag sequences
+    )
+
+
+def _is_regional(ch: str) -> bool:
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
+
+
+def clusters(text: str) -> list[str]:
+    """Split text into user-perceived characters (a practical approximation of UAX #29)."""
+    out: list[str] = []
+    joined = False  # the previous cluster ended with a ZWJ
+    for ch in text:
+        if out and (joined or _extends(ch) or ch == ZWJ):
+            out[-1] += ch
+        elif out and _is_regional(ch) and len(out[-1]) == 1 and _is_regional(out[-1]):
+            out[-1] += ch  # the second half of a flag
+        else:
+            out.append(ch)
+        joined = ch == ZWJ
+    return out
+
+
+def reverse_text(text: str) -> str:
+    """C{text} reversed by user-perceived character."""
+    return "".join(reversed(clusters(text)))
+
+
+def reverse_line(line: bytes) -> bytes:
+    """One received line (no line end) reversed, as UTF-8."""
+    return reverse_text(line.decode("utf-8", "replace")).encode("utf-8")
+
+
+@attrs.frozen
+class ReverseSettings:
+    """Keys of a reverse service."""
+
+    max_line: int = setting(4096, as_int(minimum=1, maximum=1 << 20), "longest line in bytes; longer closes")
+
+
+@implementer(IHalfCloseableProtocol)
+class Reverse(Tracked):
+    """Reverses each line."""
+
+    splitter: LineSplitter
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        context: ServiceContext = self.factory.context  # type: ignore[union-attr]
+        self.splitter = LineSplitter(context.settings.max_line, strip_cr=False)
+        transport: Any = self.transport
+        nodelay = getattr(transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            nodelay(True)
+        transport.registerProducer(transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        replies: list[bytes] = []
+        for line in self.splitter.feed(data):
+            if isinstance(line, TooLong):
+                self._too_long(b"".join(replies))
+                return
+            self.touched = True
+            if line.endswith(b"\r"):
+                replies.append(reverse_line(line[:-1]) + b"\r\n")
+            else:
+                replies.append(reverse_line(line) + b"\n")
+        if self.splitter.pending > self.splitter.max_line + 1:
+            self._too_long(b"".join(replies))
+            return
+        if replies:
+            out = b"".join(replies)
+            self.bytes_out += len(out)
+            writethrough.write(self.transport, out)
+
+    def _too_long(self, before: bytes) -> None:
+        transport: Any = self.transport
+        out = before + f"error: line longer than {self.splitter.max_line} bytes\r\n".encode()
+        self.bytes_out += len(out)
+        transport.unregisterProducer()
+        transport.write(out)
+        transport.loseConnection()
+        transport.pauseProducing()  # read nothing more from it
+
+    def readConnectionLost(self) -> None:
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+def make_factory(context: ServiceContext) -> ServerFactory:
+    return ServiceFactory(context, Reverse)
+
+
+SERVICE_TYPE = ServiceType(
+    name="reverse",
+    settings=ReverseSettings,
+    doc="line reverser (by character, UTF-8 aware)",
+    stream=make_factory,
+)

@@ -1,0 +1,51 @@
+"""
+twistd / twist plugin glue: command-line options and makeService.
+
+C{twistd -n socksvc [--config FILE] [--check]}. Without --config the embedded
+default config runs every service on 127.0.0.1. Config errors stop here with
+one line and exit status 1; --check stops here either way, having bound
+nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from socksvc.config import ConfigError, load
+from socksvc.daemon import DaemonService, StartupError
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--check]"
+    longdesc = (
+        "Serve echo, greeting, reverse, UDP echo and chat from one TOML config. "
+        "Without --config, the embedded default serves every service on 127.0.0.1."
+    )
+    optParameters = [
+        ["config", "c", None, "the TOML config file (default: the embedded default)"],
+    ]
+    optFlags = [
+        ["check", None, "check the config and exit 0 (valid) or 1 (invalid); binds nothing"],
+    ]
+
+
+def makeService(options: Options | dict[str, Any], reactor: Any = None) -> DaemonService:
+    """Load the config, then build the service tree (nothing is bound yet)."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    path = options.get("config")
+    try:
+        config = load(path)
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
+    if options.get("check"):
+        listeners = sum(len(s.listen) for s in config.services)
+        print(f"socksvc: {config.source}: OK, {len(config.services)} services, {listeners} listeners")
+        sys.stdout.flush()
+        raise SystemExit(0)
+    return DaemonService(config, reactor)
