@@ -219,11 +219,15 @@ def listen_stream(reactor: Any, spec: ListenSpec, factory: Any) -> Any:
 
 
 def port_description(port: IListeningPort) -> str:
-    """Where a listening port actually is (after binding port 0, say)."""
-    host = port.getHost()
+    """Where a listening port actually is: C{tcp 127.0.0.1:7007}, C{udp [::1]:7007}, C{unix /run/x}."""
+    host: Any = port.getHost()
+    kind = str(getattr(host, "type", "")).lower()
     if hasattr(host, "port"):
         h = getattr(host, "host", "")
         if ":" in h:
             h = f"[{h}]"
-        return f"{h}:{host.port}"
-    return str(getattr(host, "name", host))
+        return f"{kind or 'tcp'} {h}:{host.port}"
+    name = getattr(host, "name", host)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix {name}"
