@@ -43,7 +43,10 @@ class ListenSpec:
     """The socket path (unix)."""
 
     @property
-    def kind(self) -> Literal["stream", "datagram"]:
+    def kind(self) -> Literal["stream", "datagram", "inherited"]:
+        """C{inherited} for C{systemd:} specs: the socket itself says stream or datagram."""
+        if self.scheme == "systemd":
+            return "inherited"
         return "datagram" if self.scheme in DATAGRAM_SCHEMES else "stream"
 
     def describe(self) -> str:
@@ -89,7 +92,7 @@ def resolve_port(value: str, proto: str) -> int:
     value = value.strip()
     if not value:
         raise ValueError("missing port")
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         port = int(value)
         if port > 65535:
             raise ValueError(f"port {port} is out of range (0 to 65535)")
@@ -125,16 +128,51 @@ def parse_listen(text: Any) -> ListenSpec:
         known = ", ".join(SCHEMES)
         extra = f'; did you mean "{hint}"?' if hint else ""
         raise ValueError(f"unknown listen kind {scheme!r} (known: {known}){extra}")
+    # Twisted's endpoint parser knows only lower-case kinds: "TCP:7" means "tcp:7".
+    parts[0] = (scheme, scheme)
+    text_for_endpoint = ":".join(raw for raw, _value in parts)
+    _check_unescaped_ipv6(parts)
     if scheme == "udp":
         return _parse_udp(text, parts[1:])
     if scheme in ("tcp", "tcp6", "ssl"):
         return _parse_inet_stream(text, scheme, parts)
     if scheme == "unix":
         return _parse_unix(text, parts)
-    # systemd: socksvc.systemd and Twisted check the rest when the daemon starts.
-    if len(parts) < 2:
-        raise ValueError("systemd listen specs need name=NAME or domain=...:index=N")
-    return ListenSpec(text=text, scheme=scheme, endpoint=text)
+    # systemd: checked here; the descriptors are looked up when the daemon starts.
+    from socksvc.systemd import parse_spec
+
+    parse_spec(text)
+    return ListenSpec(text=text, scheme=scheme, endpoint=text_for_endpoint)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_unescaped_ipv6(parts: list[tuple[str, str]]) -> None:
+    """
+    C{interface=::1} splits on its colons; say how to write it
+    (C{interface=\\:\\:1}) rather than pass Twisted's puzzling complaint on.
+    """
+    for i, (_raw, value) in enumerate(parts):
+        key, eq, kwvalue = value.partition("=")
+        if not (eq and key == "interface") or i + 1 == len(parts) or _is_ip(kwvalue):
+            continue
+        candidate = kwvalue
+        for _raw2, following in parts[i + 1 :]:
+            if "=" in following:
+                break
+            candidate += ":" + following
+            try:
+                ipaddress.IPv6Address(candidate)
+            except ValueError:
+                continue
+            escaped = candidate.replace(":", "\\:")
+            raise ValueError(f"escape the colons of an IPv6 address: interface={escaped}")
 
 
 def _parse_inet_stream(text: str, scheme: str, parts: list[tuple[str, str]]) -> ListenSpec:
@@ -142,6 +180,7 @@ def _parse_inet_stream(text: str, scheme: str, parts: list[tuple[str, str]]) -> 
     port_index = None
     port_value = None
     interface = ""
+    positional = 0
     for i, (_raw, value) in enumerate(rest):
         key, eq, kwvalue = value.partition("=")
         if eq:
@@ -149,8 +188,13 @@ def _parse_inet_stream(text: str, scheme: str, parts: list[tuple[str, str]]) -> 
                 port_index, port_value = i, kwvalue
             elif key == "interface":
                 interface = _check_interface(kwvalue, scheme) if kwvalue else ""
-        elif port_index is None:
+            continue
+        positional += 1
+        if positional == 1:
             port_index, port_value = i, value
+        elif positional == 2 and scheme == "tcp" and value:
+            # tcp:PORT:INTERFACE, Twisted's positional form.
+            interface = _check_interface(value, scheme)
     if port_index is None or port_value is None:
         raise ValueError(f'{scheme} listen spec needs a port, as in "{scheme}:7007"')
     port = resolve_port(port_value, "tcp")
@@ -175,8 +219,9 @@ def _parse_unix(text: str, parts: list[tuple[str, str]]) -> ListenSpec:
             path = value
     if not path:
         raise ValueError('unix listen spec needs a path, as in "unix:/run/socksvc/echo.sock"')
-    _check_with_twisted(text)
-    return ListenSpec(text=text, scheme="unix", endpoint=text, path=path)
+    endpoint = ":".join(raw for raw, _value in parts)
+    _check_with_twisted(endpoint)
+    return ListenSpec(text=text, scheme="unix", endpoint=endpoint, path=path)
 
 
 def _parse_udp(text: str, rest: list[tuple[str, str]]) -> ListenSpec:
