@@ -26,7 +26,7 @@ DEFAULT_DENY_SOURCE_PORTS = (0, 7, 9, 13, 17, 19, 37, 53, 69, 111, 123, 137, 161
 
 @attrs.frozen
 class EchoSettings:
-    """Keys of an echo service; all but none apply to its udp: listens."""
+    """Keys of an echo service; they apply to its udp: listens (see socksvc.udp and docs/udp.md)."""
 
     deny_source_ports: tuple[int, ...] = setting(
         DEFAULT_DENY_SOURCE_PORTS,
@@ -36,7 +36,9 @@ class EchoSettings:
     rate_per_source: float = setting(
         100.0, as_float(), "UDP: replies a second to one IPv4 address or IPv6 /64; 0 = no limit"
     )
-    burst: int = setting(200, as_int(), "UDP: replies one source may get at once above rate_per_source")
+    burst: int = setting(
+        200, as_int(), "UDP: replies one source may get at once above rate_per_source; 0 = one second's worth"
+    )
     max_sources: int = setting(65536, as_int(minimum=1), "UDP: sources tracked for rate limiting (oldest evicted)")
     rate_exempt: tuple[Any, ...] = setting(
         tuple(as_networks(["127.0.0.0/8", "::1/128"])),
