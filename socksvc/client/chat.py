@@ -1,0 +1,154 @@
+"""
+`socksvc chat [HOST] [PORT] [--nick NAME]`: the console chat client.
+
+On a terminal it is an interactive console (prompt_toolkit): lines from the
+server print above the input line, nicknames in colours, notices dimmed,
+private messages highlighted, Up/Down recall typed lines, Tab completes
+commands and nicknames, Ctrl-D or /quit leaves, a lost connection is retried
+automatically with backoff (Enter retries at once). When stdin is not a
+terminal (or with --plain) it is a plain line client for scripts: stdin lines
+are sent, server lines are printed, escaped, to stdout.
+
+See docs/chat-client.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from socksvc.client.chat_net import Target, connect_socket, describe, open_stream
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 7070
+PROG = "socksvc chat"
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range (1-65535): {port}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def _nick(text: str) -> str:
+    if not text or any(c.isspace() for c in text) or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"a nickname is one word of printable characters: {text!r}")
+    return text
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", nargs="?", default=DEFAULT_HOST, help=f"server host, or unix:PATH (default {DEFAULT_HOST})")
+    p.add_argument("port", nargs="?", type=_port, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--nick", "-n", metavar="NAME", type=_nick, help="take this nickname on connect (and on reconnect)")
+    p.add_argument("--no-color", "--no-colour", dest="color", action="store_false", help="no colours (or set NO_COLOR)")
+    p.add_argument("--timestamps", "-t", action="store_true", help="show local time on lines the server sent untimed")
+    p.add_argument("--plain", action="store_true", help="plain line mode even on a terminal (for scripts)")
+    p.add_argument(
+        "--no-reconnect", dest="reconnect", action="store_false", help="exit (status 1) when the connection drops"
+    )
+    p.add_argument("--timeout", type=_seconds, default=10.0, metavar="S", help="connect timeout (default 10)")
+    p.add_argument(
+        "--drain", type=_seconds, default=2.0, metavar="S", help="plain mode: wait after stdin ends (default 2)"
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add the `chat` subcommand to the `socksvc` command line."""
+    p = subparsers.add_parser(
+        "chat",
+        help="join a socksvc chat server (interactive, or plain lines when stdin is not a terminal)",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    add_arguments(p)
+    p.set_defaults(run=run)
+
+
+def _fail(target: Target, exc: BaseException, timeout: float) -> int:
+    print(f"{PROG}: cannot connect to {target}: {describe(exc, timeout)}", file=sys.stderr)
+    return 1
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the client as the command line asked; return the exit code."""
+    target = Target.parse(args.host, args.port)
+    if args.plain or not _interactive():
+        return run_plain_mode(target, args)
+    return asyncio.run(_run_console(target, args))
+
+
+def run_plain_mode(target: Target, args: argparse.Namespace) -> int:
+    from socksvc.client.chat_plain import run_plain
+
+    try:
+        sock = connect_socket(target, args.timeout)
+    except (OSError, TimeoutError) as e:
+        return _fail(target, e, args.timeout)
+
+    def warn(message: str) -> None:
+        print(f"{PROG}: {message}", file=sys.stderr)
+
+    try:
+        return run_plain(
+            sock,
+            stdin_fd=sys.stdin.fileno(),
+            stdout=sys.stdout.buffer,
+            nick=args.nick,
+            drain=args.drain,
+            timestamps=args.timestamps,
+            warn=warn,
+        )
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run_console(target: Target, args: argparse.Namespace) -> int:
+    from socksvc.client.chat_console import ChatConsole, terminal_input
+
+    try:
+        reader, writer = await open_stream(target, args.timeout)
+    except (OSError, TimeoutError) as e:
+        return _fail(target, e, args.timeout)
+    color = args.color and not os.environ.get("NO_COLOR")
+    console = ChatConsole(
+        target,
+        nick=args.nick,
+        reconnect=args.reconnect,
+        color=color,
+        timestamps=args.timestamps,
+        connect_timeout=args.timeout,
+        input=terminal_input(),
+    )
+    return await console.run(reader, writer)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m socksvc.client.chat` (the same as `socksvc chat`)."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1] if __doc__ else None)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

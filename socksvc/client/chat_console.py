@@ -1,0 +1,475 @@
+"""
+The interactive chat console: prompt_toolkit on asyncio, asyncio streams.
+
+Layout: one input line with a status toolbar under it. Every server line is
+printed *above* the input line with prompt_toolkit's print_formatted_text,
+which, while the prompt is running, erases the prompt, prints, and draws the
+prompt again with what was being typed intact (run_in_terminal). Lines from
+one network read are printed in one go.
+
+Why asyncio and not Twisted here: prompt_toolkit's event loop is asyncio, and
+Twisted's asyncioreactor has to be installed before anything imports
+twisted.internet.reactor and cannot be restarted, which the `socksvc` command
+line (other subcommands use the default reactor) and the in-process tests
+cannot promise. asyncio streams give the same non-blocking I/O with no such
+ordering rule. The daemon stays Twisted all the way.
+
+Lost connection: said plainly on its own line, the toolbar turns red, and the
+client reconnects by itself with exponential backoff (1 s doubling to 30 s);
+Enter on an empty line retries at once. After a reconnect it takes its
+nickname again and rejoins the room the user last /joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import create_app_session, get_app_session, run_in_terminal
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.enums import DEFAULT_BUFFER
+from prompt_toolkit.filters import has_focus
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.input.vt100 import Vt100Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.output import ColorDepth, Output
+from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
+from prompt_toolkit.styles import Style
+
+from socksvc.client.chat_format import (
+    STYLE_RULES,
+    ChatLine,
+    Fragments,
+    classify,
+    decode,
+    escape,
+    fold_nick,
+    fragments,
+    own_line,
+)
+from socksvc.client.chat_net import Target, describe, open_stream
+from socksvc.lines import LineSplitter, TooLong
+
+MAX_LINE = 1 << 20
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+QUIT_WAIT = 2.0
+"""After /quit, how long to wait for the server to close before leaving anyway."""
+
+_KNOWN_AS = re.compile(r"You are now known as (\S+)")
+_IN_ROOM = re.compile(r"You are now in (\S+) \(\d+ members?\)")
+COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/help", "/quit")
+
+
+class _StayRawInput(Vt100Input):
+    """
+    Terminal input that stays in raw mode while lines are printed above the
+    prompt. prompt_toolkit's run_in_terminal switches the tty to cooked mode
+    around each print (meant for running other programs), and in cooked mode
+    the tty itself echoes keys typed at that moment onto the screen, in the
+    middle of the output. We only print, so raw mode is right throughout.
+    """
+
+    def cooked_mode(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def terminal_input() -> Input:
+    """prompt_toolkit input for the real terminal on stdin (see L{_StayRawInput})."""
+    return _StayRawInput(sys.stdin)
+
+
+class _Completer(Completer):
+    """Tab completes commands at the start of a line and nicknames seen so far."""
+
+    def __init__(self, nicks: Callable[[], Iterable[str]]) -> None:
+        self.nicks = nicks
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        word = document.get_word_before_cursor(WORD=True)
+        before = document.text_before_cursor
+        if before.startswith("/") and " " not in before:
+            for cmd in COMMANDS:
+                if cmd.startswith(before.lower()):
+                    yield Completion(cmd + " ", start_position=-len(before))
+            return
+        if not word:
+            return
+        folded = word.casefold()
+        for nick in sorted(self.nicks()):
+            if nick.casefold().startswith(folded) and nick != word:
+                yield Completion(nick, start_position=-len(word))
+
+
+class ChatConsole:
+    """One interactive chat session (possibly over several connections)."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        nick: str | None = None,
+        reconnect: bool = True,
+        color: bool = True,
+        timestamps: bool = False,
+        connect_timeout: float = 10.0,
+        input: Input | None = None,
+        output: Output | None = None,
+    ) -> None:
+        self.target = target
+        self.nick = nick or ""
+        """The nickname we have (or asked for, before the server said yes)."""
+        self.registered = False
+        self.room: str | None = None
+        """The room the server last said we are in; rejoined after a reconnect."""
+        self._rejoin: str | None = None
+        self._last_notice = ""
+        self.reconnect = reconnect
+        self.timestamps = timestamps
+        self.connect_timeout = connect_timeout
+        self.color_depth = None if color else ColorDepth.DEPTH_1_BIT
+        self.style = Style.from_dict(STYLE_RULES)
+        self._input = input
+        self._output = output
+        self.state = "connecting"
+        self.status = ""
+        self.retry_at = 0.0
+        self.exit_code = 0
+        self.quitting = False
+        self.seen: dict[str, None] = {}  # nicknames seen, for completion (ordered, bounded)
+        self.writer: asyncio.StreamWriter | None = None
+        self.retry_now = asyncio.Event()
+        self.session: PromptSession[str] | None = None
+        self._stopped = False
+        self._quit_line: str | None = None
+        self._net: asyncio.Task[None] | None = None
+        self._out: Output | None = None
+        self.shown: list[ChatLine | str] = []
+        """Every line shown, most recent last (bounded); for tests and /last."""
+
+    # ------------------------------------------------------------ output
+
+    def _print(self, frags: Fragments) -> Awaitable[None]:
+        """
+        Print C{frags} as one line above the prompt (the prompt is erased,
+        the line printed, the prompt drawn again with its text intact). Lines
+        print in the order asked; the network side awaits the future, so a
+        slow terminal slows reading from the server rather than queueing.
+        """
+        output = self._out or get_app_session().output
+        depth = self.color_depth or output.get_default_color_depth()
+
+        def render() -> None:
+            try:
+                renderer_print_formatted_text(output, [*frags, ("", "\n")], self.style, color_depth=depth)
+                output.flush()
+            except OSError:  # the terminal went away (SIGHUP follows): nothing to show it on
+                pass
+
+        return run_in_terminal(render)
+
+    def show_local(self, text: str, style: str = "class:local") -> None:
+        """A line from the client itself (not the server)."""
+        self._remember(text)
+        self._print([(style, "-- " + escape(text))])
+
+    def _remember(self, item: ChatLine | str) -> None:
+        self.shown.append(item)
+        if len(self.shown) > 1000:
+            del self.shown[:500]
+
+    def show_lines(self, lines: list[bytes | TooLong]) -> Awaitable[None] | None:
+        frags: Fragments = []
+        local_time = time.strftime("%H:%M") if self.timestamps else ""
+        for raw in lines:
+            if isinstance(raw, TooLong):
+                self._remember("(a line over 1 MiB was skipped)")
+                frags += [("class:local", "-- (a line over 1 MiB was skipped)"), ("", "\n")]
+                continue
+            line = classify(decode(raw))
+            self._remember(line)
+            if line.kind == "notice" and not line.history:
+                self._learn(line.text)
+            if line.nick and line.kind != "notice":
+                self.seen.pop(line.nick, None)
+                self.seen[line.nick] = None
+                if len(self.seen) > 500:
+                    del self.seen[next(iter(self.seen))]
+            frags += [*fragments(line, self.nick, local_time), ("", "\n")]
+        return self._print(frags[:-1]) if frags else None
+
+    def _learn(self, text: str) -> None:
+        """Follow our own state from the server's notices (see docs/chat.md)."""
+        self._last_notice = text
+        m = _KNOWN_AS.fullmatch(text)
+        if m is not None:
+            self.nick = m.group(1)
+            self.registered = True
+        elif text.startswith("error: nickname refused") and not self.registered:
+            self.nick = ""
+        elif (m := _IN_ROOM.fullmatch(text)) is not None:
+            rejoin, self._rejoin = self._rejoin, None
+            self.room = m.group(1)
+            if rejoin is not None and fold_nick(rejoin) != fold_nick(self.room):
+                # After a reconnect the server puts us in its first room: go back.
+                self.send(f"/join {rejoin}")
+        else:
+            return
+        self._invalidate()
+
+    # ------------------------------------------------------------ prompt
+
+    def prompt_text(self) -> FormattedText:
+        if not self.registered:
+            return FormattedText([("class:prompt", "nickname> ")])
+        return FormattedText([("class:prompt", f"{escape(self.nick)}> ")])
+
+    def toolbar(self) -> FormattedText:
+        return FormattedText(self._toolbar())
+
+    def _toolbar(self) -> Fragments:
+        where = str(self.target)
+        if self.state == "connected":
+            room = f" in {escape(self.room)}" if self.room else ""
+            return [("class:bottom-toolbar", f" {where}{room} - connected  (Ctrl-D or /quit to leave) ")]
+        if self.state == "waiting":
+            left = max(0, round(self.retry_at - time.monotonic()))
+            text = f" {where} - disconnected ({self.status}); retry in {left}s, Enter retries now "
+            return [("class:toolbar.bad", text)]
+        return [("class:toolbar.bad", f" {where} - {self.state}... ")]
+
+    def _key_bindings(self) -> KeyBindings:
+        kb = KeyBindings()
+
+        @kb.add("c-c")
+        def _interrupt(event: KeyPressEvent) -> None:
+            buffer = event.app.current_buffer
+            if buffer.text:
+                buffer.reset()
+            else:
+                event.app.exit(exception=EOFError())
+
+        @kb.add("enter", filter=has_focus(DEFAULT_BUFFER))
+        def _enter(event: KeyPressEvent) -> None:
+            # The prompt never returns: Enter hands the line over and clears the
+            # buffer, so the terminal stays in raw mode for the whole session
+            # and nothing typed ahead is ever echoed by the tty between prompts.
+            buffer = event.app.current_buffer
+            text = buffer.text
+            buffer.reset(append_to_history=True)
+            self.handle_input(text)
+
+        return kb
+
+    def _invalidate(self) -> None:
+        if self.session is not None and self.session.app.is_running:
+            self.session.app.invalidate()
+
+    def stop(self, code: int) -> None:
+        """Leave the prompt loop (from the network side)."""
+        self.exit_code = code
+        self._stopped = True
+        if self.session is not None and self.session.app.is_running:
+            self.session.app.exit(exception=EOFError())
+
+    # ------------------------------------------------------------ network
+
+    def send(self, line: str) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(line.encode("utf-8") + b"\n")
+
+    def _on_connect(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.state = "connected"
+        self.registered = False
+        self._rejoin = self.room
+        if self.nick:
+            self.send(f"/nick {self.nick}")
+        self._invalidate()
+
+    async def _pump(self, reader: asyncio.StreamReader) -> str:
+        """Show what the server sends until it stops; return why it stopped."""
+        self._last_notice = ""
+        splitter = LineSplitter(MAX_LINE)
+        while True:
+            try:
+                data = await reader.read(65536)
+            except OSError as e:
+                return describe(e)
+            if not data:
+                if splitter.pending:
+                    await self._shown(self.show_lines(splitter.feed(b"\n")))
+                if self._last_notice.startswith("Disconnected: ") or self._last_notice == "server is shutting down":
+                    return "the server said: " + escape(self._last_notice)
+                return "closed by the server"
+            await self._shown(self.show_lines(splitter.feed(data)))
+
+    @staticmethod
+    async def _shown(printing: Awaitable[None] | None) -> None:
+        if printing is not None:
+            await printing
+
+    async def network(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            self._on_connect(writer)
+            reason = await self._pump(reader)
+            self.writer = None
+            writer.close()
+            if self.quitting:
+                return
+            self.state = "disconnected"
+            self.status = reason
+            self.show_local(f"connection to {self.target} lost: {reason}", "class:error")
+            if not self.reconnect:
+                self.stop(1)
+                return
+            self.show_local("reconnecting automatically; press Enter to retry now, Ctrl-D to leave")
+            delay = BACKOFF_FIRST
+            while True:
+                self.state = "waiting"
+                self.retry_at = time.monotonic() + delay
+                self.retry_now.clear()
+                self._invalidate()
+                try:
+                    await asyncio.wait_for(self.retry_now.wait(), delay)
+                except TimeoutError:
+                    pass
+                self.state = "connecting"
+                self._invalidate()
+                try:
+                    reader, writer = await open_stream(self.target, self.connect_timeout)
+                except (OSError, TimeoutError) as e:
+                    self.status = describe(e, self.connect_timeout)
+                    self.show_local(f"reconnect failed: {self.status}", "class:error")
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
+                self.show_local(f"reconnected to {self.target}")
+                break
+
+    # ------------------------------------------------------------ input
+
+    def handle_input(self, text: str) -> None:
+        """What the user entered (a paste may hold several lines)."""
+        for line in text.splitlines() or [""]:
+            if self.quitting:
+                return
+            self._handle_line(line)
+
+    def _handle_line(self, line: str) -> None:
+        words = line.split(maxsplit=1)
+        command = words[0].lower() if words and words[0].startswith("/") else ""
+        arg = words[1].strip() if len(words) > 1 else ""
+        if command == "/quit":
+            self.quitting = True
+            self._quit_line = line
+            if self.session is not None and self.session.app.is_running:
+                self.session.app.exit(exception=EOFError())
+            return
+        if self.writer is None:
+            if line.strip():
+                self.show_local(
+                    "not connected: that line was not sent (Enter retries the connection now)", "class:error"
+                )
+            self.retry_now.set()
+            return
+        if not line.strip():
+            return
+        local_time = time.strftime("%H:%M") if self.timestamps else ""
+        if not self.registered and (command == "/nick" or not command):
+            # Before a nickname is taken, the server takes the first plain line as one.
+            self.nick = (arg if command else line).strip()
+        elif command == "/nick":
+            pass  # the nickname changes when the server says "You are now known as ..."
+        elif not command or line.startswith("//"):
+            # The server does not echo our own messages: show them as others see them.
+            self._print(own_line("message", self.nick, line[1:] if command else line, local_time))
+        elif command == "/me":
+            self._print(own_line("action", self.nick, arg, local_time))
+        elif command != "/msg":  # /msg is confirmed by the server ("-> *nick* text")
+            self._print([("class:local", escape(line))])
+        self.send(line)
+
+    async def quit(self, line: str | None = None) -> None:
+        """Send /quit (with the user's reason), wait briefly for the close, leave."""
+        self.quitting = True
+        writer = self.writer
+        if writer is not None and not writer.is_closing():
+            self.send(line or "/quit")
+            try:
+                await asyncio.wait_for(writer.drain(), QUIT_WAIT)
+            except (OSError, TimeoutError):
+                pass
+            if self._net is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._net), QUIT_WAIT)
+                except (TimeoutError, asyncio.CancelledError, Exception):
+                    pass
+
+    # ------------------------------------------------------------ main
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+        """Chat on an open connection until the user leaves; return the exit code."""
+        if self._input is not None or self._output is not None:
+            with create_app_session(input=self._input, output=self._output):
+                return await self._run(reader, writer)
+        return await self._run(reader, writer)
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+        self.retry_now = asyncio.Event()
+        self._out = get_app_session().output
+        self.session = PromptSession(
+            history=InMemoryHistory(),
+            bottom_toolbar=self.toolbar,
+            style=self.style,
+            color_depth=self.color_depth,
+            key_bindings=self._key_bindings(),
+            completer=_Completer(lambda: self.seen),
+            complete_while_typing=False,
+            refresh_interval=1.0,
+            erase_when_done=True,
+        )
+        self._net = asyncio.create_task(self.network(reader, writer))
+        loop = asyncio.get_running_loop()
+        handled = []
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            # Leave as Ctrl-D does (send /quit, put the terminal back), not mid-redraw.
+            try:
+                loop.add_signal_handler(sig, self._leave)
+                handled.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            try:
+                # Returns only when the user leaves (Ctrl-D, Ctrl-C, /quit) or
+                # the network side stops us (a lost connection with --no-reconnect).
+                await self.session.prompt_async(self.prompt_text)
+            except (EOFError, KeyboardInterrupt):
+                pass
+            if not self._stopped:
+                await self.quit(self._quit_line)
+        finally:
+            if not self._net.done():
+                self._net.cancel()
+                try:
+                    await self._net
+                except (asyncio.CancelledError, Exception):
+                    pass
+            if self.writer is not None:
+                self.writer.close()
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+        return self.exit_code
+
+    def _leave(self) -> None:
+        if self.session is not None and self.session.app.is_running:
+            self.session.app.exit(exception=EOFError())

@@ -1,0 +1,127 @@
+"""
+Plain line mode: the chat client for scripts (stdin is not a terminal).
+
+Lines read from stdin are sent as they are; every line the server sends is
+written to stdout, escaped (no control character from the network ever reaches
+stdout) and otherwise unchanged, so scripts can parse the documented formats.
+When stdin ends, the client sends ``/quit`` and waits for the server to close
+(so the replies to the last lines still arrive), but no longer than C{drain}
+seconds after the last byte it managed to send; when the server closes first,
+the client exits at once.
+
+One select() loop over the socket and stdin: it works for pipes, regular files
+and /dev/null alike, and needs no event loop or thread.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+from socksvc.client.chat_format import decode, plain
+from socksvc.lines import LineSplitter, TooLong
+
+MAX_LINE = 1 << 20
+"""Longest server line shown (longer ones are replaced by a note)."""
+SEND_BUFFER_MAX = 1 << 16
+"""Stop reading stdin while this much is waiting to be sent."""
+
+
+def run_plain(
+    sock: socket.socket,
+    *,
+    stdin_fd: int,
+    stdout: BinaryIO,
+    nick: str | None = None,
+    drain: float = 2.0,
+    timestamps: bool = False,
+    warn: Callable[[str], None] = lambda message: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """
+    Chat over the connected C{sock} until stdin ends (then drain) or the
+    server closes. Returns the exit code: 0, or 1 if the connection failed.
+    """
+    sock.setblocking(False)
+    out = bytearray()
+    if nick:
+        out += b"/nick " + nick.encode("utf-8") + b"\n"
+    splitter = LineSplitter(MAX_LINE)
+    stdin_open = True
+    stdin_tail = b""  # the last byte read from stdin, to end a final unterminated line
+    deadline: float | None = None
+    status = 0
+
+    def show(lines: list[bytes | TooLong]) -> bool:
+        text = []
+        for line in lines:
+            if isinstance(line, TooLong):
+                text.append("-!- (a line longer than 1 MiB was skipped)")
+            else:
+                text.append(plain(decode(line), time.strftime("%H:%M") if timestamps else ""))
+        if not text:
+            return True
+        try:
+            stdout.write(("\n".join(text) + "\n").encode("utf-8"))
+            stdout.flush()
+        except (BrokenPipeError, ValueError):
+            return False
+        return True
+
+    try:
+        while True:
+            readers: list[int | socket.socket] = [sock]
+            if stdin_open and len(out) < SEND_BUFFER_MAX:
+                readers.append(stdin_fd)
+            writers = [sock] if out else []
+            timeout = None if deadline is None else max(0.0, deadline - clock())
+            ready_r, ready_w, _ = select.select(readers, writers, [], timeout)
+            if not ready_r and not ready_w and deadline is not None and clock() >= deadline:
+                break
+            if sock in ready_w:
+                try:
+                    sent = sock.send(out)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as e:
+                    warn(f"connection lost: {e.strerror or e}")
+                    status = 1
+                    break
+                del out[:sent]
+                if sent and not stdin_open:
+                    deadline = clock() + drain  # drain counts from the last byte sent
+            if stdin_fd in ready_r:
+                data = os.read(stdin_fd, 65536)
+                if data:
+                    out += data
+                    stdin_tail = data[-1:]
+                else:
+                    stdin_open = False
+                    if stdin_tail not in (b"", b"\n"):
+                        out += b"\n"
+                    out += b"/quit\n"
+                    deadline = clock() + drain
+            if sock in ready_r:
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    warn(f"connection lost: {e.strerror or e}")
+                    status = 1
+                    break
+                if not data:
+                    rest = splitter.feed(b"\n") if splitter.pending else []
+                    show(rest)
+                    if stdin_open:
+                        warn("the server closed the connection")
+                    break
+                if not show(splitter.feed(data)):
+                    break
+    finally:
+        sock.close()
+    return status

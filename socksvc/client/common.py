@@ -1,0 +1,300 @@
+"""
+Shared pieces of the C{socksvc} client: targets, errors, exit codes, output.
+
+The network probes use plain blocking sockets (with select where two
+directions must move at once), outside any reactor: each probe is one short
+synchronous exchange, so a reactor buys nothing, and the functions can be
+called from anywhere (including a test process whose reactor is already
+running) without touching global reactor state.
+
+Every user error is a L{ClientError}: one line on stderr and a small exit
+code (L{EXIT_CODES}); L{socksvc.client.main} prints it. Nothing here prints
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import io
+import ipaddress
+import os
+import socket
+import sys
+import time
+from typing import BinaryIO
+
+import attrs
+
+PROG = "socksvc"
+
+# Exit codes (documented in docs/client.md; keep both in step).
+EXIT_OK = 0
+EXIT_ERROR = 1  # anything else: a local I/O error, an unexpected socket error
+EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
+EXIT_NOT_FOUND = 3  # unknown host, name, address, service or URL scheme
+EXIT_CONNECT = 4  # cannot connect: refused, unreachable, ...
+EXIT_TIMEOUT = 5  # no connection or no (complete) reply within --timeout
+EXIT_PROTOCOL = 6  # connected, then reset, closed early, or a wrong reply
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "other error (local I/O, unexpected socket error)",
+    EXIT_USAGE: "bad command line",
+    EXIT_NOT_FOUND: "unknown host, name, address, service or URL scheme",
+    EXIT_CONNECT: "cannot connect (connection refused, network or host unreachable)",
+    EXIT_TIMEOUT: "timed out connecting or waiting for a reply",
+    EXIT_PROTOCOL: "connection reset or closed early, or a reply that is not what was expected",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+DEFAULT_HOST = "localhost"
+DEFAULT_TIMEOUT = 5.0
+ECHO_PORT = 7007
+GREETING_PORT = 7017
+REVERSE_PORT = 7071
+CHAT_PORT = 7070
+
+
+class ClientError(Exception):
+    """A user-facing failure: C{str()} is the one line to print, C{code} the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def usage_error(message: str) -> ClientError:
+    return ClientError(message, EXIT_USAGE)
+
+
+# -- parsing -----------------------------------------------------------------
+
+
+def parse_host(text: str) -> str:
+    """
+    A host as given on the command line: a name, an IPv4 address, or an
+    IPv6 address (bare, or in [brackets], optionally with a %zone).
+    Returns the form to hand to getaddrinfo (no brackets).
+    """
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _is_ipv6(host):
+            raise usage_error(f"not an IPv6 address in brackets: {text!r}")
+        return host
+    if not host or any(c.isspace() or c in "[]/" for c in host) or "\x00" in host:
+        raise usage_error(f"not a host name or address: {text!r}")
+    if ":" in host and not _is_ipv6(host):
+        raise usage_error(f"not a host name or address: {text!r} (give the port as a separate argument)")
+    return host
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return not text.endswith("%")
+
+
+def parse_port(text: str, proto: str = "tcp") -> int:
+    """A port number (1-65535) or a service name known to getservbyname."""
+    value = text.strip()
+    if value.isascii() and value.isdigit():
+        port = int(value)
+        if 1 <= port <= 65535:
+            return port
+        raise usage_error(f"port out of range (1-65535): {text!r}")
+    if not value or not value.isascii() or any(c.isspace() for c in value) or "\x00" in value:
+        raise usage_error(f"not a port number or service name: {text!r}")
+    try:
+        return socket.getservbyname(value, proto)
+    except OSError:
+        raise ClientError(
+            f"unknown service name {value!r} (not a port number, not in /etc/services for {proto})", EXIT_NOT_FOUND
+        ) from None
+
+
+def parse_timeout(text: str) -> float:
+    """argparse type for --timeout: positive seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (0 < value <= 86400):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds: {text!r}")
+    return value
+
+
+def parse_nonnegative(text: str) -> float:
+    """argparse type for --interval: seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (0 <= value <= 86400):
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds: {text!r}")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """argparse type for --count: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+@attrs.frozen
+class Target:
+    """Where a probe connects: a host (as given, brackets removed) and a port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host} port {self.port}"
+
+
+def add_target_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """The [HOST] [PORT] positionals and --timeout, shared by every TCP probe."""
+    parser.add_argument(
+        "host", nargs="?", default=DEFAULT_HOST, metavar="HOST", help=f"name or address (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "port",
+        nargs="?",
+        default=str(default_port),
+        metavar="PORT",
+        help=f"number or service name (default {default_port})",
+    )
+    parser.add_argument(
+        "--timeout",
+        "-t",
+        type=parse_timeout,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for a connection or a reply (default {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def target_from(args: argparse.Namespace, proto: str = "tcp") -> Target:
+    return Target(parse_host(args.host), parse_port(args.port, proto))
+
+
+# -- connecting --------------------------------------------------------------
+
+_ERRNO_TEXT = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ECONNRESET: "connection reset",
+    errno.EADDRNOTAVAIL: "address not available",
+    errno.ETIMEDOUT: "timed out",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "not permitted",
+}
+
+
+def describe(error: OSError) -> str:
+    """A short lower-case reason for a socket error."""
+    if isinstance(error, TimeoutError) and error.errno is None:
+        return "timed out"
+    if isinstance(error, (socket.gaierror, socket.herror)):
+        pass  # resolver codes, not errno values: use their own text
+    elif error.errno in _ERRNO_TEXT:
+        return _ERRNO_TEXT[error.errno]
+    text = error.strerror or str(error) or type(error).__name__
+    return text[:1].lower() + text[1:]
+
+
+def resolve(target: Target, kind: socket.SocketKind = socket.SOCK_STREAM) -> list[tuple[int, tuple[object, ...]]]:
+    """The (family, sockaddr) pairs for a target, in getaddrinfo order."""
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=kind)
+    except socket.gaierror as e:
+        reason = describe(e)
+        raise ClientError(f"cannot resolve {target.host}: {reason}", EXIT_NOT_FOUND) from None
+    except UnicodeError:
+        raise ClientError(f"cannot resolve {target.host}: not a valid host name", EXIT_NOT_FOUND) from None
+    if not infos:
+        raise ClientError(f"cannot resolve {target.host}: no addresses", EXIT_NOT_FOUND)
+    return [(family, sockaddr) for family, _type, _proto, _canon, sockaddr in infos]
+
+
+def connect(target: Target, timeout: float) -> socket.socket:
+    """
+    A connected TCP socket (blocking, with C{timeout} set), trying each
+    address of the target in turn within one overall deadline. Failure is
+    one L{ClientError}: refused / unreachable (L{EXIT_CONNECT}) or timed out
+    (L{EXIT_TIMEOUT}); when addresses fail differently, the last error that
+    is not "refused" is the one reported.
+    """
+    deadline = time.monotonic() + timeout
+    worst: OSError | None = None
+    for family, sockaddr in resolve(target):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            worst = TimeoutError()
+            break
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(left)
+        try:
+            sock.connect(sockaddr)
+        except OSError as e:
+            sock.close()
+            if worst is None or e.errno != errno.ECONNREFUSED:
+                worst = e
+            continue
+        sock.settimeout(timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        return sock
+    assert worst is not None
+    if isinstance(worst, TimeoutError) or worst.errno == errno.ETIMEDOUT:
+        raise ClientError(f"cannot connect to {target}: timed out after {timeout:g} s", EXIT_TIMEOUT)
+    raise ClientError(f"cannot connect to {target}: {describe(worst)}", EXIT_CONNECT)
+
+
+def peer_text(sock: socket.socket) -> str:
+    """The address actually connected to, for messages."""
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return "?"
+    return str(addr[0])
+
+
+# -- output ------------------------------------------------------------------
+
+
+def stdout() -> BinaryIO:
+    """The binary standard output (looked up at call time, so tests can capture it)."""
+    return sys.stdout.buffer
+
+
+def stdin() -> BinaryIO:
+    """The binary standard input (looked up at call time; empty when the process has none)."""
+    if sys.stdin is None:
+        return io.BytesIO()
+    return sys.stdin.buffer
+
+
+def argv_bytes(text: str) -> bytes:
+    """A command-line argument back as the bytes the user typed (binary-safe)."""
+    return os.fsencode(text)
+
+
+def say(text: str) -> None:
+    """One line of text on standard output."""
+    out = stdout()
+    out.write(text.encode("utf-8", "replace") + b"\n")
+    out.flush()

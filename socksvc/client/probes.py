@@ -1,0 +1,351 @@
+"""
+The TCP probes: C{socksvc echo}, C{socksvc greet}, C{socksvc reverse}.
+
+Plain blocking sockets (see L{socksvc.client.common} for why). Where bytes
+must flow both ways at once (stdin to the server while its replies come
+back) L{exchange} moves them with select, holding at most L{CHUNK} * 4
+bytes of unsent input, so a large stdin never deadlocks against a server
+that pauses reading while we are not reading its replies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from socksvc.client.common import (
+    ECHO_PORT,
+    EXIT_OK,
+    EXIT_PROTOCOL,
+    EXIT_TIMEOUT,
+    GREETING_PORT,
+    REVERSE_PORT,
+    ClientError,
+    Target,
+    add_target_arguments,
+    argv_bytes,
+    connect,
+    describe,
+    parse_count,
+    parse_nonnegative,
+    peer_text,
+    say,
+    stdin,
+    stdout,
+    target_from,
+    usage_error,
+)
+
+CHUNK = 65536
+MAX_PENDING = 4 * CHUNK  # unsent input we hold before we stop reading stdin
+MAX_GREETING = 64 * 1024  # a greeting is under 512 bytes; stop reading well past that
+DEFAULT_PAYLOAD = b"socksvc echo probe 0123456789abcdefghijklmnopqrstuvwxyz\n"  # 56 bytes, as ping
+
+
+class Meter:
+    """What the server still owes us: bytes for echo (lines for reverse, see L{LineMeter})."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+    def on_sent(self, data: bytes) -> None:
+        self.sent += len(data)
+
+    def on_received(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def owed(self) -> bool:
+        return self.received < self.sent
+
+
+class LineMeter(Meter):
+    """A reply line for every line sent."""
+
+    def on_sent(self, data: bytes) -> None:
+        self.sent += data.count(b"\n")
+
+    def on_received(self, data: bytes) -> None:
+        self.received += data.count(b"\n")
+
+
+def exchange(
+    sock: socket.socket,
+    target: Target,
+    *,
+    data: bytes = b"",
+    source: BinaryIO | None = None,
+    sink: Callable[[bytes], None],
+    meter: Meter,
+    timeout: float,
+    end_lines: bool = False,
+) -> None:
+    """
+    Send C{data}, then everything from C{source} (until its end), while
+    handing every reply chunk to C{sink}; return once the input has ended
+    and C{meter} says nothing more is owed.
+
+    The timeout counts only while we are waiting on the server (input still
+    unsent, or replies owed, or input ended): a person idle at a terminal
+    is not timed out. C{end_lines} adds a final LF to input that does not
+    end with one (a line service would drop an unterminated last line).
+    """
+    fd = _fileno(source)
+    pending = bytearray(data)
+    last = data[-1:]
+    source_done = source is None
+    if source is not None and fd is None:  # no descriptor to select on: read it all now
+        more = source.read()
+        pending += more
+        last = more[-1:] or last
+        source_done = True
+    if source_done and end_lines and last not in (b"", b"\n"):
+        pending += b"\n"
+    sock.setblocking(False)
+    progress = time.monotonic()
+    while True:
+        if source_done and not pending and not meter.owed():
+            return
+        readers: list[Any] = [sock]
+        if not source_done and len(pending) < MAX_PENDING:
+            readers.append(fd)
+        writers = [sock] if pending else []
+        waiting = bool(pending) or meter.owed() or source_done
+        wait: float | None = None
+        if waiting:
+            wait = timeout - (time.monotonic() - progress)
+            if wait <= 0:
+                raise ClientError(f"no reply from {target} within {timeout:g} s", EXIT_TIMEOUT)
+        ready_r, ready_w, _ = select.select(readers, writers, [], wait)
+        if sock in ready_w:
+            try:
+                n = sock.send(pending[:CHUNK])
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                raise _lost(target, e) from None
+            if n:
+                meter.on_sent(bytes(pending[:n]))
+                del pending[:n]
+                progress = time.monotonic()
+        if sock in ready_r:
+            try:
+                chunk = sock.recv(CHUNK)
+            except (BlockingIOError, InterruptedError):
+                chunk = None
+            except OSError as e:
+                raise _lost(target, e) from None
+            if chunk == b"":
+                if pending or meter.owed():
+                    raise ClientError(f"{target} closed the connection before replying in full", EXIT_PROTOCOL)
+                if source_done:
+                    return
+                raise ClientError(f"{target} closed the connection", EXIT_PROTOCOL)
+            if chunk:
+                meter.on_received(chunk)
+                sink(chunk)
+                progress = time.monotonic()
+        if fd is not None and fd in ready_r:
+            more = os.read(fd, CHUNK)
+            if more:
+                pending += more
+                last = more[-1:]
+            else:
+                source_done = True
+                if end_lines and last not in (b"", b"\n"):
+                    pending += b"\n"
+            progress = time.monotonic()
+
+
+def _fileno(source: BinaryIO | None) -> int | None:
+    if source is None:
+        return None
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _lost(target: Target, error: OSError) -> ClientError:
+    if error.errno in (errno.ECONNRESET, errno.EPIPE):
+        return ClientError(f"connection to {target} reset by the server", EXIT_PROTOCOL)
+    return ClientError(f"connection to {target} failed: {describe(error)}", EXIT_PROTOCOL)
+
+
+def _writer(out: BinaryIO) -> Callable[[bytes], None]:
+    def sink(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+
+    return sink
+
+
+# -- echo ----------------------------------------------------------------------
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    target = target_from(args)
+    if args.count is None:
+        return _echo_once(args, target)
+    return _echo_count(args, target)
+
+
+def _echo_once(args: argparse.Namespace, target: Target) -> int:
+    out = stdout()
+    with connect(target, args.timeout) as sock:
+        if args.message is not None:
+            data = argv_bytes(args.message)
+            exchange(sock, target, data=data, sink=_writer(out), meter=Meter(), timeout=args.timeout)
+            if data and not data.endswith(b"\n"):
+                out.write(b"\n")  # the prompt on a line of its own; the reply itself was exact
+                out.flush()
+        else:
+            exchange(sock, target, source=stdin(), sink=_writer(out), meter=Meter(), timeout=args.timeout)
+    return EXIT_OK
+
+
+def _payload(args: argparse.Namespace) -> bytes:
+    if args.message is not None:
+        data = argv_bytes(args.message)
+    else:
+        source = stdin()
+        data = DEFAULT_PAYLOAD if source.isatty() else source.read()
+    if not data:
+        raise usage_error("echo --count needs a message that is not empty")
+    return data
+
+
+def _echo_count(args: argparse.Namespace, target: Target) -> int:
+    payload = _payload(args)
+    times: list[float] = []
+    rounds = 0
+    start = time.monotonic()
+    with connect(target, args.timeout) as sock:
+        address = peer_text(sock)
+        say(f"ECHO {target} ({address}): {len(payload)} bytes, {args.count} round trips")
+        try:
+            for seq in range(1, args.count + 1):
+                if seq > 1 and args.interval:
+                    time.sleep(args.interval)
+                rounds += 1
+                got = bytearray()
+                t0 = time.perf_counter()
+                exchange(sock, target, data=payload, sink=got.extend, meter=Meter(), timeout=args.timeout)
+                rtt = (time.perf_counter() - t0) * 1000.0
+                if got != payload:
+                    raise ClientError(
+                        f"reply {seq} from {target} differs from what was sent ({len(got)} bytes)", EXIT_PROTOCOL
+                    )
+                times.append(rtt)
+                say(f"{len(got)} bytes from {address} port {target.port}: seq={seq} time={rtt:.3f} ms")
+        finally:
+            _summary(target, rounds, times, time.monotonic() - start)
+    return EXIT_OK
+
+
+def _summary(target: Target, rounds: int, times: list[float], elapsed: float) -> None:
+    say(f"--- {target} echo statistics ---")
+    loss = 0 if rounds == 0 else round(100 * (rounds - len(times)) / rounds)
+    say(f"{rounds} sent, {len(times)} received, {loss}% lost, time {elapsed * 1000:.0f} ms")
+    if times:
+        avg = sum(times) / len(times)
+        say(f"rtt min/avg/max = {min(times):.3f}/{avg:.3f}/{max(times):.3f} ms")
+
+
+# -- greet ---------------------------------------------------------------------
+
+
+def run_greet(args: argparse.Namespace) -> int:
+    target = target_from(args)
+    out = stdout()
+    got = 0
+    with connect(target, args.timeout) as sock:
+        while got < MAX_GREETING:
+            try:
+                chunk = sock.recv(min(CHUNK, MAX_GREETING - got))
+            except TimeoutError:
+                raise ClientError(f"no greeting from {target} within {args.timeout:g} s", EXIT_TIMEOUT) from None
+            except OSError as e:
+                raise _lost(target, e) from None
+            if not chunk:
+                break
+            got += len(chunk)
+            out.write(chunk)
+            out.flush()
+    if not got:
+        raise ClientError(f"{target} closed the connection without a greeting", EXIT_PROTOCOL)
+    return EXIT_OK
+
+
+# -- reverse -------------------------------------------------------------------
+
+
+def run_reverse(args: argparse.Namespace) -> int:
+    target = target_from(args)
+    out = stdout()
+    with connect(target, args.timeout) as sock:
+        if args.text is not None:
+            data = argv_bytes(args.text)
+            exchange(
+                sock, target, data=data, sink=_writer(out), meter=LineMeter(), timeout=args.timeout, end_lines=True
+            )
+        else:
+            exchange(
+                sock, target, source=stdin(), sink=_writer(out), meter=LineMeter(), timeout=args.timeout, end_lines=True
+            )
+    return EXIT_OK
+
+
+# -- registration --------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add the echo, greet and reverse subcommands."""
+    echo = subparsers.add_parser(
+        "echo",
+        help=f"send a message to an echo service and print the reply (default port {ECHO_PORT})",
+        description=(
+            "Send MESSAGE (or standard input, byte for byte, when there is no MESSAGE) to an echo "
+            "service and print what comes back. With --count, send it N times on one connection and "
+            "print each round-trip time and min/avg/max, like ping (standard input is read once for "
+            "the payload; from a terminal a 56-byte probe is sent)."
+        ),
+    )
+    add_target_arguments(echo, ECHO_PORT)
+    echo.add_argument("message", nargs="?", metavar="MESSAGE", help="what to send (default: standard input)")
+    echo.add_argument("--count", "-c", type=parse_count, metavar="N", help="round trips to time, like ping")
+    echo.add_argument(
+        "--interval",
+        "-i",
+        type=parse_nonnegative,
+        default=1.0,
+        metavar="S",
+        help="seconds between round trips with --count (default 1, 0 = back to back)",
+    )
+    echo.set_defaults(run=run_echo)
+
+    greet = subparsers.add_parser(
+        "greet",
+        help=f"print a greeting service's message (default port {GREETING_PORT})",
+        description="Connect to a greeting (RFC 865 style) service and print what it says before it closes.",
+    )
+    add_target_arguments(greet, GREETING_PORT)
+    greet.set_defaults(run=run_greet)
+
+    reverse = subparsers.add_parser(
+        "reverse",
+        help=f"send lines to a reverse service and print them reversed (default port {REVERSE_PORT})",
+        description=(
+            "Send TEXT (or the lines of standard input when there is no TEXT) to a reverse service "
+            "and print each line as it comes back, reversed."
+        ),
+    )
+    add_target_arguments(reverse, REVERSE_PORT)
+    reverse.add_argument("text", nargs="?", metavar="TEXT", help="a line to reverse (default: standard input)")
+    reverse.set_defaults(run=run_reverse)
