@@ -616,7 +616,7 @@ class DaemonService(MultiService):
         if self.config.daemon.log_format == "json" and isinstance(parent, Componentized):
             from twisted.logger import ILogObserver, jsonFileLogObserver
 
-            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout))
+            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout, recordSeparator=""))
         super().setServiceParent(parent)
 
 

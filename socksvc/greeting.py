@@ -25,6 +25,8 @@ from socksvc.registry import ServiceContext, ServiceType
 from socksvc.settings import as_float, setting
 
 MAX_MESSAGE = 512
+MAX_QUOTES_FILE = 16 << 20
+"""A quotes file is read whole when the config loads: not /dev/zero, not a disk image."""
 FIELDS = ("hostname", "peer", "time", "service")
 # Worst cases for the size check: the longest peer text we can produce, a
 # long service name, an RFC 3339 time.
@@ -87,10 +89,14 @@ def parse_quotes(value: Any) -> Quotes | None:
     if not value:
         return None
     try:
-        with open(value, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read quotes file: {e.strerror or e}") from None
+        with open(value, "rb") as f:
+            data = f.read(MAX_QUOTES_FILE + 1)
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ValueError(f"cannot read quotes file: {getattr(e, 'strerror', None) or e}") from None
+    if len(data) > MAX_QUOTES_FILE:
+        raise ValueError(f"quotes file is over {MAX_QUOTES_FILE // (1 << 20)} MiB")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("quotes file is not UTF-8 text") from None
     lines = []
@@ -144,11 +150,11 @@ class Greeting(Tracked):
         context: ServiceContext = self.factory.context  # type: ignore[union-attr]
         transport: Any = self.transport
         data = render(context, self.peer, context.reactor.seconds())
+        # The deadline first: connectionLost cancels it, whenever that comes.
+        self.deadline = context.reactor.callLater(context.settings.send_timeout, transport.abortConnection)
         writethrough.write(transport, data)
         self.bytes_out = len(data)
         transport.loseConnection()
-        if transport.connected:
-            self.deadline = context.reactor.callLater(context.settings.send_timeout, transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)

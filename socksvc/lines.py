@@ -62,9 +62,11 @@ class LineSplitter:
         rest = lines.pop()
         limit = self.max_line
         for line in lines:
-            if line.endswith(b"\r") and self.strip_cr:
+            cr = line.endswith(b"\r")
+            if cr and self.strip_cr:
                 line = line[:-1]
-            if len(line) > limit + (0 if self.strip_cr else 1):
+            # max_line counts the line without its line end (LF, or CRLF).
+            if len(line) - (cr and not self.strip_cr) > limit:
                 out.append(TOO_LONG)
             else:
                 out.append(line)
@@ -74,3 +76,21 @@ class LineSplitter:
         else:
             self._buf = rest
         return out
+
+    def finish(self) -> bytes | TooLong | None:
+        """
+        The input ended: the unterminated last line, if there is one (a
+        trailing CR removed when stripping), L{TOO_LONG} if it was over
+        max_line, or None. The splitter is empty afterwards.
+        """
+        if self._skipped:
+            self._skipped = 0
+            return TOO_LONG
+        rest, self._buf = self._buf, b""
+        if not rest:
+            return None
+        if rest.endswith(b"\r") and self.strip_cr:
+            rest = rest[:-1]
+        if len(rest) - (rest.endswith(b"\r") and not self.strip_cr) > self.max_line:
+            return TOO_LONG
+        return rest

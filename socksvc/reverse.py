@@ -82,6 +82,7 @@ class Reverse(Tracked):
     """Reverses each line."""
 
     splitter: LineSplitter
+    closing = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -95,6 +96,8 @@ class Reverse(Tracked):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self.closing:
+            return
         replies: list[bytes] = []
         for line in self.splitter.feed(data):
             if isinstance(line, TooLong):
@@ -117,13 +120,26 @@ class Reverse(Tracked):
         transport: Any = self.transport
         out = before + f"error: line longer than {self.splitter.max_line} bytes\r\n".encode()
         self.bytes_out += len(out)
+        self.closing = True
         transport.unregisterProducer()
         transport.write(out)
-        transport.loseConnection()
         transport.pauseProducing()  # read nothing more from it
+        transport.loseConnection()
 
     def readConnectionLost(self) -> None:
+        """The client half-closed: answer an unterminated last line, then close."""
         transport: Any = self.transport
+        if not self.closing:
+            last = self.splitter.finish()
+            if isinstance(last, TooLong):
+                self._too_long(b"")
+                return
+            if last is not None:
+                self.touched = True
+                cr = last.endswith(b"\r")
+                out = reverse_line(last[:-1] if cr else last) + (b"\r\n" if cr else b"\n")
+                self.bytes_out += len(out)
+                transport.write(out)
         transport.unregisterProducer()
         transport.loseConnection()
 

@@ -45,7 +45,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         raise StartupError(str(e)) from None
     if options.get("check"):
         listeners = sum(len(s.listen) for s in config.services)
-        print(f"socksvc: {config.source}: OK, {len(config.services)} services, {listeners} listeners")
+        services = len(config.services)
+        print(
+            f"socksvc: {config.source}: OK, {services} service{'s' * (services != 1)}, "
+            f"{listeners} listener{'s' * (listeners != 1)}"
+        )
         sys.stdout.flush()
         raise SystemExit(0)
     return DaemonService(config, reactor)

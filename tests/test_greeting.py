@@ -1,0 +1,233 @@
+"""Greeting (RFC 865 style): templates, quotes files, the 512-byte limit, the send deadline."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from socksvc.config import ConfigError, loads
+from socksvc.greeting import MAX_MESSAGE, make_factory, parse_message, parse_quotes
+from tests.support import connect, context, peer
+
+
+def greet(body: str = "", *, clock: Clock | None = None, addr: Any = None, name: str | None = None) -> bytes:
+    _proto, transport = connect(context("greeting", body, clock=clock, name=name), addr)
+    return transport.value()  # type: ignore[no-any-return]
+
+
+def test_default_message() -> None:
+    assert greet() == b"Thank you for connecting\r\n"
+
+
+def test_writes_then_closes() -> None:
+    proto, transport = connect(context("greeting"))
+    assert transport.disconnecting
+    assert proto.bytes_out == len(b"Thank you for connecting\r\n")
+    proto.dataReceived(b"ignored")
+    assert proto.bytes_in == 7
+    assert transport.value() == b"Thank you for connecting\r\n"
+
+
+def test_template_fields() -> None:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    got = greet(
+        'message = "{service} on {hostname} greets {peer} at {time}"',
+        clock=clock,
+        addr=peer("192.0.2.1", 4242),
+        name="motd",
+    )
+    assert got == f"motd on {socket.gethostname()} greets 192.0.2.1:4242 at 2023-11-14T22:13:20Z\r\n".encode()
+    assert greet('message = "{peer}"', addr=peer("2001:db8::1", 7)) == b"[2001:db8::1]:7\r\n"
+    assert greet('message = "{peer}"', addr=peer("unix")) == b"unix\r\n"
+
+
+def test_literal_braces_and_format_specs() -> None:
+    assert greet('message = "{{peer}} {service:>8}"') == b"{peer} greeting\r\n"
+
+
+def test_a_message_with_its_own_line_end_gets_no_crlf() -> None:
+    assert greet('message = "one\\ntwo\\n"') == b"one\ntwo\n"
+    assert greet('message = "crlf\\r\\n"') == b"crlf\r\n"
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("{user}", "unknown field {user} (known: {hostname}, {peer}, {time}, {service})"),
+        ("{0}", "unknown field {0}"),
+        ("{peer.host}", "unknown field {peer.host}"),
+        ("{peer!r}", "field {peer} takes no conversion or nested format"),
+        ("{time:{service}}", "field {time} takes no conversion or nested format"),
+        ("unbalanced {", "bad template: "),
+        ("{time:d}", "bad template: "),
+    ],
+)
+def test_bad_templates(message: str, reason: str) -> None:
+    with pytest.raises(ValueError) as e:
+        parse_message(message)
+    assert str(e.value).startswith(reason)
+
+
+def test_the_512_byte_limit() -> None:
+    # 510 bytes and the CRLF make 512: fine. One more is a config error.
+    assert parse_message("x" * 510) == "x" * 510
+    with pytest.raises(ConfigError) as e:
+        loads(f'[services.greeting]\nlisten = ["tcp:0"]\nmessage = "{"x" * 511}"', "g.toml")
+    assert str(e.value) == (
+        f'g.toml: services.greeting.message = "{"x" * 76}...: '
+        "message is 513 bytes when filled in; the limit is 512 (RFC 865)"
+    )
+    # Bytes, not characters: 256 two-byte characters are over.
+    with pytest.raises(ValueError, match="514 bytes"):
+        parse_message("\u00e9" * 256)
+    # Fields count at their longest: {peer} may be a 53-byte IPv6 peer.
+    with pytest.raises(ValueError, match="when filled in"):
+        parse_message("x" * 470 + "{peer}")
+
+
+@given(st.text(max_size=600))
+def test_any_message_is_accepted_within_the_limit_or_refused(message: str) -> None:
+    try:
+        parse_message(message)
+    except ValueError as e:
+        assert str(e)
+    else:
+        got = greet(f"message = {_toml_string(message)}")
+        assert len(got) <= MAX_MESSAGE
+        assert got.endswith(b"\n")
+
+
+def _toml_string(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007F")
+
+
+# -- quotes ------------------------------------------------------------------
+
+
+def quotes_file(tmp_path: Path, text: str | bytes) -> str:
+    path = tmp_path / "quotes.txt"
+    if isinstance(text, str):
+        path.write_text(text, encoding="utf-8")
+    else:
+        path.write_bytes(text)
+    return str(path)
+
+
+def test_quotes_serves_a_random_line(tmp_path: Path) -> None:
+    path = quotes_file(tmp_path, "# a comment\n\nfirst quote\n  second quote  \n# another\nthird \u00e9\n")
+    quotes = parse_quotes(path)
+    assert quotes is not None
+    assert quotes.lines == ("first quote", "second quote", "third \u00e9")
+    seen = {greet(f'quotes = "{path}"') for _ in range(100)}
+    assert seen == {b"first quote\r\n", b"second quote\r\n", "third \u00e9\r\n".encode()}
+
+
+def test_quotes_beat_the_message(tmp_path: Path) -> None:
+    path = quotes_file(tmp_path, "only one\n")
+    assert greet(f'quotes = "{path}"\nmessage = "not this"') == b"only one\r\n"
+
+
+def test_empty_quotes_path_means_none() -> None:
+    assert parse_quotes("") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("# only comments\n\n", "quotes file has no quotes"),
+        (b"caf\xe9\n", "quotes file is not UTF-8 text"),
+        ("x" * 511 + "\n", "line 1 of the quotes file is over 512 bytes"),
+        ("ok\n" + "y" * 600 + "\n", "line 2 of the quotes file is over 512 bytes"),
+    ],
+)
+def test_bad_quotes_files(tmp_path: Path, content: str | bytes, reason: str) -> None:
+    path = quotes_file(tmp_path, content)
+    with pytest.raises(ValueError) as e:
+        parse_quotes(path)
+    assert str(e.value) == reason
+    with pytest.raises(ConfigError) as ce:
+        loads(f'[services.greeting]\nlisten = ["tcp:0"]\nquotes = "{path}"', "g.toml")
+    assert str(ce.value) == f'g.toml: services.greeting.quotes = "{path}": {reason}'
+
+
+def test_unreadable_quotes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^cannot read quotes file: No such file or directory$"):
+        parse_quotes(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"^cannot read quotes file: Is a directory$"):
+        parse_quotes(str(tmp_path))
+    with pytest.raises(ValueError, match=r"^cannot read quotes file: "):
+        parse_quotes("nul\x00byte")
+    with pytest.raises(ValueError, match="expected a file path string"):
+        parse_quotes(5)
+
+
+def test_a_huge_quotes_file_is_refused_unread() -> None:
+    with pytest.raises(ValueError, match=r"^quotes file is over 16 MiB$"):
+        parse_quotes("/dev/zero")
+
+
+# -- the send deadline -------------------------------------------------------
+
+
+def test_a_peer_that_never_reads_is_aborted_after_send_timeout() -> None:
+    clock = Clock()
+    proto, transport = connect(context("greeting", "send_timeout = 2.5", clock=clock))
+    assert transport.disconnecting and not transport.disconnected
+    clock.advance(2.4)
+    assert not transport.disconnected
+    clock.advance(0.1)
+    assert transport.disconnected  # aborted
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_prompt_close_cancels_the_deadline() -> None:
+    clock = Clock()
+    proto, _transport = connect(context("greeting", clock=clock))
+    assert len(clock.getDelayedCalls()) == 1
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+
+
+class Client(Protocol):
+    received = b""
+    lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+def test_iosim_greeting() -> None:
+    clock = Clock()
+    ctx = context("greeting", 'message = "hello {peer}"', clock=clock)
+    addr = peer("127.0.0.1", 40002)
+    server = make_factory(ctx).buildProtocol(addr)
+    client = Client()
+    pump = iosim.connect(
+        server,
+        iosim.FakeTransport(server, isServer=True, peerAddress=addr),
+        client,
+        iosim.FakeTransport(client, isServer=False),
+        clock=clock,
+    )
+    pump.flush()
+    assert client.received == b"hello 127.0.0.1:40002\r\n"
+    assert client.lost
+    assert ctx.policy.connections == set()
+    assert clock.getDelayedCalls() == []
