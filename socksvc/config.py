@@ -34,6 +34,9 @@ listen = ["tcp:7017:interface=127.0.0.1"]
 
 [services.reverse]
 listen = ["tcp:7071:interface=127.0.0.1"]
+
+[services.chat]
+listen = ["tcp:7070:interface=127.0.0.1"]
 """
 
 
@@ -73,12 +76,27 @@ class Config:
 def _show(value: Any) -> str:
     """A value as TOML would write it (near enough), for error lines."""
     try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+        text = json.dumps(value, ensure_ascii=False, default=_show_other)
+    except (TypeError, ValueError, RecursionError):
         text = repr(value)
     if len(text) > 80:
         text = text[:77] + "..."
     return text
+
+
+def _show_other(value: Any) -> str:
+    """TOML dates and times as TOML writes them."""
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        return str(isoformat())
+    raise TypeError(type(value).__name__)
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a quoted key, say) escaped: the error stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class ConfigError(Exception):
@@ -95,7 +113,7 @@ class ConfigError(Exception):
             line = f"{source}: {key}: {reason}"
         else:
             line = f"{source}: {key} = {_show(value)}: {reason}"
-        super().__init__(line)
+        super().__init__(_one_line(line))
 
 
 _MISSING: Any = object()
@@ -123,6 +141,8 @@ def loads(text: str, source: str = "<config>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, None, _MISSING, f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(source, None, _MISSING, "not valid TOML: arrays or tables nested too deeply") from None
     return _Checker(source).config(raw)
 
 

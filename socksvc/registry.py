@@ -63,4 +63,7 @@ def types() -> dict[str, ServiceType]:
     from socksvc import echo, greeting, reverse
 
     found = [echo.SERVICE_TYPE, greeting.SERVICE_TYPE, reverse.SERVICE_TYPE]
+    from socksvc.chat import service as chat_service
+
+    found.append(chat_service.SERVICE_TYPE)
     return {t.name: t for t in found}

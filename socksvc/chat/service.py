@@ -1,0 +1,108 @@
+"""
+The chat service type: its settings and how it is built, reloaded and stopped.
+
+See docs/chat.md for the protocol. State (members, rooms, history) lives in
+the service context (L{socksvc.chat.protocol.chat_state}), so a reload keeps
+everyone connected and applies the new settings to the live rooms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.protocol import ServerFactory
+
+from socksvc.chat.protocol import ChatProtocol, chat_state
+from socksvc.chat.sanitize import name_key, room_problem
+from socksvc.policy import ServiceFactory
+from socksvc.registry import ServiceContext, ServiceType
+from socksvc.settings import as_bool, as_float, as_int, as_list, as_str, setting
+
+DEFAULT_RESERVED = (
+    "server",
+    "socksvc",
+    "admin",
+    "administrator",
+    "root",
+    "system",
+    "operator",
+    "sysop",
+    "nickserv",
+    "chanserv",
+    "everyone",
+    "all",
+)
+
+
+def parse_rooms(value: Any) -> tuple[str, ...]:
+    """The configured rooms: valid, distinct names (a leading # is dropped)."""
+    names: tuple[str, ...] = as_list(as_str(nonempty=True), nonempty=True)(value)
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for name in names:
+        name = name.removeprefix("#")
+        problem = room_problem(name)
+        if problem is not None:
+            raise ValueError(f"room {name!r}: {problem}")
+        key = name_key(name)
+        if key in seen:
+            raise ValueError(f"rooms {seen[key]!r} and {name!r} are the same name")
+        seen[key] = name
+        out.append(name)
+    return tuple(out)
+
+
+@attrs.frozen
+class ChatSettings:
+    """Keys of a chat service."""
+
+    motd: str = setting("", as_str(max_len=4096), "message of the day: shown after the welcome, one notice a line")
+    nick_max: int = setting(24, as_int(minimum=1, maximum=64), "longest nickname in characters")
+    rooms: tuple[str, ...] = setting(("lobby",), parse_rooms, "rooms that always exist; members start in the first")
+    allow_create: bool = setting(True, as_bool, "/join may create new rooms (they vanish when empty)")
+    max_rooms: int = setting(256, as_int(), "rooms at most, configured ones included; 0 = no limit")
+    history: int = setting(20, as_int(maximum=1000), "lines of a room replayed to whoever joins it; 0 = none")
+    announce_max: int = setting(
+        100, as_int(), "rooms with more members stop announcing joins, parts, quits and renames; 0 = always announce"
+    )
+    timestamps: bool = setting(False, as_bool, "start every live line with [HH:MM] (server local time)")
+    flood_burst: int = setting(10, as_int(minimum=1), "lines a client may send at once before flood control")
+    flood_rate: float = setting(2.0, as_float(), "lines a second a client may send on average; 0 = no flood control")
+    flood_kick: float = setting(30.0, as_float(), "seconds of continuous flooding before a disconnect; 0 = never")
+    max_line: int = setting(1024, as_int(minimum=16, maximum=1 << 20), "longest input line in bytes")
+    send_queue_max: int = setting(
+        256 * 1024, as_int(minimum=1024), "bytes of unsent output one client may hold before it is stalled"
+    )
+    stall_timeout: float = setting(
+        30.0, as_float(minimum=0.1), "seconds a stalled (not reading) client has to catch up before a disconnect"
+    )
+    reserved_nicks: tuple[str, ...] = setting(
+        DEFAULT_RESERVED, as_list(as_str(nonempty=True)), "nicknames nobody may take (compared case-insensitively)"
+    )
+
+
+def make_factory(context: ServiceContext) -> ServerFactory:
+    chat_state(context)
+    return ServiceFactory(context, ChatProtocol)
+
+
+def reconfigure(context: ServiceContext, settings: Any) -> None:
+    """A reload: apply the new settings to the live rooms and members."""
+    chat_state(context).reconfigure(settings)
+
+
+def stop(context: ServiceContext) -> None:
+    """The service is stopping: tell every member and close."""
+    if context.state is not None:
+        context.state.shutdown()
+
+
+SERVICE_TYPE = ServiceType(
+    name="chat",
+    settings=ChatSettings,
+    doc="multi-room line chat for nc, telnet and `socksvc chat`",
+    stream=make_factory,
+    stop=stop,
+    reconfigure=reconfigure,
+)
