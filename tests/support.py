@@ -3,6 +3,8 @@ Shared test helpers.
 
 - L{context}: a ServiceContext for unit tests, on a fake clock.
 - L{connect}: a service protocol wired to a StringTransport, as the factory would.
+- L{pumped}: a service protocol and a L{Client} joined by twisted.test.iosim.
+- L{has_ipv6_loopback}: can this host bind ::1?
 - L{Daemon} / L{daemon}: the real daemon as a subprocess (twistd -n socksvc) on
   ephemeral ports, with the ports it actually bound, its output, and a stop().
 
@@ -17,6 +19,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,8 +28,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.test import iosim
 
 from socksvc.config import loads
 from socksvc.policy import Policy, PolicySettings
@@ -78,6 +83,49 @@ def connect(ctx: ServiceContext, addr: Any = None) -> tuple[Any, StringTransport
     transport = StringTransport(peerAddress=addr)
     proto.makeConnection(transport)
     return proto, transport
+
+
+class Client(Protocol):
+    """The far end of L{pumped}: keeps what it received, and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+def pumped(ctx: ServiceContext, addr: Any = None) -> tuple[Any, Client, iosim.IOPump]:
+    """The service's protocol for a peer, connected to a L{Client} through iosim on the context's clock."""
+    stype = types()[ctx.type]
+    assert stype.stream is not None
+    addr = addr if addr is not None else peer()
+    server = stype.stream(ctx).buildProtocol(addr)
+    client = Client()
+    pump = iosim.connect(
+        server,
+        iosim.FakeTransport(server, isServer=True, peerAddress=addr),
+        client,
+        iosim.FakeTransport(client, isServer=False),
+        clock=ctx.reactor,
+    )
+    return server, client, pump
+
+
+def has_ipv6_loopback() -> bool:
+    """Can a socket bind ::1 here (containers often have no IPv6)?"""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 _LISTEN = re.compile(r"\] (?P<service>\S+): listening on (?P<kind>tcp|udp|unix) (?P<where>\S+)")

@@ -29,7 +29,7 @@ from socksvc.client.common import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
-from tests.support import Daemon, daemon
+from tests.support import Daemon, daemon, has_ipv6_loopback
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
 
@@ -49,18 +49,7 @@ listen = ["tcp6:0:interface=\\\\:\\\\:1"]
 """
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6 = _has_ipv6_loopback()
+HAS_IPV6 = has_ipv6_loopback()
 
 
 @pytest.fixture(scope="module")

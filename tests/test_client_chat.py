@@ -357,6 +357,17 @@ def test_escape_leaves_nothing_a_terminal_interprets(text: str) -> None:
 
 
 @settings(max_examples=200)
+@given(st.text())
+def test_client_and_server_escape_alike(text: str) -> None:
+    # One rule (socksvc.visible): the client escapes what the server does, plus the bidi marks.
+    from socksvc.chat.sanitize import visible as server_visible
+
+    no_marks = "".join(c for c in text if c not in "\u061c\u200e\u200f")
+    assert escape(no_marks) == server_visible(no_marks)
+    assert server_visible(escape(text)) == escape(text)
+
+
+@settings(max_examples=200)
 @given(st.text(), st.text(max_size=10))
 def test_every_rendered_fragment_is_escaped(line: str, me: str) -> None:
     frags = fragments(classify(line), me, "12:00")

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from socksvc.client import udp as client
+from socksvc.client.common import parse_nonnegative_int
 from socksvc.client.main import run
 from tests.support import Daemon, daemon
 
@@ -205,17 +206,17 @@ def test_console_script(d: Daemon) -> None:
 @given(st.integers(min_value=-(10**6), max_value=10**6))
 def test_count_and_size_parser(n: int) -> None:
     if n >= 0:
-        assert client._nonnegative_int(str(n)) == n
+        assert parse_nonnegative_int(str(n)) == n
     else:
         with pytest.raises(argparse.ArgumentTypeError):
-            client._nonnegative_int(str(n))
+            parse_nonnegative_int(str(n))
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=8))
 def test_count_parser_refuses_non_numbers_with_a_reason(text: str) -> None:
     try:
-        value = client._nonnegative_int(text)
+        value = parse_nonnegative_int(text)
     except argparse.ArgumentTypeError as e:
         assert str(e)
     else:

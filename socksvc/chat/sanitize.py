@@ -7,35 +7,22 @@ Nothing here knows about connections; every function is pure.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
-# Characters never delivered as themselves: C0 controls but TAB, DEL, C1
-# controls, bidi embeddings/overrides (U+202A-U+202E) and isolates
-# (U+2066-U+2069), and the line/paragraph separators.
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+from socksvc.visible import UNSAFE
+from socksvc.visible import visible as _visible
 
 NAME_PUNCT = frozenset("_-.")
 ROOM_MAX = 32
 
 
-def _visible(m: re.Match[str]) -> str:
-    ch = m.group()
-    cp = ord(ch)
-    if cp < 0x20:
-        return "^" + chr(cp + 0x40)
-    if cp == 0x7F:
-        return "^?"
-    if cp <= 0x9F:
-        return f"\\x{cp:02x}"
-    return f"\\u{cp:04x}"
-
-
 def visible(text: str) -> str:
-    """C{text} with every unsafe character replaced by a visible escape."""
-    if _UNSAFE.search(text) is None:
-        return text
-    return _UNSAFE.sub(_visible, text)
+    """
+    C{text} with every unsafe character replaced by a visible escape (see
+    L{socksvc.visible}: C0 controls but TAB, DEL, C1 controls, bidi
+    embeddings/overrides and isolates, line/paragraph separators).
+    """
+    return _visible(text, UNSAFE)
 
 
 def decode_line(line: bytes) -> str:
@@ -82,7 +69,7 @@ def name_problem(name: str, limit: int, reserved: frozenset[str] = frozenset(), 
         if not _name_char_ok(ch, i == 0):
             if ch == "\t" or unicodedata.category(ch) == "Zs":
                 return f"no spaces in a {what}"
-            shown = visible(ch) if _UNSAFE.match(ch) else ch
+            shown = visible(ch) if UNSAFE.match(ch) else ch
             if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch in "\u200b":
                 shown = _describe(ch)
             else:

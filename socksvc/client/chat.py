@@ -22,30 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from socksvc.client.chat_net import Target, connect_socket, describe, open_stream
+from socksvc.client.common import CHAT_PORT, DEFAULT_HOST, parse_nonnegative, parse_timeout, port_argument
 
-DEFAULT_HOST = "localhost"
-DEFAULT_PORT = 7070
+DEFAULT_PORT = CHAT_PORT
 PROG = "socksvc chat"
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range (1-65535): {port}")
-    return port
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
-    return value
 
 
 def _nick(text: str) -> str:
@@ -56,7 +36,9 @@ def _nick(text: str) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("host", nargs="?", default=DEFAULT_HOST, help=f"server host, or unix:PATH (default {DEFAULT_HOST})")
-    p.add_argument("port", nargs="?", type=_port, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "port", nargs="?", type=port_argument, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})"
+    )
     p.add_argument("--nick", "-n", metavar="NAME", type=_nick, help="take this nickname on connect (and on reconnect)")
     p.add_argument("--no-color", "--no-colour", dest="color", action="store_false", help="no colours (or set NO_COLOR)")
     p.add_argument("--timestamps", "-t", action="store_true", help="show local time on lines the server sent untimed")
@@ -64,9 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-reconnect", dest="reconnect", action="store_false", help="exit (status 1) when the connection drops"
     )
-    p.add_argument("--timeout", type=_seconds, default=10.0, metavar="S", help="connect timeout (default 10)")
+    p.add_argument("--timeout", type=parse_timeout, default=10.0, metavar="S", help="connect timeout (default 10)")
     p.add_argument(
-        "--drain", type=_seconds, default=2.0, metavar="S", help="plain mode: wait after stdin ends (default 2)"
+        "--drain",
+        type=parse_nonnegative,
+        default=2.0,
+        metavar="S",
+        help="plain mode: wait after stdin ends (default 2)",
     )
 
 
@@ -118,6 +104,7 @@ def run_plain_mode(target: Target, args: argparse.Namespace) -> int:
             drain=args.drain,
             timestamps=args.timestamps,
             warn=warn,
+            server=str(target),
         )
     except KeyboardInterrupt:
         return 130

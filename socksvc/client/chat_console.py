@@ -58,6 +58,7 @@ from socksvc.client.chat_format import (
     own_line,
 )
 from socksvc.client.chat_net import Target, describe, open_stream
+from socksvc.client.common import refusal
 from socksvc.lines import LineSplitter, TooLong
 
 MAX_LINE = 1 << 20
@@ -154,6 +155,8 @@ class ChatConsole:
         self._quit_line: str | None = None
         self._net: asyncio.Task[None] | None = None
         self._out: Output | None = None
+        self.refused: str | None = None
+        """The reason when the server's first line on this connection was a refusal (C{socksvc: REASON})."""
         self.shown: list[ChatLine | str] = []
         """Every line shown, most recent last (bounded); for tests and /last."""
 
@@ -300,7 +303,9 @@ class ChatConsole:
     async def _pump(self, reader: asyncio.StreamReader) -> str:
         """Show what the server sends until it stops; return why it stopped."""
         self._last_notice = ""
+        self.refused = None
         splitter = LineSplitter(MAX_LINE)
+        first = True  # the first line may be the daemon's refusal ("socksvc: REASON")
         while True:
             try:
                 data = await reader.read(65536)
@@ -312,7 +317,13 @@ class ChatConsole:
                 if self._last_notice.startswith("Disconnected: ") or self._last_notice == "server is shutting down":
                     return "the server said: " + escape(self._last_notice)
                 return "closed by the server"
-            await self._shown(self.show_lines(splitter.feed(data)))
+            lines = splitter.feed(data)
+            if first and lines:
+                first = False
+                if not isinstance(lines[0], TooLong) and (reason := refusal(lines[0])) is not None:
+                    self.refused = reason
+                    return f"refused: {reason}"
+            await self._shown(self.show_lines(lines))
 
     @staticmethod
     async def _shown(printing: Awaitable[None] | None) -> None:
@@ -329,6 +340,13 @@ class ChatConsole:
                 return
             self.state = "disconnected"
             self.status = reason
+            if self.refused is not None and not self.registered:
+                # The daemon's access list or connection limits: say so plainly and leave.
+                text = f"{self.target} refused us: {self.refused}"
+                self._remember(text)
+                await self._print([("class:error", "-- " + escape(text))])
+                self.stop(1)
+                return
             self.show_local(f"connection to {self.target} lost: {reason}", "class:error")
             if not self.reconnect:
                 self.stop(1)

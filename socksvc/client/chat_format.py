@@ -27,41 +27,25 @@ from typing import Literal
 
 import attrs
 
+from socksvc.visible import UNSAFE_STRICT, visible
+from socksvc.visible import is_safe as _is_safe
+
 Kind = Literal["message", "action", "private", "private_sent", "notice", "text"]
-
-# Bidi embeddings, overrides, isolates and marks, plus line/paragraph
-# separators: characters that change how *other* text on the line is shown.
-_INVISIBLE_CONTROLS = frozenset(
-    [0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069]
-)
-
-
-def _escape_char(c: str) -> str:
-    o = ord(c)
-    if o < 0x20:
-        return "^" + chr(o + 0x40)
-    if o == 0x7F:
-        return "^?"
-    if o <= 0x9F:
-        return f"\\x{o:02x}"
-    return f"\\u{o:04x}"
-
-
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f" + "".join(chr(c) for c in sorted(_INVISIBLE_CONTROLS)) + "]")
 
 
 def escape(text: str) -> str:
     """
     C{text} with everything a terminal would interpret made visible: C0
     controls but TAB as caret notation (ESC is ``^[``), DEL as ``^?``, C1
-    controls as ``\\x9b``, bidi controls and line separators as ``\\u202e``.
+    controls as ``\\x9b``, bidi controls, marks and line separators as
+    ``\\u202e`` (L{socksvc.visible.UNSAFE_STRICT}).
     """
-    return _UNSAFE.sub(lambda m: _escape_char(m.group()), text)
+    return visible(text, UNSAFE_STRICT)
 
 
 def is_safe(text: str) -> bool:
     """True if C{text} holds nothing L{escape} would change."""
-    return _UNSAFE.search(text) is None
+    return _is_safe(text, UNSAFE_STRICT)
 
 
 def decode(data: bytes) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from socksvc.client.chat_format import decode, plain
+from socksvc.client.common import refusal
 from socksvc.lines import LineSplitter, TooLong
 
 MAX_LINE = 1 << 20
@@ -41,10 +42,14 @@ def run_plain(
     timestamps: bool = False,
     warn: Callable[[str], None] = lambda message: None,
     clock: Callable[[], float] = time.monotonic,
+    server: str = "the server",
 ) -> int:
     """
     Chat over the connected C{sock} until stdin ends (then drain) or the
-    server closes. Returns the exit code: 0, or 1 if the connection failed.
+    server closes. Returns the exit code: 0, or 1 if the connection failed
+    or the server refused us (its first line is C{socksvc: REASON}: the
+    access list or a connection limit; reported through C{warn} as
+    C{SERVER refused us: REASON}, not printed as a chat line).
     """
     sock.setblocking(False)
     out = bytearray()
@@ -55,9 +60,19 @@ def run_plain(
     stdin_tail = b""  # the last byte read from stdin, to end a final unterminated line
     deadline: float | None = None
     status = 0
+    first = True  # no line from the server yet: the first may be a refusal
 
     def show(lines: list[bytes | TooLong]) -> bool:
+        nonlocal first, status
         text = []
+        if first and lines:
+            first = False
+            line = lines[0]
+            reason = None if isinstance(line, TooLong) else refusal(line)
+            if reason is not None:
+                warn(f"{server} refused us: {reason}")
+                status = 1
+                return False
         for line in lines:
             if isinstance(line, TooLong):
                 text.append("-!- (a line longer than 1 MiB was skipped)")
@@ -117,7 +132,7 @@ def run_plain(
                 if not data:
                     rest = splitter.feed(b"\n") if splitter.pending else []
                     show(rest)
-                    if stdin_open:
+                    if stdin_open and not status:
                         warn("the server closed the connection")
                     break
                 if not show(splitter.feed(data)):

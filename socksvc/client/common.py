@@ -26,6 +26,8 @@ from typing import BinaryIO
 
 import attrs
 
+from socksvc.visible import UNSAFE_STRICT, visible
+
 PROG = "socksvc"
 
 # Exit codes (documented in docs/client.md; keep both in step).
@@ -45,7 +47,7 @@ EXIT_CODES = {
     EXIT_NOT_FOUND: "unknown host, name, address, service or URL scheme",
     EXIT_CONNECT: "cannot connect (connection refused, network or host unreachable)",
     EXIT_TIMEOUT: "timed out connecting or waiting for a reply",
-    EXIT_PROTOCOL: "connection reset or closed early, or a reply that is not what was expected",
+    EXIT_PROTOCOL: "refused by the daemon, connection reset or closed early, or a reply that is not what was expected",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -142,13 +144,30 @@ def parse_nonnegative(text: str) -> float:
 
 def parse_count(text: str) -> int:
     """argparse type for --count: a whole number, 1 or more."""
+    return _whole(text, 1)
+
+
+def parse_nonnegative_int(text: str) -> int:
+    """argparse type for a count or size where 0 means something: a whole number, 0 or more."""
+    return _whole(text, 0)
+
+
+def _whole(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more: {text!r}")
     return value
+
+
+def port_argument(text: str) -> int:
+    """argparse type for a PORT checked while parsing: L{parse_port}, as an argparse error."""
+    try:
+        return parse_port(text)
+    except ClientError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 @attrs.frozen
@@ -162,8 +181,15 @@ class Target:
         return f"{self.host} port {self.port}"
 
 
-def add_target_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
-    """The [HOST] [PORT] positionals and --timeout, shared by every TCP probe."""
+def add_target_arguments(
+    parser: argparse.ArgumentParser,
+    default_port: int,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    port_help: str = "number or service name",
+    timeout_help: str = "seconds to wait for a connection or a reply",
+) -> None:
+    """The [HOST] [PORT] positionals and --timeout, shared by every probe (TCP and UDP)."""
     parser.add_argument(
         "host", nargs="?", default=DEFAULT_HOST, metavar="HOST", help=f"name or address (default {DEFAULT_HOST})"
     )
@@ -172,20 +198,40 @@ def add_target_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
         nargs="?",
         default=str(default_port),
         metavar="PORT",
-        help=f"number or service name (default {default_port})",
+        help=f"{port_help} (default {default_port})",
     )
     parser.add_argument(
         "--timeout",
         "-t",
         type=parse_timeout,
-        default=DEFAULT_TIMEOUT,
+        default=timeout,
         metavar="S",
-        help=f"seconds to wait for a connection or a reply (default {DEFAULT_TIMEOUT:g})",
+        help=f"{timeout_help} (default {timeout:g})",
     )
 
 
 def target_from(args: argparse.Namespace, proto: str = "tcp") -> Target:
     return Target(parse_host(args.host), parse_port(args.port, proto))
+
+
+# -- refusals ----------------------------------------------------------------
+
+REFUSAL = b"socksvc: "
+"""How a socksvc daemon's refusal line starts (C{socksvc: REASON CRLF}, then it closes)."""
+REFUSAL_MAX = 1024
+"""Reply bytes kept to recognise a refusal line (the longest reason is under 64)."""
+
+
+def refusal(data: bytes) -> str | None:
+    """
+    The reason, made safe to print, when C{data} starts with a socksvc
+    refusal line (C{socksvc: REASON}); None when it does not.
+    """
+    if not data.startswith(REFUSAL):
+        return None
+    line = data[len(REFUSAL) : REFUSAL_MAX].split(b"\n", 1)[0].rstrip(b"\r")
+    reason = visible(line.decode("utf-8", "replace"), UNSAFE_STRICT).strip()
+    return reason or "no reason given"
 
 
 # -- connecting --------------------------------------------------------------

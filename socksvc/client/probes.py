@@ -25,6 +25,8 @@ from socksvc.client.common import (
     EXIT_PROTOCOL,
     EXIT_TIMEOUT,
     GREETING_PORT,
+    REFUSAL,
+    REFUSAL_MAX,
     REVERSE_PORT,
     ClientError,
     Target,
@@ -35,6 +37,7 @@ from socksvc.client.common import (
     parse_count,
     parse_nonnegative,
     peer_text,
+    refusal,
     say,
     stdin,
     stdout,
@@ -48,31 +51,142 @@ MAX_GREETING = 64 * 1024  # a greeting is under 512 bytes; stop reading well pas
 DEFAULT_PAYLOAD = b"socksvc echo probe 0123456789abcdefghijklmnopqrstuvwxyz\n"  # 56 bytes, as ping
 
 
+def refused(target: Target, reason: str) -> ClientError:
+    """The error for a daemon that refused us (access list, connection limits)."""
+    return ClientError(f"{target} refused us: {reason}", EXIT_PROTOCOL)
+
+
+class Mismatch(Exception):
+    """Raised by a meter: a reply that is not what was expected (an echo that differs, a refusal line)."""
+
+
+class Differs(ClientError):
+    """An echo reply that is not what was sent (and not a refusal line)."""
+
+
 class Meter:
-    """What the server still owes us: bytes for echo (lines for reverse, see L{LineMeter})."""
+    """
+    What the server still owes us: bytes for echo (lines for reverse, see
+    L{LineMeter}). It also sees every reply chunk before the output does
+    (L{on_received} returns what to show, and may raise) and keeps the
+    first bytes of the reply, to recognise a refusal line (L{refusal}).
+    """
 
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
+        self.head = bytearray()  # the first REFUSAL_MAX bytes received
+        self.sent_head = bytearray()  # the first REFUSAL_MAX bytes sent
 
     def on_sent(self, data: bytes) -> None:
+        self._keep_sent(data)
         self.sent += len(data)
 
-    def on_received(self, data: bytes) -> None:
+    def on_received(self, data: bytes) -> bytes:
+        self.keep_received(data)
         self.received += len(data)
+        return data
+
+    def keep_received(self, data: bytes) -> None:
+        if len(self.head) < REFUSAL_MAX:
+            self.head += data[: REFUSAL_MAX - len(self.head)]
+
+    def _keep_sent(self, data: bytes) -> None:
+        if len(self.sent_head) < REFUSAL_MAX:
+            self.sent_head += data[: REFUSAL_MAX - len(self.sent_head)]
+
+    def flush(self) -> bytes:
+        """Output held back, when the server has closed."""
+        return b""
 
     def owed(self) -> bool:
         return self.received < self.sent
+
+    def refusal(self) -> str | None:
+        """The reason if what the server sent so far is a refusal line, else None."""
+        return refusal(bytes(self.head))
+
+
+class EchoMeter(Meter):
+    """
+    An echo reply must be what was sent, byte for byte: a chunk that is not
+    raises L{Mismatch} before it reaches the output. Holds the bytes sent and
+    not yet echoed (no more than are in flight).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expect = bytearray()
+
+    def on_sent(self, data: bytes) -> None:
+        super().on_sent(data)
+        self.expect += data
+
+    def on_received(self, data: bytes) -> bytes:
+        self.keep_received(data)
+        self.received += len(data)
+        if len(data) > len(self.expect) or self.expect[: len(data)] != data:
+            raise Mismatch()
+        del self.expect[: len(data)]
+        return data
+
+    def refusal(self) -> str | None:
+        if bytes(self.sent_head).startswith(bytes(self.head)):
+            return None  # what came back is what we sent: an echo, whatever it says
+        return super().refusal()
 
 
 class LineMeter(Meter):
     """A reply line for every line sent."""
 
     def on_sent(self, data: bytes) -> None:
+        self._keep_sent(data)
         self.sent += data.count(b"\n")
 
-    def on_received(self, data: bytes) -> None:
+    def on_received(self, data: bytes) -> bytes:
+        self.keep_received(data)
         self.received += data.count(b"\n")
+        return data
+
+
+class ReverseMeter(LineMeter):
+    """
+    Lines, and the first reply line is held back until it is whole, so a
+    refusal line (C{socksvc: REASON}) is reported as an error, not printed
+    as if it were the reversed text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: bytearray | None = bytearray()  # None once the first line is shown
+
+    def on_received(self, data: bytes) -> bytes:
+        data = super().on_received(data)
+        if self.held is None:
+            return data
+        self.held += data
+        if not _decided(self.held):
+            return b""
+        return self._release()
+
+    def _release(self) -> bytes:
+        if self.refusal() is not None:
+            raise Mismatch()  # the caller reports the refusal
+        held = bytes(self.held or b"")
+        self.held = None
+        return held
+
+    def flush(self) -> bytes:
+        return b"" if self.held is None else self._release()
+
+    def refusal(self) -> str | None:
+        reason = super().refusal()
+        if reason is None:
+            return None
+        first, newline, _ = bytes(self.sent_head).partition(b"\n")
+        if newline and first.rstrip(b"\r")[::-1].startswith(REFUSAL):
+            return None  # our own first line, reversed, reads "socksvc: ..."
+        return reason
 
 
 def exchange(
@@ -129,7 +243,7 @@ def exchange(
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as e:
-                raise _lost(target, e) from None
+                raise _lost(target, e, sock, meter) from None
             if n:
                 meter.on_sent(bytes(pending[:n]))
                 del pending[:n]
@@ -140,16 +254,23 @@ def exchange(
             except (BlockingIOError, InterruptedError):
                 chunk = None
             except OSError as e:
-                raise _lost(target, e) from None
+                raise _lost(target, e, sock, meter) from None
             if chunk == b"":
+                reason = meter.refusal()
+                if reason is not None:
+                    raise refused(target, reason)
+                rest = meter.flush()
+                if rest:
+                    sink(rest)
                 if pending or meter.owed():
                     raise ClientError(f"{target} closed the connection before replying in full", EXIT_PROTOCOL)
                 if source_done:
                     return
                 raise ClientError(f"{target} closed the connection", EXIT_PROTOCOL)
             if chunk:
-                meter.on_received(chunk)
-                sink(chunk)
+                shown = _received(target, meter, chunk)
+                if shown:
+                    sink(shown)
                 progress = time.monotonic()
         if fd is not None and fd in ready_r:
             more = os.read(fd, CHUNK)
@@ -172,7 +293,36 @@ def _fileno(source: BinaryIO | None) -> int | None:
         return None
 
 
-def _lost(target: Target, error: OSError) -> ClientError:
+def _received(target: Target, meter: Meter, chunk: bytes) -> bytes:
+    """What of C{chunk} to show; a refusal line (or an echo that differs) raises instead."""
+    try:
+        shown = meter.on_received(chunk)
+    except Mismatch:
+        reason = meter.refusal()
+        if reason is not None:
+            raise refused(target, reason) from None
+        raise Differs(f"the reply from {target} differs from what was sent", EXIT_PROTOCOL) from None
+    return shown
+
+
+def _lost(target: Target, error: OSError, sock: socket.socket | None = None, meter: Meter | None = None) -> ClientError:
+    """
+    The error for a connection that failed under us. A daemon that refuses
+    a connection sends its reason and closes; when our own sending makes
+    that close a reset, the reason may still be waiting to be read.
+    """
+    if sock is not None and meter is not None:
+        for _ in range(REFUSAL_MAX // 64):
+            try:
+                more = sock.recv(REFUSAL_MAX, socket.MSG_DONTWAIT)
+            except OSError:
+                break
+            if not more:
+                break
+            meter.keep_received(more)
+        reason = meter.refusal()
+        if reason is not None:
+            return refused(target, reason)
     if error.errno in (errno.ECONNRESET, errno.EPIPE):
         return ClientError(f"connection to {target} reset by the server", EXIT_PROTOCOL)
     return ClientError(f"connection to {target} failed: {describe(error)}", EXIT_PROTOCOL)
@@ -201,12 +351,12 @@ def _echo_once(args: argparse.Namespace, target: Target) -> int:
     with connect(target, args.timeout) as sock:
         if args.message is not None:
             data = argv_bytes(args.message)
-            exchange(sock, target, data=data, sink=_writer(out), meter=Meter(), timeout=args.timeout)
+            exchange(sock, target, data=data, sink=_writer(out), meter=EchoMeter(), timeout=args.timeout)
             if data and not data.endswith(b"\n"):
                 out.write(b"\n")  # the prompt on a line of its own; the reply itself was exact
                 out.flush()
         else:
-            exchange(sock, target, source=stdin(), sink=_writer(out), meter=Meter(), timeout=args.timeout)
+            exchange(sock, target, source=stdin(), sink=_writer(out), meter=EchoMeter(), timeout=args.timeout)
     return EXIT_OK
 
 
@@ -236,12 +386,13 @@ def _echo_count(args: argparse.Namespace, target: Target) -> int:
                 rounds += 1
                 got = bytearray()
                 t0 = time.perf_counter()
-                exchange(sock, target, data=payload, sink=got.extend, meter=Meter(), timeout=args.timeout)
-                rtt = (time.perf_counter() - t0) * 1000.0
-                if got != payload:
+                try:  # EchoMeter checks every byte: once it returns, got == payload
+                    exchange(sock, target, data=payload, sink=got.extend, meter=EchoMeter(), timeout=args.timeout)
+                except Differs:
                     raise ClientError(
-                        f"reply {seq} from {target} differs from what was sent ({len(got)} bytes)", EXIT_PROTOCOL
-                    )
+                        f"reply {seq} from {target} differs from what was sent ({len(payload)} bytes)", EXIT_PROTOCOL
+                    ) from None
+                rtt = (time.perf_counter() - t0) * 1000.0
                 times.append(rtt)
                 say(f"{len(got)} bytes from {address} port {target.port}: seq={seq} time={rtt:.3f} ms")
         finally:
@@ -265,6 +416,7 @@ def run_greet(args: argparse.Namespace) -> int:
     target = target_from(args)
     out = stdout()
     got = 0
+    head: bytearray | None = bytearray()  # the start of the greeting, held until it cannot be a refusal line
     with connect(target, args.timeout) as sock:
         while got < MAX_GREETING:
             try:
@@ -272,15 +424,36 @@ def run_greet(args: argparse.Namespace) -> int:
             except TimeoutError:
                 raise ClientError(f"no greeting from {target} within {args.timeout:g} s", EXIT_TIMEOUT) from None
             except OSError as e:
+                if head and (reason := refusal(bytes(head))) is not None:
+                    raise refused(target, reason) from None
                 raise _lost(target, e) from None
             if not chunk:
                 break
             got += len(chunk)
+            if head is not None:
+                head += chunk
+                if not _decided(head):
+                    continue
+                chunk, head = bytes(head), None
+                if (reason := refusal(chunk)) is not None:
+                    raise refused(target, reason)
             out.write(chunk)
             out.flush()
+    if head:
+        if (reason := refusal(bytes(head))) is not None:
+            raise refused(target, reason)
+        out.write(head)
+        out.flush()
     if not got:
         raise ClientError(f"{target} closed the connection without a greeting", EXIT_PROTOCOL)
     return EXIT_OK
+
+
+def _decided(head: bytes | bytearray) -> bool:
+    """True once the start of a reply shows whether it is a refusal line: a whole line, or enough to tell."""
+    if not head.startswith(REFUSAL[: len(head)]):
+        return True  # cannot become "socksvc: "
+    return b"\n" in head or len(head) >= REFUSAL_MAX
 
 
 # -- reverse -------------------------------------------------------------------
@@ -293,11 +466,17 @@ def run_reverse(args: argparse.Namespace) -> int:
         if args.text is not None:
             data = argv_bytes(args.text)
             exchange(
-                sock, target, data=data, sink=_writer(out), meter=LineMeter(), timeout=args.timeout, end_lines=True
+                sock, target, data=data, sink=_writer(out), meter=ReverseMeter(), timeout=args.timeout, end_lines=True
             )
         else:
             exchange(
-                sock, target, source=stdin(), sink=_writer(out), meter=LineMeter(), timeout=args.timeout, end_lines=True
+                sock,
+                target,
+                source=stdin(),
+                sink=_writer(out),
+                meter=ReverseMeter(),
+                timeout=args.timeout,
+                end_lines=True,
             )
     return EXIT_OK
 

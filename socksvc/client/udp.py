@@ -26,17 +26,17 @@ from typing import Any, TextIO
 import attrs
 
 from socksvc.client.common import (
-    DEFAULT_HOST,
     ECHO_PORT,
     EXIT_NOT_FOUND,
     ClientError,
     Target,
+    add_target_arguments,
     argv_bytes,
     describe,
     parse_host,
     parse_nonnegative,
+    parse_nonnegative_int,
     parse_port,
-    parse_timeout,
     resolve,
     usage_error,
 )
@@ -50,16 +50,6 @@ MAX_PAYLOAD_V6 = 65527
 EXIT_OK = 0
 EXIT_LOSS = 1
 """No reply at all (100% loss), as ping."""
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -78,15 +68,12 @@ def register(subparsers: Any) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "host", nargs="?", default=DEFAULT_HOST, metavar="HOST", help=f"name or address (default {DEFAULT_HOST})"
-    )
-    p.add_argument(
-        "port",
-        nargs="?",
-        default=str(DEFAULT_PORT),
-        metavar="PORT",
-        help=f"UDP port number or service name (default {DEFAULT_PORT})",
+    add_target_arguments(
+        p,
+        DEFAULT_PORT,
+        timeout=2.0,
+        port_help="UDP port number or service name",
+        timeout_help="seconds to wait for each reply",
     )
     p.add_argument(
         "message",
@@ -98,18 +85,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c",
         "--count",
-        type=_nonnegative_int,
+        type=parse_nonnegative_int,
         default=1,
         metavar="N",
         help="datagrams to send; 0 = until Ctrl-C (default 1)",
-    )
-    p.add_argument(
-        "-t",
-        "--timeout",
-        type=parse_timeout,
-        default=2.0,
-        metavar="S",
-        help="seconds to wait for each reply (default 2)",
     )
     p.add_argument(
         "-i",
@@ -122,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-s",
         "--size",
-        type=_nonnegative_int,
+        type=parse_nonnegative_int,
         default=None,
         metavar="N",
         help=f"bytes per datagram, 0 to {MAX_PAYLOAD_V4} ({MAX_PAYLOAD_V6} over IPv6); not with MESSAGE",

@@ -1,0 +1,214 @@
+"""
+The client against a daemon that refuses it (access list, connection limits):
+the daemon's one line (``socksvc: REASON``) is an error with a non-zero exit,
+never printed as if it were the echo, the reversed text, the greeting or a
+chat line. Against the real daemon on ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from socksvc.client.chat_net import Target
+from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, REFUSAL, refusal
+from socksvc.visible import UNSAFE_STRICT, is_safe
+from tests import test_client
+from tests.support import Daemon, daemon
+from tests.test_client import one_error_line, run
+
+feed = test_client.feed  # the fixture: standard input from a file
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
+SERVICES = ("echo", "reverse", "greeting", "chat")
+DENY_ALL = "".join(
+    f'[services.{name}]\nlisten = ["tcp:0:interface=127.0.0.1"]\ndeny = ["127.0.0.0/8"]\n' for name in SERVICES
+)
+ONE_EACH = """
+[services.echo]
+listen = ["tcp:0:interface=127.0.0.1"]
+max_per_source = 1
+[services.reverse]
+listen = ["tcp:0:interface=127.0.0.1"]
+"""
+
+
+@pytest.fixture(scope="module")
+def denied() -> Iterator[Daemon]:
+    from socksvc.registry import types
+
+    if "chat" not in types():
+        pytest.skip("the daemon has no chat service type yet")
+    with daemon(DENY_ALL) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def open_svc() -> Iterator[Daemon]:
+    with daemon(ONE_EACH) as d:
+        yield d
+
+
+# -- the probes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "service", "args"),
+    [
+        ("echo", "echo", ["hi"]),  # shorter than the refusal line: used to pass as an echo
+        ("echo", "echo", ["hello, this message is longer than the refusal line"]),
+        ("echo", "echo", []),  # standard input
+        ("reverse", "reverse", ["abc"]),
+        ("reverse", "reverse", []),
+        ("greet", "greeting", []),
+    ],
+)
+def test_a_refusal_is_an_error_not_a_reply(
+    denied: Daemon, capsysbinary: Any, feed: Callable[[bytes], None], command: str, service: str, args: list[str]
+) -> None:
+    feed(b"from stdin\n")
+    port = denied.port(service)
+    code, out, err = run([command, "127.0.0.1", str(port), *args], capsysbinary)
+    assert code == EXIT_PROTOCOL
+    assert out == b""
+    one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} refused us: access denied")
+
+
+@pytest.mark.parametrize("message", ["x", "a message longer than the refusal line, by some way"])
+def test_echo_count_reports_the_refusal(denied: Daemon, capsysbinary: Any, message: str) -> None:
+    port = denied.port("echo")
+    code, out, err = run(["echo", "127.0.0.1", str(port), message, "-c", "2", "-i", "0"], capsysbinary)
+    assert code == EXIT_PROTOCOL
+    one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} refused us: access denied")
+    assert b"access denied" not in out
+    assert b"1 sent, 0 received, 100% lost" in out  # the summary still comes
+
+
+def test_too_many_connections_from_our_address(open_svc: Daemon) -> None:
+    port = open_svc.port("echo")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+        held.sendall(b"x")
+        assert held.recv(1) == b"x"  # accepted and counted: the next one is over max_per_source
+        p = subprocess.run([SCRIPT, "echo", "127.0.0.1", str(port), "hi"], capture_output=True, timeout=30)
+    assert p.returncode == EXIT_PROTOCOL
+    assert p.stdout == b""
+    one_error_line(
+        p.stderr.decode(), rf"socksvc: 127\.0\.0\.1 port {port} refused us: too many connections from your address"
+    )
+
+
+def test_an_echo_that_reads_like_a_refusal_is_still_an_echo(open_svc: Daemon, capsysbinary: Any) -> None:
+    code, out, err = run(["echo", "127.0.0.1", str(open_svc.port("echo")), "socksvc: access denied"], capsysbinary)
+    assert (code, out, err) == (EXIT_OK, b"socksvc: access denied\n", "")
+
+
+def test_a_reversed_line_that_reads_like_a_refusal_is_still_a_reply(open_svc: Daemon, capsysbinary: Any) -> None:
+    port = open_svc.port("reverse")
+    code, out, err = run(["reverse", "127.0.0.1", str(port), "deined ssecca :cvskcos"], capsysbinary)
+    assert (code, out, err) == (EXIT_OK, b"socksvc: access denied\n", "")
+
+
+def test_an_echo_that_differs_is_an_error(capsysbinary: Any) -> None:
+    # Not an echo service: the reply (shorter than the message) is not what was sent.
+    with daemon('[services.greeting]\nlisten = ["tcp:0:interface=127.0.0.1"]\n') as d:
+        port = d.port("greeting")
+        code, out, err = run(["echo", "127.0.0.1", str(port), "x" * 10], capsysbinary)
+    assert code == EXIT_PROTOCOL
+    assert out == b""
+    one_error_line(err, rf"socksvc: the reply from 127\.0\.0\.1 port {port} differs from what was sent")
+
+
+def test_greet_recognises_a_refusal_line_sent_in_pieces() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        proc = subprocess.Popen(
+            [SCRIPT, "greet", "127.0.0.1", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        listener.settimeout(20)
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"sock")
+            conn.sendall(b"svc: busy \x1b[2J\r\n")
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == EXIT_PROTOCOL
+    assert out == b""
+    one_error_line(err.decode(), rf"socksvc: 127\.0\.0\.1 port {port} refused us: busy \^\[\[2J")
+
+
+# -- the refusal parser ------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_refusal_parser_never_fails_and_is_safe_to_print(data: bytes) -> None:
+    reason = refusal(data)
+    if not data.startswith(REFUSAL):
+        assert reason is None
+    else:
+        assert reason
+        assert is_safe(reason, UNSAFE_STRICT)
+        assert "\n" not in reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=60))
+def test_refusal_parser_reads_the_daemons_line(reason: str) -> None:
+    line = b"socksvc: " + reason.encode() + b"\r\n"
+    assert refusal(line) == reason
+    assert refusal(line + b"more after the line") == reason
+    assert refusal(b" " + line) is None
+
+
+# -- chat ----------------------------------------------------------------------------
+
+
+def test_chat_plain_mode_reports_the_refusal_and_fails(denied: Daemon) -> None:
+    port = denied.port("chat")
+    p = subprocess.run(
+        [SCRIPT, "chat", "127.0.0.1", str(port), "--nick", "zed"], input=b"hello\n", capture_output=True, timeout=30
+    )
+    assert p.returncode == 1
+    assert p.stdout == b""
+    assert p.stderr.decode() == f"socksvc chat: 127.0.0.1:{port} refused us: access denied\n"
+
+
+def test_chat_plain_mode_in_process(denied: Daemon) -> None:
+    from socksvc.client.chat_net import connect_socket
+    from socksvc.client.chat_plain import run_plain
+
+    r, w = os.pipe()  # stdin stays open: the server closes first
+    out = io.BytesIO()
+    warnings: list[str] = []
+    target = Target("127.0.0.1", denied.port("chat"))
+    try:
+        code = run_plain(connect_socket(target, 5), stdin_fd=r, stdout=out, warn=warnings.append, server=str(target))
+    finally:
+        os.close(r)
+        os.close(w)
+    assert code == 1
+    assert out.getvalue() == b""
+    assert warnings == [f"{target} refused us: access denied"]
+
+
+def test_chat_console_reports_the_refusal_and_exits_1(denied: Daemon) -> None:
+    from tests.test_client_chat import _console_session
+
+    async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
+        assert await asyncio.wait_for(task, 10) == 1
+        assert console.refused == "access denied"
+        assert any(isinstance(x, str) and x.endswith("refused us: access denied") for x in console.shown)
+        assert "refused us: access denied" in screen.getvalue()
+        assert not any(not isinstance(x, str) for x in console.shown)  # not shown as a chat line
+
+    _console_session(denied.port("chat"), body, nick="zed")
