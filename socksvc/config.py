@@ -8,7 +8,12 @@ after L{load} sees raw TOML.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
+import os
+import re
+import stat
 import tomllib
 from typing import Any
 
@@ -18,8 +23,17 @@ from socksvc.listen import ListenSpec, parse_listen
 from socksvc.policy import PolicySettings
 from socksvc.registry import ServiceType, types
 from socksvc.settings import ItemError, as_choice, closest, setting, setting_fields
+from socksvc.systemd import parse_spec
 
 DEFAULT_SOURCE = "<embedded default>"
+
+MAX_CONFIG_FILE = 1 << 20
+"""A config file is read whole; anything bigger is a mistake (a log file, a disk image)."""
+
+MAX_SERVICE_NAME = 64
+"""Longest [services.NAME]: it goes in log lines, STATUS= and a greeting's {service} (checked at 64)."""
+
+SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 DEFAULT_CONFIG = """\
 # The embedded default: every service on 127.0.0.1 (see ARCHITECTURE.md).
@@ -119,15 +133,46 @@ class ConfigError(Exception):
 _MISSING: Any = object()
 
 
+def read_regular_file(path: str, limit: int) -> bytes:
+    """
+    Up to C{limit} + 1 bytes of the regular file at C{path} (one more than
+    allowed tells the caller it is too big). Never blocks: the file is opened
+    non-blocking and anything but a regular file (a FIFO would wait for a
+    writer, a tty for a line; a socket, a device) is refused with
+    C{ValueError("not a regular file")}, a directory with C{IsADirectoryError}.
+    OSError for what the OS refuses; ValueError for a NUL in the path.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise ValueError("not a regular file")
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load(path: str | None) -> Config:
     """Read and check a config file; C{None} means the embedded default."""
     if path is None:
         return loads(DEFAULT_CONFIG, DEFAULT_SOURCE)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfigError(path, None, _MISSING, f"cannot read config file: {e.strerror or e}") from None
+        data = read_regular_file(path, MAX_CONFIG_FILE)
+    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
+        reason = getattr(e, "strerror", None) or e
+        raise ConfigError(path, None, _MISSING, f"cannot read config file: {reason}") from None
+    if len(data) > MAX_CONFIG_FILE:
+        raise ConfigError(path, None, _MISSING, f"config file is over {MAX_CONFIG_FILE >> 20} MiB")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -219,6 +264,14 @@ class _Checker:
 
     def service(self, name: str, body: dict[str, Any], defaults: dict[str, Any]) -> ServiceConfig:
         table = f"services.{name}"
+        if len(name) > MAX_SERVICE_NAME:
+            raise self.fail(
+                f"services.{name[:24]}...",
+                _MISSING,
+                f"service name is {len(name)} characters; at most {MAX_SERVICE_NAME}",
+            )
+        if not SERVICE_NAME.fullmatch(name):
+            raise self.fail(table, _MISSING, "a service name takes only ASCII letters, digits, _ - and .")
         type_name = body.get("type", name)
         if not isinstance(type_name, str):
             raise self.fail(f"{table}.type", type_name, "expected a string")
@@ -266,24 +319,60 @@ class _Checker:
         return tuple(specs)
 
     def check_clashes(self, services: tuple[ServiceConfig, ...]) -> None:
-        """Two listen specs on the same port and address can never both bind."""
-        seen: list[tuple[str, Any, str, str]] = []
+        """Two listen specs that can never both bind (or adopt the same socket) stop the load."""
+        seen: list[tuple[tuple[str, Any], str, str]] = []
         for svc in services:
             for i, spec in enumerate(svc.listen):
-                port: Any
-                if spec.scheme == "unix":
-                    family, port, interface = "unix", spec.path, ""
-                elif spec.port:
-                    family = "udp" if spec.scheme == "udp" else "tcp"
-                    port, interface = spec.port, spec.interface
-                else:
+                key = _bind_key(spec)
+                if key is None:
                     continue
                 where = f"services.{svc.name}.listen[{i}]"
-                for other_family, other_port, other_interface, other_where in seen:
-                    if (
-                        family == other_family
-                        and port == other_port
-                        and (interface == other_interface or (family != "unix" and "" in (interface, other_interface)))
-                    ):
+                space, address = key
+                for other_space, other_address, other_where in seen:
+                    if space == other_space and _same_address(space[0], address, other_address):
                         raise self.fail(where, spec.text, f"same address as {other_where}")
-                seen.append((family, port, interface, where))
+                seen.append((space, address, where))
+
+
+def _bind_key(spec: ListenSpec) -> tuple[tuple[str, Any], str] | None:
+    """
+    ((namespace, port), address) of what a spec binds, or None when it binds
+    nothing we can know about (port 0: the kernel picks one). The namespace
+    is tcp, udp, unix (address: the path) or systemd (address: name=X or
+    index=N of the inherited socket).
+    """
+    if spec.scheme == "systemd":
+        try:
+            name, index = parse_spec(spec.text)
+        except ValueError:
+            return None
+        return ("systemd", None), (f"name={name}" if name is not None else f"index={index}")
+    if spec.scheme == "unix":
+        return ("unix", None), spec.path
+    if not spec.port:
+        return None
+    space = "udp" if spec.scheme == "udp" else "tcp"
+    interface = spec.interface or ("::" if spec.scheme == "tcp6" else "0.0.0.0")
+    try:
+        interface = ipaddress.ip_address(interface).compressed
+    except ValueError:
+        pass  # a name: compared as written
+    return (space, spec.port), interface
+
+
+def _same_address(space: str, a: str, b: str) -> bool:
+    """
+    Do two binds in one namespace and port collide? The same address does;
+    "::" is dual stack (Twisted leaves IPV6_V6ONLY off), so it takes every
+    address; "0.0.0.0" takes every IPv4 address but no IPv6 one.
+    """
+    if a == b:
+        return True
+    if space not in ("tcp", "udp"):
+        return False
+    if "::" in (a, b):
+        return True
+    if "0.0.0.0" in (a, b):
+        other = b if a == "0.0.0.0" else a
+        return ":" not in other
+    return False

@@ -70,24 +70,6 @@ def _max_datagram() -> int:
     return int(getattr(udp, "MAX_DATAGRAM", 65535))
 
 
-def _tune_udp(port: Any) -> None:
-    """An adopted UDP socket gets the buffers udp.listen_udp gives its own (best effort)."""
-    import socket
-
-    from socksvc import udp
-
-    size = getattr(udp, "SOCKET_BUFFER", None)
-    sock = getattr(port, "socket", None)
-    if not isinstance(size, int) or sock is None:
-        return
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            if sock.getsockopt(socket.SOL_SOCKET, opt) < size:
-                sock.setsockopt(socket.SOL_SOCKET, opt, size)
-        except OSError:
-            pass
-
-
 def _is_udp(port: Any) -> bool:
     try:
         return str(getattr(port.getHost(), "type", "")).upper() == "UDP"
@@ -181,9 +163,11 @@ class Listener(Service):
             for port in ports:
                 port.stopListening()
             raise StartupError(f"{where}: {e}") from None
+        from socksvc.udp import tune_buffers
+
         for port in ports:
             if _is_udp(port):
-                _tune_udp(port)
+                tune_buffers(port)  # an adopted UDP socket gets the buffers listen_udp gives its own
         self.ports = ports
 
     def _bound(self, port: IListeningPort) -> None:
@@ -363,7 +347,8 @@ class DaemonService(MultiService):
         self.reloads = 0
         self._reload_lock = DeferredLock()
         self._reload_queued = False
-        self._old_sighup: Any = None
+        self._sighup_installed = False
+        self._stopping = False
 
     def instances(self) -> list[ServiceInstance]:
         return [s for s in self if isinstance(s, ServiceInstance)]
@@ -422,6 +407,11 @@ class DaemonService(MultiService):
     def startService(self) -> None:
         self._check_fd_limit()
         self._bind_all()
+        if self.handle_signals:
+            # Now, before the "services on" line and READY=1: systemd (or
+            # logrotate) may send SIGHUP the moment it sees either, and
+            # SIGHUP's default disposition kills.
+            self._install_signal_handlers()
         super().startService()
         total = sum(len(i.listeners()) for i in self.instances())
         log.info(
@@ -431,36 +421,35 @@ class DaemonService(MultiService):
             listeners=total,
             source=self.config.source,
         )
-        if self.handle_signals:
-            self.reactor.callWhenRunning(self._install_signal_handlers)
         self.systemd.started()
 
     def stopService(self) -> Deferred[Any]:
         log.info("socksvc: stopping", event="stopping")
+        self._stopping = True
         self.systemd.stopping()
-        self._restore_signal_handlers()
+        # The SIGHUP handler stays until the process exits: connections may
+        # take close_grace seconds to close, and a SIGHUP meanwhile must not
+        # kill the daemon (request_reload ignores it once stopped).
         return super().stopService()  # type: ignore[no-any-return]
 
     def _install_signal_handlers(self) -> None:
-        """SIGHUP reloads; the handler only schedules the work on the reactor."""
-        if not self.running:
+        """
+        SIGHUP reloads; the handler only schedules the work on the reactor
+        (callFromThread is safe in a signal handler, and before the reactor
+        runs: the call waits for it).
+        """
+        if self._sighup_installed:
             return
 
         def on_sighup(signum: int, frame: Any) -> None:
-            self.reactor.callFromThread(self.request_reload)
+            if not self._stopping:  # once stopping, SIGHUP is ignored until the process exits
+                self.reactor.callFromThread(self.request_reload)
 
         try:
-            self._old_sighup = signal.signal(signal.SIGHUP, on_sighup)
+            signal.signal(signal.SIGHUP, on_sighup)
         except ValueError:  # not the main thread after all
-            self._old_sighup = None
-
-    def _restore_signal_handlers(self) -> None:
-        if self._old_sighup is not None:
-            try:
-                signal.signal(signal.SIGHUP, self._old_sighup)
-            except ValueError:
-                pass
-            self._old_sighup = None
+            return
+        self._sighup_installed = True
 
     # -- status --------------------------------------------------------------
 
@@ -524,6 +513,10 @@ class DaemonService(MultiService):
                 new = load(self.config_path)
             except ConfigError as e:
                 return self._failed(str(e))
+            except Exception as e:  # a bug in a parser: the old config keeps serving, and STATUS says so
+                log.failure("socksvc: reading {path} failed unexpectedly", path=self.config_path)
+                why = " ".join(f"{e.__class__.__name__}: {e}".split())  # one line, for STATUS= and the log
+                return self._failed(f"{self.config_path}: internal error while loading: {why}")
         known = types()
         old_by_name = {i.name: i for i in self.instances()}
         new_names = {svc.name for svc in new.services}

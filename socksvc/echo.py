@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
-from zope.interface import implementer
 
 from socksvc import writethrough
-from socksvc.policy import ServiceFactory, Tracked
+from socksvc.policy import ServiceFactory, StreamProtocol
 from socksvc.registry import ServiceContext, ServiceType
 from socksvc.settings import as_float, as_int, as_list, as_networks, as_port, setting
 
@@ -47,17 +45,8 @@ class EchoSettings:
     )
 
 
-@implementer(IHalfCloseableProtocol)
-class Echo(Tracked):
-    """RFC 862 echo over a stream transport."""
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        transport: Any = self.transport
-        nodelay = getattr(transport, "setTcpNoDelay", None)
-        if nodelay is not None:
-            nodelay(True)
-        transport.registerProducer(transport, True)
+class Echo(StreamProtocol):
+    """RFC 862 echo over a stream transport (set-up and half-close: see L{StreamProtocol})."""
 
     def dataReceived(self, data: bytes) -> None:
         n = len(data)
@@ -65,17 +54,6 @@ class Echo(Tracked):
         self.touched = True
         writethrough.write(self.transport, data)
         self.bytes_out += n
-
-    def readConnectionLost(self) -> None:
-        """The client half-closed: deliver what is owed, then close."""
-        transport: Any = self.transport
-        transport.unregisterProducer()
-        transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        """The client stopped reading for good: nothing more can be delivered."""
-        transport: Any = self.transport
-        transport.abortConnection()
 
 
 def make_factory(context: ServiceContext) -> ServerFactory:

@@ -9,6 +9,7 @@ the config is loaded. A peer that never reads is aborted after send_timeout.
 from __future__ import annotations
 
 import random
+import re
 import socket
 import string
 import time as _time
@@ -20,7 +21,8 @@ from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
 
 from socksvc import writethrough
-from socksvc.policy import ServiceFactory, Tracked
+from socksvc.config import MAX_SERVICE_NAME, read_regular_file
+from socksvc.policy import ServiceFactory, StreamProtocol
 from socksvc.registry import ServiceContext, ServiceType
 from socksvc.settings import as_float, setting
 
@@ -32,7 +34,7 @@ FIELDS = ("hostname", "peer", "time", "service")
 # long service name, an RFC 3339 time.
 _WORST = {
     "peer": "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535",
-    "service": "s" * 64,
+    "service": "s" * MAX_SERVICE_NAME,
     "time": "2026-11-21T11:39:21Z",
 }
 
@@ -47,6 +49,19 @@ def _finish(text: str) -> bytes:
     if not data.endswith(b"\n"):
         data += b"\r\n"
     return data
+
+
+def _cut(data: bytes, limit: int = MAX_MESSAGE) -> bytes:
+    """
+    C{data} if it fits in C{limit} bytes; otherwise its longest prefix that
+    ends on a UTF-8 character boundary and leaves room for CRLF, plus CRLF.
+    """
+    if len(data) <= limit:
+        return data
+    end = limit - 2
+    while end > 0 and (data[end] & 0xC0) == 0x80:  # a continuation byte: the cut would split a character
+        end -= 1
+    return data[:end] + b"\r\n"
 
 
 def parse_message(value: Any) -> str:
@@ -65,6 +80,12 @@ def parse_message(value: Any) -> str:
             raise ValueError(f"unknown field {{{field}}} (known: {known})")
         if conversion or (spec and ("{" in spec)):
             raise ValueError(f"field {{{field}}} takes no conversion or nested format")
+        # Checked before anything is rendered: "{peer:>99999999999}" would
+        # build a string of that width first and the size check after.
+        for number in re.findall(r"\d+", spec or ""):
+            digits = number.lstrip("0")
+            if len(digits) > len(str(MAX_MESSAGE)) or int(digits or "0") > MAX_MESSAGE:
+                raise ValueError(f"field {{{field}}}: {number} in its format is over {MAX_MESSAGE} (RFC 865)")
     try:
         size = len(_finish(value.format(hostname=_hostname(), **_WORST)))
     except (ValueError, TypeError) as e:
@@ -89,9 +110,8 @@ def parse_quotes(value: Any) -> Quotes | None:
     if not value:
         return None
     try:
-        with open(value, "rb") as f:
-            data = f.read(MAX_QUOTES_FILE + 1)
-    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        data = read_regular_file(value, MAX_QUOTES_FILE)
+    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
         raise ValueError(f"cannot read quotes file: {getattr(e, 'strerror', None) or e}") from None
     if len(data) > MAX_QUOTES_FILE:
         raise ValueError(f"quotes file is over {MAX_QUOTES_FILE // (1 << 20)} MiB")
@@ -137,12 +157,16 @@ def render(context: ServiceContext, peer: str, now: float) -> bytes:
             time=_time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(now)),
             service=context.name,
         )
-    return _finish(text)[:MAX_MESSAGE]
+    return _cut(_finish(text))
 
 
-class Greeting(Tracked):
-    """Writes the message and closes; anything the peer sends is ignored."""
+class Greeting(StreamProtocol):
+    """
+    Writes the message and closes; anything the peer sends is ignored. A
+    peer's half-close does not cut the message short (see L{StreamProtocol}).
+    """
 
+    self_producer = False  # one message, bounded: nothing to pause
     deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:

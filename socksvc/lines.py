@@ -37,7 +37,7 @@ class LineSplitter:
     def __init__(self, max_line: int, strip_cr: bool = True) -> None:
         self.max_line = max_line
         self.strip_cr = strip_cr
-        self._buf = b""
+        self._buf = bytearray()  # the partial line: appended to in place, never copied per read
         self._skipped = 0  # bytes of an over-long line thrown away so far
 
     @property
@@ -56,11 +56,20 @@ class LineSplitter:
             self._skipped = 0
             out.append(TOO_LONG)
             data = data[end + 1 :]
+        limit = self.max_line
+        if b"\n" not in data:
+            # Only the partial line grows: append in place (amortised linear;
+            # a one-byte-at-a-time sender costs no copy of what came before).
+            self._buf += data
+            if len(self._buf) > limit + 1:  # +1: the CR of a CRLF may be waiting for its LF
+                self._skipped = len(self._buf)
+                self._buf = bytearray()
+            return out
         if self._buf:
-            data = self._buf + data
+            self._buf += data
+            data = bytes(self._buf)  # once per completed line
         lines = data.split(b"\n")
         rest = lines.pop()
-        limit = self.max_line
         for line in lines:
             cr = line.endswith(b"\r")
             if cr and self.strip_cr:
@@ -70,11 +79,11 @@ class LineSplitter:
                 out.append(TOO_LONG)
             else:
                 out.append(line)
-        if len(rest) > limit + 1:  # +1: the CR of a CRLF may be waiting for its LF
+        if len(rest) > limit + 1:
             self._skipped = len(rest)
-            self._buf = b""
+            self._buf = bytearray()
         else:
-            self._buf = rest
+            self._buf = bytearray(rest)
         return out
 
     def finish(self) -> bytes | TooLong | None:
@@ -86,7 +95,7 @@ class LineSplitter:
         if self._skipped:
             self._skipped = 0
             return TOO_LONG
-        rest, self._buf = self._buf, b""
+        rest, self._buf = bytes(self._buf), bytearray()
         if not rest:
             return None
         if rest.endswith(b"\r") and self.strip_cr:

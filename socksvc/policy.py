@@ -29,10 +29,10 @@ import ipaddress
 import math
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, LogEvent, Logger
@@ -290,6 +290,45 @@ class Tracked(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
         self.policy.closed(self, reason)
+
+
+@implementer(IHalfCloseableProtocol)
+class StreamProtocol(Tracked):
+    """
+    A service's stream protocol with the usual set-up. With C{nodelay},
+    TCP_NODELAY (replies go out at once, not after Nagle's wait). With
+    C{self_producer}, the transport is registered as its own streaming
+    producer: a peer that sends without reading fills our write buffer, and
+    that pauses reading from it, so memory stays flat. Half-close: after the
+    peer's half-close what is owed is still delivered, then the connection
+    closes (a subclass with a last word overrides C{readConnectionLost});
+    when the peer can no longer read at all, the connection is aborted.
+    """
+
+    nodelay: ClassVar[bool] = True
+    self_producer: ClassVar[bool] = True
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        transport: Any = self.transport
+        if self.nodelay:
+            set_nodelay = getattr(transport, "setTcpNoDelay", None)
+            if set_nodelay is not None:
+                set_nodelay(True)
+        if self.self_producer:
+            transport.registerProducer(transport, True)
+
+    def readConnectionLost(self) -> None:
+        """The peer half-closed: deliver what is owed, then close."""
+        transport: Any = self.transport
+        if self.self_producer:
+            transport.unregisterProducer()
+        transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """The peer stopped reading for good: nothing more can be delivered."""
+        transport: Any = self.transport
+        transport.abortConnection()
 
 
 class Refuser(Protocol):

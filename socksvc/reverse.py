@@ -16,13 +16,11 @@ import unicodedata
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ServerFactory
-from zope.interface import implementer
 
 from socksvc import writethrough
 from socksvc.lines import LineSplitter, TooLong
-from socksvc.policy import ServiceFactory, Tracked
+from socksvc.policy import ServiceFactory, StreamProtocol
 from socksvc.registry import ServiceContext, ServiceType
 from socksvc.settings import as_int, setting
 
@@ -47,17 +45,22 @@ def _is_regional(ch: str) -> bool:
 
 def clusters(text: str) -> list[str]:
     """Split text into user-perceived characters (a practical approximation of UAX #29)."""
-    out: list[str] = []
+    # Where each cluster starts; slicing once at the end keeps a long run of
+    # combining marks linear (growing a string per mark is quadratic).
+    starts: list[int] = []
     joined = False  # the previous cluster ended with a ZWJ
-    for ch in text:
-        if out and (joined or _extends(ch) or ch == ZWJ):
-            out[-1] += ch
-        elif out and _is_regional(ch) and len(out[-1]) == 1 and _is_regional(out[-1]):
-            out[-1] += ch  # the second half of a flag
+    for i, ch in enumerate(text):
+        if starts and (joined or _extends(ch) or ch == ZWJ):
+            pass
+        elif starts and _is_regional(ch) and i - starts[-1] == 1 and _is_regional(text[starts[-1]]):
+            pass  # the second half of a flag
         else:
-            out.append(ch)
+            starts.append(i)
         joined = ch == ZWJ
-    return out
+    if not starts:
+        return []
+    ends = [*starts[1:], len(text)]
+    return [text[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 def reverse_text(text: str) -> str:
@@ -77,22 +80,16 @@ class ReverseSettings:
     max_line: int = setting(4096, as_int(minimum=1, maximum=1 << 20), "longest line in bytes; longer closes")
 
 
-@implementer(IHalfCloseableProtocol)
-class Reverse(Tracked):
+class Reverse(StreamProtocol):
     """Reverses each line."""
 
     splitter: LineSplitter
     closing = False
 
     def connectionMade(self) -> None:
-        super().connectionMade()
         context: ServiceContext = self.factory.context  # type: ignore[union-attr]
         self.splitter = LineSplitter(context.settings.max_line, strip_cr=False)
-        transport: Any = self.transport
-        nodelay = getattr(transport, "setTcpNoDelay", None)
-        if nodelay is not None:
-            nodelay(True)
-        transport.registerProducer(transport, True)
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -128,7 +125,6 @@ class Reverse(Tracked):
 
     def readConnectionLost(self) -> None:
         """The client half-closed: answer an unterminated last line, then close."""
-        transport: Any = self.transport
         if not self.closing:
             last = self.splitter.finish()
             if isinstance(last, TooLong):
@@ -139,13 +135,9 @@ class Reverse(Tracked):
                 cr = last.endswith(b"\r")
                 out = reverse_line(last[:-1] if cr else last) + (b"\r\n" if cr else b"\n")
                 self.bytes_out += len(out)
+                transport: Any = self.transport
                 transport.write(out)
-        transport.unregisterProducer()
-        transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        transport: Any = self.transport
-        transport.abortConnection()
+        super().readConnectionLost()
 
 
 def make_factory(context: ServiceContext) -> ServerFactory:

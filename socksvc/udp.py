@@ -403,6 +403,19 @@ class UDPEcho(DatagramProtocol):
         self.state.send_failed("?", 0, "ECONNREFUSED", "connection refused")
 
 
+def tune_buffers(port: Any) -> None:
+    """Ask for SOCKET_BUFFER-sized receive and send buffers on a UDP port's socket (best effort)."""
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass  # the defaults still work
+
+
 def listen_udp(reactor: Any, spec: ListenSpec, protocol: DatagramProtocol) -> Any:
     """
     Bind a udp: listen spec (an IPv6 interface means an IPv6 socket; no
@@ -411,14 +424,7 @@ def listen_udp(reactor: Any, spec: ListenSpec, protocol: DatagramProtocol) -> An
     """
     assert spec.port is not None
     port = reactor.listenUDP(spec.port, protocol, interface=spec.interface, maxPacketSize=MAX_DATAGRAM)
-    sock = getattr(port, "socket", None)
-    if sock is not None:
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                if sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except OSError:
-                pass  # best effort: the defaults still work
+    tune_buffers(port)
     context = getattr(protocol, "context", None)
     udp_ports = getattr(context, "udp_ports", None)
     if isinstance(udp_ports, set):

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socksvc.config import DEFAULT_SOURCE, Config, ConfigError, DaemonSettings, load, loads
+from socksvc.config import DEFAULT_SOURCE, MAX_CONFIG_FILE, Config, ConfigError, DaemonSettings, load, loads
 from socksvc.echo import DEFAULT_DENY_SOURCE_PORTS, EchoSettings
 from socksvc.greeting import GreetingSettings
 from socksvc.policy import PolicySettings
@@ -348,6 +348,86 @@ def test_duplicate_addresses() -> None:
     loads(two.format(a="tcp:0", b="tcp:0"))
 
 
+V6 = "\\\\:\\\\:"  # "::" as a listen spec in a TOML basic string
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "clash"),
+    [
+        # No interface on tcp:/udp:/ssl: is 0.0.0.0 (IPv4 only): it leaves IPv6 addresses free.
+        ("tcp:7100", f"tcp6:7100:interface={V6}1", False),
+        ("udp:7100", f"udp:7100:interface={V6}1", False),
+        ("tcp:7100", "tcp6:7100", True),  # tcp6 without interface is "::", dual stack
+        ("tcp:7100", "tcp:7100:interface=127.0.0.1", True),
+        ("tcp:7100:interface=0.0.0.0", "tcp:7100", True),
+        ("tcp6:7100", f"tcp6:7100:interface={V6}1", True),
+        ("tcp6:7100", "tcp:7100:interface=127.0.0.1", True),
+        (f"udp:7100:interface={V6}", "udp:7100:interface=127.0.0.1", True),
+        (f"tcp6:7100:interface={V6}1", f"tcp6:7100:interface=0{V6}1", True),  # the same address written two ways
+        (f"tcp6:7100:interface={V6}1", f"tcp6:7100:interface={V6}2", False),
+        ("tcp:7100:interface=127.0.0.1", f"tcp6:7100:interface={V6}1", False),
+    ],
+)
+def test_wildcard_clashes_follow_the_address_families(a: str, b: str, clash: bool) -> None:
+    text = f'[services.echo]\nlisten = ["{a}"]\n[services.again]\ntype = "echo"\nlisten = ["{b}"]\n'
+    if clash:
+        assert error(text).endswith("same address as services.echo.listen[0]")
+    else:
+        assert loads(text, "f.toml").service("again").listen[0].port == 7100
+
+
+def test_two_services_cannot_take_the_same_systemd_socket() -> None:
+    two = '[services.echo]\nlisten = ["{a}"]\n[services.greeting]\nlisten = ["{b}"]\n'
+    assert error(two.format(a="systemd:name=x", b="systemd:name=x")) == (
+        'f.toml: services.greeting.listen[0] = "systemd:name=x": same address as services.echo.listen[0]'
+    )
+    assert "same address" in error(two.format(a="systemd:domain=INET:index=0", b="systemd:index=0"))
+    loads(two.format(a="systemd:name=x", b="systemd:name=y"))
+    loads(two.format(a="systemd:name=x", b="tcp:7100"))
+
+
+@pytest.mark.parametrize("name", ["e" * 64, "lab-echo", "a.b_c-9", "ECHO"])
+def test_service_names_up_to_64_safe_characters(name: str) -> None:
+    text = f'[services."{name}"]\ntype = "echo"\nlisten = ["tcp:0"]\n'
+    assert loads(text).service(name).name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("e" * 65, "service name is 65 characters; at most 64"),
+        ("g" * 600, "service name is 600 characters; at most 64"),
+        ('"two words"', "a service name takes only ASCII letters, digits, _ - and ."),
+        ('"caf\u00e9"', "a service name takes only ASCII letters, digits, _ - and ."),
+        ('"a/b"', "a service name takes only ASCII letters, digits, _ - and ."),
+    ],
+)
+def test_service_names_too_long_or_odd_are_refused(name: str, reason: str) -> None:
+    line = error(f'[services.{name}]\ntype = "echo"\nlisten = ["tcp:0"]\n')
+    assert line.startswith("f.toml: services.") and line.endswith(reason)
+    assert len(line) < 160
+
+
+def test_a_fifo_or_device_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer
+    with pytest.raises(ConfigError) as e:
+        load(str(fifo))
+    assert str(e.value) == f"{fifo}: cannot read config file: not a regular file"
+    with pytest.raises(ConfigError) as e:
+        load("/dev/null")
+    assert str(e.value) == "/dev/null: cannot read config file: not a regular file"
+
+
+def test_a_huge_config_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.toml"
+    with open(path, "wb") as f:
+        f.truncate(MAX_CONFIG_FILE + 1)
+    with pytest.raises(ConfigError) as e:
+        load(str(path))
+    assert str(e.value) == f"{path}: config file is over 1 MiB"
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError) as e:
@@ -394,7 +474,7 @@ def test_long_values_are_cut_short() -> None:
 
 def test_control_characters_never_split_the_line() -> None:
     line = error('[services."a\\nb"]\nlisten = ["tcp:0"]')
-    assert line.startswith("f.toml: services.a\\nb.type = ")
+    assert line.startswith("f.toml: services.a\\nb: a service name takes only")
     line = error(ECHO + '"bad\\u001bkey" = 1')
     assert "\x1b" not in line and "\\x1b" in line
 

@@ -19,19 +19,7 @@ import pytest
 
 from socksvc.config import load
 from tests.conftest import port_in_use
-from tests.support import Daemon, daemon, start_daemon
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
+from tests.support import Daemon, daemon, has_ipv6_loopback, start_daemon
 
 IPV6 = has_ipv6_loopback()
 

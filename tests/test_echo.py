@@ -8,14 +8,11 @@ from typing import Any
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
-from twisted.test import iosim
 
-from socksvc.echo import Echo
 from tests.conftest import Loopback, until
-from tests.support import connect, context, peer
+from tests.support import connect, context, peer, pumped
 
 
 def test_every_byte_comes_back() -> None:
@@ -89,34 +86,6 @@ def _done() -> Any:
 
 
 # -- iosim: both ends as protocols, bytes pumped between them ----------------
-
-
-class Client(Protocol):
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost = True
-
-
-def pumped(ctx: Any) -> tuple[Echo, Client, iosim.IOPump]:
-    from socksvc.echo import make_factory
-
-    addr = peer("127.0.0.1", 40001)
-    server = make_factory(ctx).buildProtocol(addr)
-    client = Client()
-    pump = iosim.connect(
-        server,
-        iosim.FakeTransport(server, isServer=True, peerAddress=addr),
-        client,
-        iosim.FakeTransport(client, isServer=False),
-        clock=ctx.reactor,
-    )
-    return server, client, pump  # type: ignore[return-value]
 
 
 @given(st.lists(st.binary(min_size=1, max_size=100), max_size=10))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from twisted.test import iosim
 
 from socksvc.config import ConfigError, loads
-from socksvc.greeting import MAX_MESSAGE, make_factory, parse_message, parse_quotes
-from tests.support import connect, context, peer
+from socksvc.greeting import MAX_MESSAGE, MAX_QUOTES_FILE, _cut, parse_message, parse_quotes, render
+from tests.support import connect, context, peer, pumped
 
 
 def greet(body: str = "", *, clock: Clock | None = None, addr: Any = None, name: str | None = None) -> bytes:
@@ -77,6 +76,31 @@ def test_bad_templates(message: str, reason: str) -> None:
     with pytest.raises(ValueError) as e:
         parse_message(message)
     assert str(e.value).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "{peer:>99999999999}",
+        "{peer:>900000000}",
+        "{peer:x<513}",
+        "{service:.1000}",
+        "{time:0513}",
+        "{peer:>" + "9" * 5000 + "}",  # more digits than int() takes
+    ],
+)
+def test_huge_format_widths_are_refused_before_rendering(message: str) -> None:
+    with pytest.raises(ValueError, match=r"in its format is over 512 \(RFC 865\)$"):
+        parse_message(message)
+    with pytest.raises(ConfigError) as e:
+        loads(f'[services.greeting]\nlisten = ["tcp:0"]\nmessage = "{message}"', "g.toml")
+    assert "in its format is over 512" in str(e.value)
+
+
+def test_format_widths_up_to_the_limit_still_work() -> None:
+    assert parse_message("{peer:>400}") == "{peer:>400}"
+    assert parse_message("{peer:0>9}") == "{peer:0>9}"  # a digit as the fill character
+    assert greet('message = "{service:*^12}"') == b"**greeting**\r\n"
 
 
 def test_the_512_byte_limit() -> None:
@@ -174,9 +198,26 @@ def test_unreadable_quotes(tmp_path: Path) -> None:
         parse_quotes(5)
 
 
-def test_a_huge_quotes_file_is_refused_unread() -> None:
+def test_a_huge_quotes_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.txt"
+    with open(path, "wb") as f:
+        f.truncate(MAX_QUOTES_FILE + 1)  # sparse: costs no disk
     with pytest.raises(ValueError, match=r"^quotes file is over 16 MiB$"):
-        parse_quotes("/dev/zero")
+        parse_quotes(str(path))
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_device_is_not_a_quotes_file(device: str) -> None:
+    with pytest.raises(ValueError, match=r"^cannot read quotes file: not a regular file$"):
+        parse_quotes(device)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "quotes.fifo"
+    os.mkfifo(fifo)  # a blocking open would wait here for a writer, forever
+    with pytest.raises(ConfigError) as e:
+        loads(f'[services.greeting]\nlisten = ["tcp:0"]\nquotes = "{fifo}"', "g.toml")
+    assert str(e.value) == f'g.toml: services.greeting.quotes = "{fifo}": cannot read quotes file: not a regular file'
 
 
 # -- the send deadline -------------------------------------------------------
@@ -202,32 +243,58 @@ def test_a_prompt_close_cancels_the_deadline() -> None:
     assert clock.getDelayedCalls() == []
 
 
-class Client(Protocol):
-    received = b""
-    lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost = True
-
-
 def test_iosim_greeting() -> None:
     clock = Clock()
     ctx = context("greeting", 'message = "hello {peer}"', clock=clock)
-    addr = peer("127.0.0.1", 40002)
-    server = make_factory(ctx).buildProtocol(addr)
-    client = Client()
-    pump = iosim.connect(
-        server,
-        iosim.FakeTransport(server, isServer=True, peerAddress=addr),
-        client,
-        iosim.FakeTransport(client, isServer=False),
-        clock=clock,
-    )
+    _server, client, pump = pumped(ctx, peer("127.0.0.1", 40002))
     pump.flush()
     assert client.received == b"hello 127.0.0.1:40002\r\n"
     assert client.lost
     assert ctx.policy.connections == set()
     assert clock.getDelayedCalls() == []
+
+
+# -- the limit at render time ------------------------------------------------
+
+
+def test_the_longest_service_name_still_fits() -> None:
+    got = greet('message = "{service}"', name="s" * 64)
+    assert got == b"s" * 64 + b"\r\n"
+    message = "x" * (510 - 64) + "{service}"
+    assert parse_message(message) == message
+    assert len(greet(f'message = "{message}"', name="s" * 64)) == MAX_MESSAGE
+    with pytest.raises(ValueError, match="513 bytes"):
+        parse_message("x" + message)
+
+
+@given(st.text(min_size=1, max_size=400), st.integers(min_value=4, max_value=MAX_MESSAGE))
+def test_a_cut_ends_on_a_character_and_with_crlf(text: str, limit: int) -> None:
+    data = (text * 3).encode("utf-8") + b"\r\n"
+    got = _cut(data, limit)
+    assert len(got) <= limit and got.endswith(b"\r\n")
+    body = got[:-2].decode("utf-8")  # never a split character
+    assert (text * 3).startswith(body)
+    if len(data) <= limit:
+        assert got == data
+
+
+def test_render_cuts_what_grew_after_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check assumes a hostname; one that grew since (or a 4-byte character at the edge) is cut cleanly."""
+    import socksvc.greeting
+
+    ctx = context("greeting", 'message = "{hostname}"')
+    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: "h" + "\U0001f600" * 200)
+    got = render(ctx, "127.0.0.1:1", 0.0)
+    assert len(got) <= MAX_MESSAGE and got.endswith(b"\r\n")
+    assert got[:-2].decode("utf-8") == "h" + "\U0001f600" * 127
+
+
+def test_a_peer_half_close_does_not_cut_the_message_short() -> None:
+    from twisted.internet.interfaces import IHalfCloseableProtocol
+
+    proto, transport = connect(context("greeting"))
+    assert IHalfCloseableProtocol.providedBy(proto)
+    assert transport.producer is None  # one bounded message: nothing to pause
+    proto.readConnectionLost()  # e.g. `nc -N`: the request side ends at once
+    assert transport.value() == b"Thank you for connecting\r\n"
+    assert transport.disconnecting and not transport.disconnected

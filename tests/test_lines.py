@@ -128,3 +128,22 @@ def test_finish_gives_the_unterminated_rest(data: bytes, max_line: int, strip_cr
     b = LineSplitter(max_line, strip_cr=strip_cr)
     lines_b = b.feed(data + b"\n") if data and not data.endswith(b"\n") else b.feed(data)
     assert lines_a == lines_b
+
+
+def test_a_long_line_one_byte_at_a_time_grows_one_buffer_in_place() -> None:
+    """
+    200k one-byte reads of one unfinished line: the partial line is appended
+    to in place, not copied whole per read (which made this quadratic). No
+    timing is asserted; the structural check is that the buffer object stays
+    the same, and the suite's runtime covers the rest.
+    """
+    splitter = LineSplitter(1 << 20, strip_cr=False)
+    splitter.feed(b"x")
+    buf = splitter._buf
+    for _ in range(200_000 - 1):
+        splitter.feed(b"x")
+    assert splitter._buf is buf
+    assert splitter.pending == 200_000
+    assert splitter.feed(b"\r\n") == [b"x" * 200_000 + b"\r"]
+    assert splitter.pending == 0
+    assert splitter.feed(b"y") == [] and splitter.finish() == b"y"

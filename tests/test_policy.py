@@ -16,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, Logger, formatEvent
 from twisted.python.failure import Failure
 
@@ -31,6 +33,7 @@ from socksvc.policy import (
     PolicySettings,
     RateLimitedLog,
     Refuser,
+    StreamProtocol,
     TokenBucket,
     Tracked,
     address_allowed,
@@ -516,3 +519,46 @@ def test_fd_warning() -> None:
     assert "adds up to 2048" in (fd_warning([PolicySettings()] * 2, 1024) or "")
     assert "no limit" in (fd_warning([PolicySettings(max_connections=0)], 1 << 20) or "")
     assert fd_warning([], 10) is None
+
+
+# -- StreamProtocol: the shared stream set-up --------------------------------
+
+
+class _NoDelayTransport(StringTransport):
+    nodelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self.loseConnection()
+
+
+def _stream(cls: type[StreamProtocol]) -> tuple[StreamProtocol, _NoDelayTransport]:
+    from tests.support import context, peer
+
+    proto = policy_module.ServiceFactory(context("echo"), cls).buildProtocol(peer())
+    assert isinstance(proto, cls)
+    transport = _NoDelayTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_stream_protocol_sets_nodelay_and_produces_for_itself() -> None:
+    proto, transport = _stream(StreamProtocol)
+    assert IHalfCloseableProtocol.providedBy(proto)
+    assert transport.nodelay and transport.producer is transport and transport.streaming
+    proto.readConnectionLost()  # half-close: what is owed still goes, then close
+    assert transport.producer is None and transport.disconnecting and not getattr(transport, "aborted", False)
+
+
+def test_stream_protocol_flags_and_write_side_loss() -> None:
+    class Quiet(StreamProtocol):
+        nodelay = False
+        self_producer = False
+
+    proto, transport = _stream(Quiet)
+    assert not transport.nodelay and transport.producer is None
+    proto.writeConnectionLost()  # the peer cannot read any more: abort
+    assert getattr(transport, "aborted", False)

@@ -19,6 +19,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 
 from socksvc import systemd
 from socksvc.config import loads
@@ -193,6 +194,39 @@ def test_invalid_config_changes_nothing() -> None:
         # A good reload clears it.
         assert reload(svc, BASE)
         assert "reload failed" not in svc.status()
+
+
+def test_unexpected_error_while_loading_is_a_failed_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socksvc.daemon
+
+    def broken(path: str | None) -> Any:
+        raise RuntimeError("parser bug")
+
+    with notify_socket() as ns:
+        svc = started(notifier=systemd.Notifier(ns.env))
+        settings = svc.instance("greeting").context.settings
+        ns.receive("READY=1")
+        svc.config_path = "/etc/socksvc.toml"
+        monkeypatch.setattr(socksvc.daemon, "load", broken)
+        done: list[bool] = []
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            svc.request_reload().addCallback(done.append)  # type: ignore[union-attr]
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        assert done == [False]
+        assert svc.instance("greeting").context.settings is settings
+        assert svc.last_reload_error is not None and "RuntimeError: parser bug" in svc.last_reload_error
+        # Logged once with its traceback, then the one "reload failed" line; never "reload crashed".
+        failures = [e for e in events if "log_failure" in e]
+        assert len(failures) == 1 and failures[0]["log_failure"].check(RuntimeError)
+        assert not any("reload crashed" in (e.get("log_format") or "") for e in events)
+        got = ns.pending()[1:]
+        assert fields(got[0])["RELOADING"] == "1"
+        last = fields(got[-1])
+        assert last["READY"] == "1"
+        assert last["STATUS"].startswith("reload failed, still serving the previous config (/etc/socksvc.toml:")
 
 
 def test_failed_bind_rolls_back() -> None:

@@ -8,12 +8,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.test import iosim
 
-from socksvc.reverse import ZWJ, clusters, make_factory, reverse_line, reverse_text
-from tests.support import connect, context, peer
+from socksvc.reverse import ZWJ, clusters, reverse_line, reverse_text
+from tests.support import connect, context, pumped
 
 
 def test_lf_and_crlf_lines_answer_in_kind() -> None:
@@ -146,6 +144,22 @@ def test_a_line_that_never_ends_is_cut_off_without_waiting_for_its_end() -> None
     assert len(proto.splitter._buf) <= 101
 
 
+def test_a_256_kib_line_of_combining_marks() -> None:
+    """
+    One letter and 131071 combining marks (256 KiB) is one character:
+    it comes back as it went. Growing the cluster a mark at a time was
+    quadratic; no timing is asserted, the suite's runtime covers it.
+    """
+    text = "\u00e9" + "\u0301" * 131071
+    assert clusters(text) == [text]
+    line = text.encode()
+    assert len(line) == 256 * 1024
+    proto, transport = connect(context("reverse", f"max_line = {1 << 20}"))
+    proto.dataReceived(line + b"\n")
+    assert transport.value() == line + b"\n"
+    assert clusters("ab" + text) == ["a", "b", text]
+
+
 def test_default_max_line_is_4096() -> None:
     proto, transport = connect(context("reverse"))
     proto.dataReceived(b"y" * 4096 + b"\n")
@@ -182,26 +196,10 @@ def test_half_close_with_an_over_long_last_line_gets_the_error() -> None:
     assert transport.disconnecting
 
 
-class Client(Protocol):
-    received = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-
 def test_iosim_lines() -> None:
     clock = Clock()
     ctx: Any = context("reverse", clock=clock)
-    addr = peer()
-    server = make_factory(ctx).buildProtocol(addr)
-    client = Client()
-    pump = iosim.connect(
-        server,
-        iosim.FakeTransport(server, isServer=True, peerAddress=addr),
-        client,
-        iosim.FakeTransport(client, isServer=False),
-        clock=clock,
-    )
+    _server, client, pump = pumped(ctx)
     assert client.transport is not None
     for piece in (b"h\xc3", b"\xa9llo\r", b"\nw", b"orld\n"):
         client.transport.write(piece)

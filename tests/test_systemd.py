@@ -266,6 +266,12 @@ listen = ["tcp:0:interface=127.0.0.1"]
 """
 
 
+ECHO_ONLY = """
+[services.echo]
+listen = ["tcp:0:interface=127.0.0.1"]
+"""
+
+
 def test_ready_only_after_every_listener_is_bound() -> None:
     with notify_socket() as ns:
         reactor = PortsReactor()
@@ -323,6 +329,33 @@ def test_daemon_subprocess_notifies_ready_watchdog_reload_and_stop() -> None:
             # twistd re-raises the signal after a clean stop; systemd counts SIGTERM as success.
             assert d.proc.wait(10) in (0, -signal.SIGTERM)
             assert "socksvc: stopping" in d.read()
+
+
+def test_sighup_the_moment_ready_arrives_reloads_instead_of_killing() -> None:
+    """systemd may send SIGHUP (ExecReload=kill -HUP) as soon as it reads READY=1."""
+    for _attempt in range(3):
+        with notify_socket() as ns, daemon(ECHO_ONLY, env={"NOTIFY_SOCKET": ns.env}, ready=False) as d:
+            ns.receive("READY=1")
+            d.signal(signal.SIGHUP)
+            out = d.read(until="reloaded")  # returns early if the daemon died
+            assert "reloaded" in out and d.proc.poll() is None, (d.proc.returncode, out)
+            ns.receive("RELOADING=1")
+    # While stopping, a connection that does not read keeps the daemon up for
+    # close_grace seconds: a SIGHUP then must not kill it either.
+    with (
+        notify_socket() as ns,
+        daemon(ECHO_ONLY, env={"NOTIFY_SOCKET": ns.env}) as d,
+        socket.create_connection(("127.0.0.1", d.port("echo")), timeout=5) as c,
+    ):
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(4096):  # the daemon's write buffer fills, then it stops reading
+                c.send(b"x" * 65536)
+        d.signal(signal.SIGTERM)
+        ns.receive("STOPPING=1")
+        d.signal(signal.SIGHUP)
+        assert d.proc.wait(10) in (0, -signal.SIGTERM)
 
 
 # -- systemd: listen specs ----------------------------------------------------------
