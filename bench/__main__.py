@@ -124,6 +124,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                     cells.append("-")
                     continue
                 r = ratio(mine, row) if mine else None
+                if r is not None:
+                    r = round(r, 4)  # the value the JSON holds, so both show the same figure
                 cells.append(number(row["value"]) + (f" ({r:.2f}x)" if r is not None else ""))
             body.append(cells)
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
