@@ -349,6 +349,8 @@ class DaemonService(MultiService):
         self._reload_queued = False
         self._sighup_installed = False
         self._stopping = False
+        self.twistd_options: Any = None
+        """twistd's own options (the plugin options' C{parent}), for the log observer choice; None = read sys.argv."""
 
     def instances(self) -> list[ServiceInstance]:
         return [s for s in self if isinstance(s, ServiceInstance)]
@@ -604,12 +606,23 @@ class DaemonService(MultiService):
         Under twistd the parent is the Application: choose its log observer
         here, because twistd starts logging after makeService returns.
         """
+        from twisted.logger import ILogObserver
         from twisted.python.components import Componentized
 
-        if self.config.daemon.log_format == "json" and isinstance(parent, Componentized):
-            from twisted.logger import ILogObserver, jsonFileLogObserver
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
+            if self.config.daemon.log_format == "json":
+                from twisted.logger import jsonFileLogObserver
 
-            parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout, recordSeparator=""))
+                parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout, recordSeparator=""))
+            else:
+                # Text: the same lines as twistd's own observer, faster, but
+                # only where twistd itself would write them to stdout (see
+                # socksvc.logs): --logfile, --syslog and --logger stay twistd's.
+                from socksvc.logs import choose_text_observer
+
+                observer = choose_text_observer(sys.stdout, self.twistd_options, sys.argv)
+                if observer is not None:
+                    parent.setComponent(ILogObserver, observer)
         super().setServiceParent(parent)
 
 

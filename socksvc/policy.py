@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import socket
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -40,7 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socksvc.settings import IPNetwork, as_float, as_int, as_networks, setting
-from socksvc.writethrough import _idle_plain
+from socksvc.writethrough import send_last
 
 log = Logger(namespace="socksvc")
 
@@ -103,6 +102,29 @@ def source_key(ip: IP | None) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
     return str(ip)
+
+
+_FACTS: dict[str, tuple[IP | None, str]] = {}
+_FACTS_MAX = 4096
+
+
+def peer_facts(addr: IAddress | None) -> tuple[IP | None, str]:
+    """
+    L{peer_ip} and its L{source_key} at once, remembered per host string (a
+    bounded table, emptied when full): parsing an address costs more than
+    the rest of admitting a connection.
+    """
+    host = getattr(addr, "host", None)
+    if not isinstance(host, str):
+        return None, "local"
+    facts = _FACTS.get(host)
+    if facts is None:
+        ip = peer_ip(addr)
+        facts = (ip, source_key(ip))
+        if len(_FACTS) >= _FACTS_MAX:
+            _FACTS.clear()
+        _FACTS[host] = facts
+    return facts
 
 
 def format_peer(addr: IAddress | None) -> str:
@@ -336,13 +358,14 @@ class Refuser(Protocol):
     Says why in one line, then closes at once: a refused peer holds no slot
     or buffer.
 
-    The line goes straight to the socket. When the kernel took all of it (on
-    a fresh plain TCP or UNIX connection it always does) the connection is
-    closed in order, so the peer reads the line before its end-of-file: an
-    abort (RST) can overtake the line, and a client doing a non-blocking
-    connect then sees only "connection reset". Either way the descriptor is
-    released on the next reactor turn and nothing waits on the peer. When the
-    line could not be sent whole (TLS, say), the connection is aborted.
+    The line goes straight to the socket (L{send_last}). When the kernel took
+    all of it (on a fresh plain TCP or UNIX connection it always does) the
+    connection is closed in order at once, input the peer already sent read
+    away first, so the peer reads the line before its end-of-file: an abort
+    (RST) can overtake the line, and a client doing a non-blocking connect
+    then sees only "connection reset". When the line could not be sent whole
+    (TLS, say), the connection is aborted, its descriptor released on the
+    next reactor turn. Either way nothing waits on the peer.
     """
 
     def __init__(self, reason: str) -> None:
@@ -351,37 +374,15 @@ class Refuser(Protocol):
     def connectionMade(self) -> None:
         transport: Any = self.transport
         line = f"socksvc: {self.reason}\r\n".encode()
-        sent = 0
-        if _idle_plain(transport):
-            try:
-                sent = transport.socket.send(line)
-            except OSError:
-                sent = 0
+        sent = send_last(transport, line)
         if sent == len(line):
-            _finish_plain(transport.socket)
-            transport.loseConnection()
-        else:
-            if not sent:
-                transport.write(line)  # best effort: abort discards it unless the transport sends at once
-            transport.abortConnection()
+            return
+        if not sent:
+            transport.write(line)  # best effort: abort discards it unless the transport sends at once
+        transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Whatever came with the connection is dropped unread."""
-
-
-def _finish_plain(sock: Any) -> None:
-    """
-    After the refusal line: send our FIN right behind it, and throw away what
-    the peer already sent (C{echo hi | nc HOST PORT} sends before it reads),
-    since closing a socket with unread input makes the kernel send a reset,
-    which can overtake the line. One bounded read; whatever comes later is
-    the peer's problem.
-    """
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        sock.recv(65536)
-    except OSError:
-        pass
 
 
 class Policy:
@@ -468,13 +469,17 @@ class Policy:
 
     def check(self, addr: IAddress | None) -> str | None:
         """Why a new peer at C{addr} is refused, or None to admit it."""
-        s = self.settings
         ip = peer_ip(addr)
-        if not address_allowed(s, ip):
+        return self.check_ip(ip, source_key(ip))
+
+    def check_ip(self, ip: IP | None, source: str) -> str | None:
+        """L{check} for a peer already parsed: C{ip} from L{peer_ip}, C{source} its L{source_key}."""
+        s = self.settings
+        if (s.deny or s.allow) and not address_allowed(s, ip):
             return DENIED
         if s.max_connections and len(self.connections) >= s.max_connections:
             return TOO_MANY
-        if s.max_per_source and ip is not None and self.per_source.get(source_key(ip), 0) >= s.max_per_source:
+        if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
             return TOO_MANY_FROM_YOU
         if self._bucket is not None and not self._bucket.take(self.clock.seconds()):
             return RATE_EXCEEDED
@@ -608,7 +613,8 @@ class ServiceFactory(ServerFactory):
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
         policy: Policy = self.context.policy
-        reason = policy.check(addr)
+        ip, source = peer_facts(addr)
+        reason = policy.check_ip(ip, source)
         if reason is not None:
             return policy.refuse(addr, reason)
         proto = self.make()
@@ -616,7 +622,7 @@ class ServiceFactory(ServerFactory):
         proto.policy = policy
         proto.service_name = policy.service
         proto.peer = format_peer(addr)
-        proto.source = source_key(peer_ip(addr))
+        proto.source = source
         return proto
 
 

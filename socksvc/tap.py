@@ -52,4 +52,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         )
         sys.stdout.flush()
         raise SystemExit(0)
-    return DaemonService(config, reactor)
+    service = DaemonService(config, reactor)
+    # twistd's own parsed options (usage.Options sets .parent on a subcommand's
+    # options): where twistd sends its log decides socksvc's observer choice.
+    service.twistd_options = getattr(options, "parent", None)
+    return service

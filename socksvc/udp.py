@@ -42,6 +42,7 @@ from collections import OrderedDict
 from typing import Any
 
 from twisted.internet import error as terror
+from twisted.internet import udp
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -390,7 +391,10 @@ class UDPEcho(DatagramProtocol):
         if transport is None:
             return
         try:
-            transport.write(reply, addr)
+            if type(transport) is udp.Port and transport._connectedAddr is None:
+                _sendto(transport, reply, addr)
+            else:
+                transport.write(reply, addr)
         except (OSError, terror.MessageLengthError, terror.InvalidAddressError) as e:
             code, text = _errno_name(e)
             state.send_failed(host, port, code, text)
@@ -401,6 +405,24 @@ class UDPEcho(DatagramProtocol):
     def connectionRefused(self) -> None:
         """Only a connected UDP port calls this; count it like any failed send."""
         self.state.send_failed("?", 0, "ECONNREFUSED", "connection refused")
+
+
+def _sendto(port: Any, reply: bytes, addr: Any) -> None:
+    """
+    What C{udp.Port.write(reply, addr)} does, without its checks that
+    C{addr} is a numeric address of the port's family: C{addr} is where the
+    datagram came from, on this very socket, so it always is (those checks
+    were about a tenth of the server's time per datagram).
+    """
+    try:
+        port.socket.sendto(reply, addr)
+    except OSError as e:
+        if e.errno == errno.EINTR:
+            port.write(reply, addr)
+        elif e.errno == errno.EMSGSIZE:
+            raise terror.MessageLengthError("message too long") from None
+        elif e.errno != errno.ECONNREFUSED:  # an earlier datagram's ICMP error: as Twisted, ignore it
+            raise
 
 
 def tune_buffers(port: Any) -> None:

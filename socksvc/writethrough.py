@@ -8,11 +8,14 @@ echo round trip. L{write} sends straight from the socket when the transport
 is a plain TCP or UNIX server transport whose buffer is empty, and hands
 anything the kernel did not take (and everything, for TLS, test transports
 and anything else) to C{transport.write}, so ordering, backpressure and
-producers work exactly as before.
+producers work exactly as before. L{send_last} is the same for a last word
+followed by an orderly close (a greeting, a refusal line), and L{send_now}
+for a last word before an abort.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet import tcp, unix
@@ -20,7 +23,7 @@ from twisted.internet import tcp, unix
 _PLAIN: tuple[type, ...] = (tcp.Server, unix.Server)
 
 
-def _idle_plain(transport: Any) -> bool:
+def idle_plain(transport: Any) -> bool:
     """True when C{transport} is a plain socket transport with nothing queued."""
     return (
         type(transport) in _PLAIN
@@ -36,7 +39,7 @@ def _idle_plain(transport: Any) -> bool:
 
 def write(transport: Any, data: bytes) -> None:
     """Send C{data} now if the transport allows it, else queue it as usual."""
-    if data and _idle_plain(transport):
+    if data and idle_plain(transport):
         try:
             sent = transport.socket.send(data)
         except BlockingIOError:
@@ -56,10 +59,54 @@ def send_now(transport: Any, data: bytes) -> None:
     Best effort, for a last word before C{abortConnection}: abort discards
     whatever C{transport.write} queued, so try the socket first.
     """
-    if _idle_plain(transport):
+    if idle_plain(transport):
         try:
             transport.socket.send(data)
         except OSError:
             pass
         return
     transport.write(data)
+
+
+_MORE = getattr(socket, "MSG_MORE", 0)
+_SINK = bytearray(65536)
+"""Where input the peer sent before we closed goes (never looked at)."""
+
+
+def send_last(transport: Any, data: bytes) -> int:
+    """
+    Send C{data} as the last thing on the connection and close it in order,
+    at once, when the transport is an idle plain one and the kernel takes
+    all of C{data}. Returns how many bytes the socket took: C{len(data)}
+    means sent and closed; anything less means nothing was closed, and the
+    caller writes C{data[sent:]} and closes its own way (C{transport.write}
+    and C{loseConnection}, or an abort).
+
+    After the data our FIN goes at once (C{shutdown(SHUT_WR)}), and what the
+    peer already sent is read and thrown away (C{echo hi | nc HOST PORT}
+    sends before it reads): closing a socket with unread input makes the
+    kernel send a reset, which can overtake the data. One bounded read;
+    whatever comes later is the peer's problem. Then the transport is told
+    its write side is closed, so C{loseConnection} closes right away rather
+    than on a later reactor turn with an empty send.
+    """
+    if not data or not idle_plain(transport):
+        return 0
+    sock = transport.socket
+    try:
+        # MSG_MORE over TCP: the data waits for the FIN below and both leave in one segment.
+        sent: int = sock.send(data, _MORE if sock.family != socket.AF_UNIX else 0)
+    except OSError:
+        return 0
+    if sent != len(data):
+        return sent
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv_into(_SINK)
+    except OSError:
+        pass
+    # What Twisted sets itself once its own half-close is done: loseConnection
+    # then closes (shutdown and close, in order) without waiting to write.
+    transport._writeDisconnected = True
+    transport.loseConnection()
+    return sent

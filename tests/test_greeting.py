@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
+import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
@@ -15,7 +18,18 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from socksvc.config import ConfigError, loads
-from socksvc.greeting import MAX_MESSAGE, MAX_QUOTES_FILE, _cut, parse_message, parse_quotes, render
+from socksvc.greeting import (
+    HOSTNAME_TTL,
+    MAX_MESSAGE,
+    MAX_QUOTES_FILE,
+    _cut,
+    parse_message,
+    parse_quotes,
+    render,
+    renderer,
+)
+from socksvc.registry import types
+from tests.conftest import Loopback, until
 from tests.support import connect, context, peer, pumped
 
 
@@ -298,3 +312,90 @@ def test_a_peer_half_close_does_not_cut_the_message_short() -> None:
     proto.readConnectionLost()  # e.g. `nc -N`: the request side ends at once
     assert transport.value() == b"Thank you for connecting\r\n"
     assert transport.disconnecting and not transport.disconnected
+
+
+# -- rendering once ----------------------------------------------------------
+
+
+def test_a_message_without_per_connection_fields_is_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socksvc.greeting
+
+    looked_up: list[int] = []
+    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: looked_up.append(1) or "box")
+    clock = Clock()
+    ctx = context("greeting", 'message = "{service} on {hostname}"', clock=clock, name="motd")
+    looked_up.clear()  # the config check renders it once
+    first = render(ctx, "127.0.0.1:1", clock.seconds())
+    assert first == b"motd on box\r\n"
+    assert render(ctx, "127.0.0.1:2", clock.seconds() + 1) is first  # the same bytes object: nothing redone
+    assert looked_up == [1]
+    # The hostname is looked up again after a while, and after a reload.
+    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: "renamed")
+    assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"motd on renamed\r\n"
+    ctx.settings = attrs.evolve(ctx.settings, message="{hostname}!")
+    assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"renamed!\r\n"
+
+
+def test_time_is_formatted_only_when_used_and_follows_the_clock() -> None:
+    ctx = context("greeting", 'message = "{time} {peer}"')
+    assert render(ctx, "p", 1_700_000_000.2) == b"2023-11-14T22:13:20Z p\r\n"
+    assert render(ctx, "q", 1_700_000_000.9) == b"2023-11-14T22:13:20Z q\r\n"
+    assert render(ctx, "q", 1_700_000_001.0) == b"2023-11-14T22:13:21Z q\r\n"
+    assert render(ctx, "q", 1_699_999_999.0) == b"2023-11-14T22:13:19Z q\r\n"
+    r = renderer(context("greeting", 'message = "{peer}"'))
+    r(peer="x", now=5.0)
+    assert r._second is None  # no {time}: never formatted
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_sends_first_still_gets_the_whole_greeting() -> None:
+    # echo hi | nc HOST PORT: input the server never reads must not turn
+    # the close into a reset that overtakes the greeting.
+    from twisted.internet import reactor
+
+    ctx = context("greeting", 'message = "hello there"', clock=reactor)  # type: ignore[arg-type]
+    factory = types()["greeting"].stream(ctx)  # type: ignore[misc]
+    loop = Loopback(factory)
+    try:
+        sock = socket.create_connection(loop.address, timeout=5)
+        loop.sockets.append(sock)
+        sock.sendall(b"hi\n" * 100)
+        await until(lambda: bool(loop.protocols) and not ctx.policy.connections, what="the greeting to close")
+        sock.settimeout(5)
+        got = b""
+        while chunk := sock.recv(1000):
+            got += chunk
+        assert got == b"hello there\r\n"
+    finally:
+        await loop.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plain_connection_is_greeted_on_the_next_reactor_turn() -> None:
+    clock = Clock()
+    ctx = context("greeting", 'message = "later"', clock=clock)
+    loop = Loopback(types()["greeting"].stream(ctx))  # type: ignore[misc]
+    try:
+        server, sock = await loop.connect()
+        assert server.deadline is not None and len(clock.getDelayedCalls()) == 1  # the send, not yet done
+        assert not select.select([sock], [], [], 0)[0]
+        clock.advance(0)
+        assert clock.getDelayedCalls() == []  # sent and closed: no deadline left
+        assert ctx.policy.connections == set()
+        assert await loop.recv_to_eof(sock) == b"later\r\n"
+    finally:
+        await loop.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_gone_before_its_turn_cancels_the_send() -> None:
+    clock = Clock()
+    ctx = context("greeting", clock=clock)
+    loop = Loopback(types()["greeting"].stream(ctx))  # type: ignore[misc]
+    try:
+        server, _sock = await loop.connect()
+        server.transport.abortConnection()
+        await until(lambda: not ctx.policy.connections, what="the close")
+        assert clock.getDelayedCalls() == []
+    finally:
+        await loop.close()

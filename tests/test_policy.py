@@ -40,6 +40,7 @@ from socksvc.policy import (
     fd_warning,
     format_peer,
     guard_port,
+    peer_facts,
     peer_ip,
     raise_fd_limit,
     source_key,
@@ -562,3 +563,33 @@ def test_stream_protocol_flags_and_write_side_loss() -> None:
     assert not transport.nodelay and transport.producer is None
     proto.writeConnectionLost()  # the peer cannot read any more: abort
     assert getattr(transport, "aborted", False)
+
+
+@settings(max_examples=60)
+@given(st.one_of(st.ip_addresses(), st.sampled_from(["::ffff:192.0.2.7", "fe80::1%eth0", "not an address", "unix"])))
+def test_peer_facts_are_peer_ip_and_source_key_remembered(host: object) -> None:
+    addr = peer(str(host))
+    ip = peer_ip(addr)
+    expected = (ip, source_key(ip))
+    assert peer_facts(addr) == expected
+    assert peer_facts(addr) == expected  # the remembered answer is the same
+    assert peer_facts(None) == (None, "local")
+
+
+def test_the_remembered_peer_facts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_module, "_FACTS", {})
+    monkeypatch.setattr(policy_module, "_FACTS_MAX", 8)
+    for n in range(50):
+        peer_facts(peer(f"10.0.0.{n}"))
+    assert len(policy_module._FACTS) <= 8
+
+
+def test_check_and_check_ip_agree() -> None:
+    ctx = context("echo", 'deny = ["10.0.0.0/8"]\nmax_per_source = 1')
+    pol = ctx.policy
+    for host in ("10.1.2.3", "::ffff:10.1.2.3", "192.0.2.1", "unix"):
+        ip, source = peer_facts(peer(host))
+        assert pol.check(peer(host)) == pol.check_ip(ip, source)
+    proto, _transport = connect(ctx, peer("192.0.2.1"))
+    assert pol.check(peer("192.0.2.1")) == TOO_MANY_FROM_YOU == pol.check_ip(*peer_facts(peer("192.0.2.1")))
+    assert proto.source == "192.0.2.1"

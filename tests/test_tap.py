@@ -116,3 +116,14 @@ def test_twistd_socksvc_help_lists_the_options() -> None:
     assert out.returncode == 0, out.stderr
     assert "--config=" in out.stdout
     assert "--check" in out.stdout
+
+
+def test_make_service_keeps_twistds_options_for_the_log_observer_choice() -> None:
+    """twistd's parsed options reach the daemon, which decides its text observer from them."""
+    from twisted.scripts.twistd import ServerOptions
+
+    server = ServerOptions()
+    server.parseOptions(["--nodaemon", "--logfile=/tmp/socksvc-test.log", "socksvc"])
+    service = makeService(server.subOptions, Clock())
+    assert service.twistd_options is server
+    assert makeService(Options(), Clock()).twistd_options is None

@@ -503,3 +503,41 @@ def test_totals_are_logged_when_the_last_listener_stops() -> None:
     (summary,) = [e for e in events if e.get("event") == "udp-summary"]
     assert (summary["received"], summary["replied"], summary["bytes_in"]) == (2, 1, 4)
     assert summary["dropped"] == "source_port 1"
+
+
+class _FailingSocket:
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.sent: list[Any] = []
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        if self.code:
+            raise OSError(self.code, errno.errorcode.get(self.code, "?"))
+        self.sent.append((data, addr))
+        return len(data)
+
+
+class _Port:
+    def __init__(self, code: int) -> None:
+        self.socket = _FailingSocket(code)
+        self.written: list[Any] = []
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.written.append((data, addr))
+
+
+def test_the_direct_reply_fails_as_twisteds_write_does() -> None:
+    from socksvc.udp import _sendto
+
+    ok = _Port(0)
+    _sendto(ok, b"x", ("127.0.0.1", 5))
+    assert ok.socket.sent == [(b"x", ("127.0.0.1", 5))]
+    with pytest.raises(terror.MessageLengthError):
+        _sendto(_Port(errno.EMSGSIZE), b"x", ("127.0.0.1", 5))
+    _sendto(_Port(errno.ECONNREFUSED), b"x", ("127.0.0.1", 5))  # ignored, as Twisted does
+    interrupted = _Port(errno.EINTR)
+    _sendto(interrupted, b"x", ("127.0.0.1", 5))
+    assert interrupted.written == [(b"x", ("127.0.0.1", 5))]  # tried again the usual way
+    with pytest.raises(OSError) as e:
+        _sendto(_Port(errno.ENOBUFS), b"x", ("127.0.0.1", 5))
+    assert e.value.errno == errno.ENOBUFS

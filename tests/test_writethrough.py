@@ -107,3 +107,38 @@ async def test_unix_connections_write_through_too(tmp_path: object) -> None:
         assert sock.recv(100) == b"unix"
     finally:
         await loop.close()
+
+
+def test_send_last_leaves_other_transports_alone() -> None:
+    transport = StringTransport()
+    assert writethrough.send_last(transport, b"bye") == 0
+    assert transport.value() == b"" and not transport.disconnecting
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_last_closes_in_order_at_once_even_when_the_peer_sent_first() -> None:
+    lost: list[object] = []
+
+    class Watch(Protocol):
+        def connectionLost(self, reason: object = None) -> None:
+            lost.append(reason)
+
+    loop = Loopback(Factory.forProtocol(Watch))
+    try:
+        server, sock = await loop.connect()
+        sock.sendall(b"hello, unread\n")
+        assert _readable_at_server(server)
+        assert writethrough.send_last(server.transport, b"last word\r\n") == len(b"last word\r\n")
+        assert len(lost) == 1  # closed now, not on a later reactor turn
+        # The input was read away first: the close is a FIN, not a reset.
+        assert await loop.recv_to_eof(sock) == b"last word\r\n"
+        sock.setblocking(True)
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # an orderly end of file, not ECONNRESET
+    finally:
+        await loop.close()
+
+
+def _readable_at_server(server: Protocol) -> bool:
+    fd = server.transport.socket  # type: ignore[union-attr]
+    return bool(select.select([fd], [], [], 5.0)[0])
