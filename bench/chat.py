@@ -21,7 +21,6 @@ import os
 import re
 import resource
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from bench import harness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOAD = os.path.join(HERE, "chat_load.py")
@@ -132,17 +133,8 @@ def server(name: str) -> Iterator[Server]:
             raise BenchError(f"{name} did not start: {' | '.join(text.strip().splitlines()[-3:])}")
         yield Server(name, proc, port)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for path in (log_path, config_path):
-            if path:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+        harness.stop(proc, 20)
+        harness.remove(log_path, config_path)
 
 
 class Load:

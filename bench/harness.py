@@ -152,17 +152,27 @@ def server(name: str, service: str) -> Iterator[Running]:
         port = _wait_port(proc, log_path, pattern, name)
         yield Running(name, proc, port, log_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for path in (log_path, config_path):
-            if path:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+        stop(proc, 10)
+        remove(log_path, config_path)
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM a server process, then SIGKILL it if it is still there after C{timeout}."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def remove(*paths: str | None) -> None:
+    """Delete temporary files, ignoring ones already gone."""
+    for path in paths:
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 # -- load -------------------------------------------------------------------------

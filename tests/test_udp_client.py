@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from socksvc.client import udp as client
 from socksvc.client.common import parse_nonnegative_int
 from socksvc.client.main import run
-from tests.support import Daemon, daemon
+from tests.support import Daemon, daemon, has_ipv6_loopback
 
 CONFIG = """
 [services.echo]
@@ -247,16 +247,7 @@ def test_ctrl_c_still_prints_the_summary(
     assert "2 datagrams sent, 2 received, 0.0% loss" in out
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
 def test_ipv6_target_and_its_larger_limit(capsys: pytest.CaptureFixture[str]) -> None:
     with daemon("[services.echo]\nlisten = ['udp:0:interface=\\:\\:1']\n") as d6:
         port = str(d6.port("echo", "udp"))

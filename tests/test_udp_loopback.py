@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import Daemon, daemon
+from tests.support import Daemon, daemon, has_ipv6_loopback
 
 TIMEOUT = 5.0
 
@@ -194,24 +194,13 @@ def test_a_flood_from_one_source_is_answered_only_up_to_burst_plus_rate(d: Daemo
 # -- IPv6 ----------------------------------------------------------------------
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 def _dual_stack() -> bool:
     with contextlib.suppress(OSError), open("/proc/sys/net/ipv6/bindv6only") as f:
         return f.read().strip() == "0"
     return False
 
 
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
 
 
 @needs_ipv6
