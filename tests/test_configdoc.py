@@ -23,3 +23,10 @@ def test_the_embedded_default_in_the_reference_loads() -> None:
     text = render()
     toml = text.split("```toml\n", 1)[1].split("```", 1)[0]
     assert loads(toml, "<doc>").services
+
+
+def test_the_readme_config_example_is_valid() -> None:
+    readme = (DOC.parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("The shape:\n\n```toml\n", 1)[1].split("```", 1)[0]
+    config = loads(example, "README.md")
+    assert [s.name for s in config.services] == ["echo", "greeting", "lab-echo"]
