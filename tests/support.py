@@ -128,6 +128,32 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
+def recv_all(sock: socket.socket) -> bytes:
+    """Everything until the peer closes."""
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """C{size} bytes, or fewer if the peer closes first."""
+    got = b""
+    while len(got) < size:
+        chunk = sock.recv(size - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def echo_round_trip(sock: socket.socket, data: bytes) -> bytes:
+    """Send C{data}, half-close, and read everything that comes back."""
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    return recv_all(sock)
+
+
 _LISTEN = re.compile(r"\] (?P<service>\S+): listening on (?P<kind>tcp|udp|unix) (?P<where>\S+)")
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from socksvc.config import load
 from tests.conftest import port_in_use
-from tests.support import Daemon, daemon, has_ipv6_loopback, start_daemon
+from tests.support import Daemon, daemon, echo_round_trip, has_ipv6_loopback, recv_all, recv_exactly, start_daemon
 
 IPV6 = has_ipv6_loopback()
 
@@ -52,29 +52,6 @@ max_line = 64
 """
     with daemon(config) as running:
         yield running
-
-
-def recv_all(sock: socket.socket) -> bytes:
-    got = b""
-    while chunk := sock.recv(65536):
-        got += chunk
-    return got
-
-
-def echo_round_trip(sock: socket.socket, data: bytes) -> bytes:
-    sock.sendall(data)
-    sock.shutdown(socket.SHUT_WR)
-    return recv_all(sock)
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    got = b""
-    while len(got) < size:
-        chunk = sock.recv(size - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 # -- every TCP service with plain sockets --------------------------------------

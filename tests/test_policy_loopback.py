@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.support import TWISTD, Daemon, daemon
+from tests.support import TWISTD, Daemon, daemon, recv_exactly
 
 DEADLINE = 20.0
 
@@ -65,13 +65,7 @@ def echoes(sock: socket.socket, data: bytes = b"ping\n", timeout: float = 5.0) -
     sock.settimeout(timeout)
     try:
         sock.sendall(data)
-        got = b""
-        while len(got) < len(data):
-            chunk = sock.recv(len(data) - len(got))
-            if not chunk:
-                return False
-            got += chunk
-        return got == data
+        return recv_exactly(sock, len(data)) == data
     except OSError:
         return False
 

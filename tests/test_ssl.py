@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from socksvc.config import ConfigError, loads
-from tests.support import daemon
+from tests.support import daemon, recv_exactly
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -50,12 +50,7 @@ def test_echo_over_tls(tmp_path: Path) -> None:
             ctx.wrap_socket(raw, server_hostname="localhost") as s,
         ):
             s.sendall(b"over tls\x00\xff")
-            got = b""
-            while len(got) < 10:
-                chunk = s.recv(100)
-                assert chunk
-                got += chunk
-            assert got == b"over tls\x00\xff"
+            assert recv_exactly(s, 10) == b"over tls\x00\xff"
 
 
 def test_a_missing_key_file_is_a_config_error(tmp_path: Path) -> None:
