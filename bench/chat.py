@@ -24,10 +24,8 @@ import select
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from bench import harness
@@ -79,62 +77,25 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of a process so far (nanosecond schedstat where there is one)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        total = 0
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as f:
-                total += int(f.read().split()[0])
-        return total / 1e9
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
+    """The server's CPU time so far (L{harness.cpu_seconds}); a server gone is an error here."""
+    got = harness.cpu_seconds(pid)
+    if got is None:
+        raise BenchError(f"cannot read the CPU time of process {pid}")
+    return got
 
 
 @contextlib.contextmanager
-def server(name: str) -> Iterator[Server]:
-    fd, log_path = tempfile.mkstemp(prefix="socksvc-chatbench-", suffix=".log")
-    config_path = None
+def server(name: str) -> Iterator[harness.Running]:
     if name == "socksvc":
-        cfd, config_path = tempfile.mkstemp(prefix="socksvc-chatbench-", suffix=".toml")
-        with os.fdopen(cfd, "w") as f:
-            f.write(SOCKSVC_CONFIG)
-        cmd = [TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", config_path]
+        cmd = [TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", "{config}"]
         pattern = re.compile(rf"chat: listening on tcp {re.escape(HOST)}:(\d+)")
+        config: str | None = SOCKSVC_CONFIG
     else:
         cmd = [sys.executable, TEXTBOOK, HOST]
         pattern = re.compile(rf"textbook-chat: listening on {re.escape(HOST)}:(\d+)")
-    try:
-        proc = subprocess.Popen(
-            cmd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir()
-        )
-    finally:
-        os.close(fd)
-    try:
-        deadline = time.monotonic() + 30
-        port = 0
-        text = ""
-        while time.monotonic() < deadline and proc.poll() is None:
-            with open(log_path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
-            m = pattern.search(text)
-            if m:
-                port = int(m.group(1))
-                break
-            time.sleep(0.05)
-        if not port:
-            raise BenchError(f"{name} did not start: {' | '.join(text.strip().splitlines()[-3:])}")
-        yield Server(name, proc, port)
-    finally:
-        harness.stop(proc, 20)
-        harness.remove(log_path, config_path)
+        config = None
+    with harness.launch(name, cmd, pattern, config, start_timeout=30, stop_timeout=20) as running:
+        yield running
 
 
 class Load:
@@ -187,17 +148,12 @@ class Load:
                     stream.close()
 
 
-def split(total: int, parts: int) -> list[int]:
-    n = max(1, min(total, parts))
-    return [total // n + (1 if i < total % n else 0) for i in range(n)]
-
-
-def fanout(srv: Server, listeners: int, lines: int, procs: int) -> tuple[float, float]:
+def fanout(srv: harness.Running, listeners: int, lines: int, procs: int) -> tuple[float, float]:
     """Delivered lines a second, and server CPU microseconds per delivered line."""
     marker = MARKERS[srv.name]
     loads: list[Load] = []
     try:
-        for j, count in enumerate(split(listeners, procs)):
+        for j, count in enumerate(harness.split_clients(listeners, procs)):
             loads.append(Load("listen", HOST, str(srv.port), str(count), f"l{j}x", marker))
         for load in loads:
             load.expect("ready")
@@ -239,13 +195,13 @@ def register_latency(port: int, marker: bytes, nick: str) -> float:
     return time.monotonic() - t0
 
 
-def capacity(srv: Server, clients: int, procs: int) -> dict[str, float]:
+def capacity(srv: harness.Running, clients: int, procs: int) -> dict[str, float]:
     marker = MARKERS[srv.name]
     loads: list[Load] = []
     try:
         time.sleep(0.2)
         rss0 = rss_kib(srv.proc.pid)
-        for j, count in enumerate(split(clients, procs)):
+        for j, count in enumerate(harness.split_clients(clients, procs)):
             loads.append(Load("idle", HOST, str(srv.port), str(count), f"c{j}x", marker))
         for load in loads:
             load.expect("ready")

@@ -102,8 +102,10 @@ def socksvc_config(service: str, kind: str) -> str:
     return f'[services.{table}]\nlisten = ["{kind}:0:interface={HOST}"]\n'
 
 
-def _wait_port(proc: subprocess.Popen[bytes], log_path: str, pattern: re.Pattern[str], name: str) -> int:
-    deadline = time.monotonic() + START_TIMEOUT
+def _wait_port(
+    proc: subprocess.Popen[bytes], log_path: str, pattern: re.Pattern[str], name: str, timeout: float
+) -> int:
+    deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
         with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -119,6 +121,45 @@ def _wait_port(proc: subprocess.Popen[bytes], log_path: str, pattern: re.Pattern
 
 
 @contextlib.contextmanager
+def launch(
+    name: str,
+    cmd: list[str],
+    pattern: re.Pattern[str],
+    config: str | None = None,
+    start_timeout: float = START_TIMEOUT,
+    stop_timeout: float = 10.0,
+) -> Iterator[Running]:
+    """
+    Run a server process, its output in a temporary log, until C{pattern}
+    (whose group 1 is the port) shows up in that log; yield it, then stop it
+    and remove its files. C{config}, if given, is written to a temporary
+    file whose path replaces the C{"{config}"} item of C{cmd}.
+    """
+    fd, log_path = tempfile.mkstemp(prefix=f"socksvc-bench-{name}-", suffix=".log")
+    config_path = None
+    if config is not None:
+        cfd, config_path = tempfile.mkstemp(prefix="socksvc-bench-", suffix=".toml")
+        with os.fdopen(cfd, "w") as f:
+            f.write(config)
+        cmd = [config_path if part == "{config}" else part for part in cmd]
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir()
+        )
+    except BaseException:
+        remove(log_path, config_path)
+        raise
+    finally:
+        os.close(fd)
+    try:
+        port = _wait_port(proc, log_path, pattern, name, start_timeout)
+        yield Running(name, proc, port, log_path)
+    finally:
+        stop(proc, stop_timeout)
+        remove(log_path, config_path)
+
+
+@contextlib.contextmanager
 def server(name: str, service: str) -> Iterator[Running]:
     """
     Start one server for C{service} ("echo", "greeting" or "udp") and yield it
@@ -126,34 +167,18 @@ def server(name: str, service: str) -> Iterator[Running]:
     socksvc} on a generated config; the others are L{bench.refserver}.
     """
     kind = "udp" if service == "udp" else "tcp"
-    fd, log_path = tempfile.mkstemp(prefix=f"socksvc-bench-{name}-", suffix=".log")
-    config_path = None
     if name == SOCKSVC:
         if not os.path.exists(TWISTD):
-            os.close(fd)
-            os.unlink(log_path)
             raise BenchError(f"socksvc: {TWISTD} not found (run from the project's venv)")
-        cfd, config_path = tempfile.mkstemp(prefix="socksvc-bench-", suffix=".toml")
-        with os.fdopen(cfd, "w") as f:
-            f.write(socksvc_config(service, kind))
-        cmd = [TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", config_path]
         table = "echo" if service in ("echo", "udp") else service
         pattern = re.compile(rf"\] {re.escape(table)}: listening on {kind} {re.escape(HOST)}:(\d+)")
+        cmd = [TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", "{config}"]
+        with launch(name, cmd, pattern, socksvc_config(service, kind)) as running:
+            yield running
     else:
-        cmd = [sys.executable, REFSERVER, name, service]
         pattern = re.compile(rf"bench-ref: listening on {kind} {re.escape(HOST)}:(\d+)")
-    try:
-        proc = subprocess.Popen(
-            cmd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir()
-        )
-    finally:
-        os.close(fd)
-    try:
-        port = _wait_port(proc, log_path, pattern, name)
-        yield Running(name, proc, port, log_path)
-    finally:
-        stop(proc, 10)
-        remove(log_path, config_path)
+        with launch(name, [sys.executable, REFSERVER, name, service], pattern) as running:
+            yield running
 
 
 def stop(proc: subprocess.Popen[Any], timeout: float) -> None:
