@@ -289,9 +289,10 @@ class Tracked(Protocol):
     a connection. A subclass adds to C{bytes_in}/C{bytes_out} and sets
     C{touched} when the peer did something that counts as activity (any
     input for a byte service, a complete line for a line service); only
-    C{touched} keeps a connection from being aborted by the idle sweeper. A
-    subclass may set C{close_reason} (a few words) before closing; it goes in
-    the close event.
+    C{touched} keeps a connection from being aborted by the idle sweeper,
+    unless the subclass makes C{idle_exempt} true for connections that idle
+    by design (a chat member listening). A subclass may set C{close_reason}
+    (a few words) before closing; it goes in the close event.
     """
 
     policy: Policy
@@ -306,6 +307,11 @@ class Tracked(Protocol):
     idle_sweeps: int = 0
     idle_aborted: bool = False
     close_reason: str = ""
+
+    @property
+    def idle_exempt(self) -> bool:
+        """True while this connection may idle without being swept (see the class doc)."""
+        return False
 
     def connectionMade(self) -> None:
         self.policy.opened(self)
@@ -564,7 +570,7 @@ class Policy:
         now = self.clock.seconds()
         needed = math.ceil(timeout / self.sweep_interval() - 1e-9)
         for conn in list(self.connections):
-            if conn.touched:
+            if conn.touched or conn.idle_exempt:
                 conn.touched = False
                 conn.last_seen = now
                 conn.idle_sweeps = 0

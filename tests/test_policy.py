@@ -287,6 +287,21 @@ def test_input_keeps_a_byte_service_alive() -> None:
     assert transport.disconnected
 
 
+def test_an_idle_exempt_connection_is_never_swept() -> None:
+    """idle_exempt spares a connection for as long as it is true; then the timeout starts over."""
+    ctx, clock = started(idle_timeout=10.0)
+    proto, transport = connect(ctx)
+    exempt = {"now": True}
+    proto.__class__ = type("Exempt", (type(proto),), {"idle_exempt": property(lambda self: exempt["now"])})
+    clock.pump([1] * 60)
+    assert not transport.disconnected
+    exempt["now"] = False
+    clock.pump([1] * 9)
+    assert not transport.disconnected  # idle time counts from the last sweep that spared it
+    clock.pump([1] * 4)
+    assert transport.disconnected
+
+
 def test_line_service_only_counts_complete_lines() -> None:
     ctx, clock = started("reverse", idle_timeout=10.0)
     trickler, t1 = connect(ctx, peer("10.0.0.1"))

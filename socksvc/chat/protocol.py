@@ -45,7 +45,6 @@ class ChatProtocol(Tracked):
     # of the daemon's memory per client. Everything the base classes and the
     # policy layer set is here too (anything else still lands in __dict__).
     __slots__ = (
-        "_active",
         "bytes_in",
         "bytes_out",
         "close_reason",
@@ -63,6 +62,7 @@ class ChatProtocol(Tracked):
         "splitter",
         "started",
         "telnet",
+        "touched",
         "transport",
     )
 
@@ -84,18 +84,16 @@ class ChatProtocol(Tracked):
         self.member: Member | None = None
         self.telnet: TelnetFilter | None = None
         self.closer: IDelayedCall | None = None
-        self._active = False
+        self.touched = False
 
-    # The policy's idle sweep reads and clears `touched`. A member with a
-    # nickname is never idle: listening is what chat members mostly do. Until
-    # a nickname is chosen, idle_timeout applies as to any service.
-    @property  # type: ignore[override]
-    def touched(self) -> bool:
-        return self._active or (self.member is not None and self.member.nick is not None)
-
-    @touched.setter
-    def touched(self, value: bool) -> None:
-        self._active = value
+    @property
+    def idle_exempt(self) -> bool:
+        """
+        A member with a nickname is never idle: listening is what chat members
+        mostly do. Until a nickname is chosen, idle_timeout applies as to any
+        service.
+        """
+        return self.member is not None and self.member.nick is not None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -134,7 +132,7 @@ class ChatProtocol(Tracked):
                     continue
                 if not line.strip():
                     continue  # blank lines are ignored (and cost no flood token)
-                self._active = True
+                self.touched = True
                 if not state.flood_ok(member):
                     break  # the rest of this read is over the limit too: no work spent on it
                 state.input_line(member, decode_line(line))
