@@ -35,6 +35,7 @@ from socksvc.config import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig, l
 from socksvc.listen import ListenSpec, listen_stream, port_description
 from socksvc.policy import Policy, fd_warning, guard_port, raise_fd_limit
 from socksvc.registry import ServiceContext, ServiceType, types
+from socksvc.udp import MAX_DATAGRAM, listen_udp, tune_buffers
 
 log = Logger(namespace="socksvc")
 
@@ -56,18 +57,11 @@ class StartupError(SystemExit):
 
 def _bind_reason(failure: Failure) -> str:
     err = failure.value
-    text = str(getattr(err, "socketError", None) or err)
     # CannotListenError's text repeats the address; keep the OS's reason.
     sock_err = getattr(err, "socketError", None)
     if sock_err is not None and getattr(sock_err, "strerror", None):
-        text = sock_err.strerror
-    return text or err.__class__.__name__
-
-
-def _max_datagram() -> int:
-    from socksvc import udp
-
-    return int(getattr(udp, "MAX_DATAGRAM", 65535))
+        return str(sock_err.strerror)
+    return str(sock_err or err) or err.__class__.__name__
 
 
 def _is_udp(port: Any) -> bool:
@@ -111,8 +105,6 @@ class Listener(Service):
             self._adopt(where)
         elif self.spec.kind == "datagram":
             assert stype.datagram is not None
-            from socksvc.udp import listen_udp
-
             try:
                 self.port = listen_udp(context.reactor, self.spec, stype.datagram(context))
             except Exception as e:
@@ -130,14 +122,20 @@ class Listener(Service):
                 raise StartupError(f"{where}: {_bind_reason(result[0])}")
             self.port = result[0]
         for port in self.ports:
-            guard_port(port, context.reactor, f"{context.name}: {port_description(port)}")
-            log.info(
-                "{service}: listening on {where}",
-                event="listen",
-                service=context.name,
-                where=port_description(port),
-                spec=self.spec.text,
-            )
+            self._announce(port)
+
+    def _announce(self, port: Any) -> None:
+        """A port is bound: guard its accept errors and say where it listens."""
+        context = self.instance.context
+        where = port_description(port)
+        guard_port(port, context.reactor, f"{context.name}: {where}")
+        log.info(
+            "{service}: listening on {where}",
+            event="listen",
+            service=context.name,
+            where=where,
+            spec=self.spec.text,
+        )
 
     def _adopt(self, where: str) -> None:
         """Take over the socket-activated descriptors this spec names."""
@@ -156,15 +154,13 @@ class Listener(Service):
                         fd,
                         self.instance.factory if stype.stream is not None else None,
                         (lambda: stype.datagram(context)) if stype.datagram is not None else None,  # type: ignore[misc]
-                        _max_datagram(),
+                        MAX_DATAGRAM,
                     )
                 )
         except Exception as e:
             for port in ports:
                 port.stopListening()
             raise StartupError(f"{where}: {e}") from None
-        from socksvc.udp import tune_buffers
-
         for port in ports:
             if _is_udp(port):
                 tune_buffers(port)  # an adopted UDP socket gets the buffers listen_udp gives its own
@@ -172,8 +168,7 @@ class Listener(Service):
 
     def _bound(self, port: IListeningPort) -> None:
         self.port = port
-        context = self.instance.context
-        guard_port(port, context.reactor, f"{context.name}: {port_description(port)}")
+        self._announce(port)
 
     def _late_failure(self, failure: Failure) -> None:
         context = self.instance.context
