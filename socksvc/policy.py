@@ -86,6 +86,11 @@ def peer_ip(addr: IAddress | None) -> IP | None:
     host = getattr(addr, "host", None)
     if not isinstance(host, str):
         return None
+    return host_ip(host)
+
+
+def host_ip(host: str) -> IP | None:
+    """L{peer_ip} for a host string (a datagram's source): None if it is not an IP address."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -198,6 +203,13 @@ class TokenBucket:
             self.tokens -= amount
             return True
         return False
+
+
+def effective_burst(rate: float, burst: int) -> float:
+    """A bucket's size: C{burst}, or one second's worth of C{rate} (at least 1) when it is 0."""
+    if burst > 0:
+        return float(burst)
+    return float(max(1, math.ceil(rate)))
 
 
 class RateLimitedLog:
@@ -420,7 +432,7 @@ class Policy:
         old = self.settings
         self.settings = settings
         if settings.max_rate > 0:
-            burst = float(settings.max_rate_burst or max(1, math.ceil(settings.max_rate)))
+            burst = effective_burst(settings.max_rate, settings.max_rate_burst)
             now = self.clock.seconds()
             if self._bucket is None:
                 self._bucket = TokenBucket(settings.max_rate, burst, now)

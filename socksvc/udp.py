@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import math
 import socket
 from collections import OrderedDict
 from typing import Any
@@ -47,7 +46,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from socksvc.listen import ListenSpec
-from socksvc.policy import RateLimitedLog, TokenBucket, address_allowed, peer_ip, source_key
+from socksvc.policy import RateLimitedLog, TokenBucket, address_allowed, effective_burst, host_ip, source_key
 from socksvc.registry import ServiceContext
 
 log = Logger(namespace="socksvc")
@@ -103,15 +102,6 @@ def bad_source(ip: IPAddress | None) -> str | None:
     return None
 
 
-class _Host:
-    """Just enough of an IAddress for L{peer_ip}."""
-
-    __slots__ = ("host",)
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-
-
 class SourceLimiter:
     """
     Per-source token buckets in a table of at most C{max_sources} entries.
@@ -154,13 +144,6 @@ class SourceLimiter:
         while len(self.table) > self.max_sources:
             self.table.popitem(last=False)
             self.evicted += 1
-
-
-def effective_burst(rate: float, burst: int) -> float:
-    """C{burst}, or one second's worth (at least 1) when it is 0."""
-    if burst > 0:
-        return float(burst)
-    return float(max(1, math.ceil(rate)))
 
 
 class _Verdict:
@@ -225,7 +208,7 @@ class UDPEchoState:
         cached = self._verdicts.get(host)
         if cached is not None:
             return cached
-        ip = peer_ip(_Host(host))  # type: ignore[arg-type]
+        ip = host_ip(host)
         reason = bad_source(ip)
         exempt = False
         if reason is None:

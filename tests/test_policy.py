@@ -40,6 +40,7 @@ from socksvc.policy import (
     fd_warning,
     format_peer,
     guard_port,
+    host_ip,
     peer_facts,
     peer_ip,
     raise_fd_limit,
@@ -82,6 +83,18 @@ def refused_with(proto: Any, transport: Any, reason: str) -> bool:
 
 
 # -- addresses -----------------------------------------------------------------
+
+
+@given(st.one_of(st.ip_addresses().map(str), st.text(max_size=20)))
+def test_host_ip_is_peer_ip_of_a_host_string(host: str) -> None:
+    """UDP checks datagram sources with host_ip; stream peers go through peer_ip: the same answer."""
+
+    class Addr:
+        pass
+
+    addr = Addr()
+    addr.host = host  # type: ignore[attr-defined]
+    assert host_ip(host) == peer_ip(addr)  # type: ignore[arg-type]
 
 
 def test_peer_ip_unwraps_mapped_and_scoped_addresses() -> None:

@@ -19,7 +19,7 @@ from twisted.logger import capturedLogs
 
 from socksvc.config import loads
 from socksvc.echo import DEFAULT_DENY_SOURCE_PORTS, EchoSettings
-from socksvc.policy import Policy, PolicySettings
+from socksvc.policy import Policy, PolicySettings, effective_burst
 from socksvc.registry import ServiceContext
 from socksvc.udp import (
     BROADCAST,
@@ -36,7 +36,6 @@ from socksvc.udp import (
     UDPEcho,
     UDPEchoState,
     bad_source,
-    effective_burst,
 )
 
 CLIENT_PORT = 40000
