@@ -246,6 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only one server process exists at a time (default: all started, idle but the one measured)",
     )
+    p.add_argument(
+        "--reactor",
+        metavar="NAME",
+        help="run socksvc under twistd --reactor NAME (e.g. epoll: Twisted's own; default: socksvc's choice)",
+    )
     args = p.parse_args(argv)
     names = selected(args.only)
     harness.NOTES.clear()
@@ -263,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness.overrides.rounds = args.rounds
     harness.overrides.duration = args.duration
     harness.overrides.one_at_a_time = args.one_at_a_time
+    harness.overrides.reactor = args.reactor
 
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
@@ -307,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_seconds": round(wall, 1),
         "quick": args.quick,
         "schedule": "one at a time" if args.one_at_a_time else "interleaved",
+        "socksvc_reactor": args.reactor or "default",
         "benchmarks": names,
         "machine": info,
         "loadavg": {"before": load_before, "after": load_after},

@@ -172,7 +172,8 @@ def server(name: str, service: str) -> Iterator[Running]:
             raise BenchError(f"socksvc: {TWISTD} not found (run from the project's venv)")
         table = "echo" if service in ("echo", "udp") else service
         pattern = re.compile(rf"\] {re.escape(table)}: listening on {kind} {re.escape(HOST)}:(\d+)")
-        cmd = [TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", "{config}"]
+        reactor = ["--reactor", overrides.reactor] if overrides.reactor else []
+        cmd = [TWISTD, "--nodaemon", "--pidfile=", *reactor, "socksvc", "--config", "{config}"]
         with launch(name, cmd, pattern, socksvc_config(service, kind)) as running:
             yield running
     else:
@@ -333,12 +334,13 @@ class Plan:
 
 @dataclass
 class Overrides:
-    """Set by the runner's --servers, --rounds, --duration and --one-at-a-time."""
+    """Set by the runner's --servers, --rounds, --duration, --one-at-a-time and --reactor."""
 
     servers: list[str] | None = None
     rounds: int | None = None
     duration: float | None = None
     one_at_a_time: bool = False
+    reactor: str | None = None
 
 
 overrides = Overrides()

@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import select
 import sys
 from typing import Any
 
@@ -32,9 +33,28 @@ class Options(usage.Options):
     ]
 
 
+def choose_reactor() -> None:
+    """
+    Install socksvc's reactor if the command line chose none yet.
+
+    twistd installs a reactor while parsing its options only when given
+    C{-r/--reactor}; otherwise the first import of C{twisted.internet.reactor}
+    installs the platform default. Where that default would be epoll,
+    L{socksvc.reactor.SocksvcReactor} (the same reactor with a leaner read
+    dispatch) goes in its place. C{twist}, tests and C{twistd -r NAME} have
+    installed one already and keep it.
+    """
+    if "twisted.internet.reactor" in sys.modules or not hasattr(select, "epoll"):
+        return
+    from socksvc.reactor import install
+
+    install()
+
+
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> DaemonService:
     """Load the config, then build the service tree (nothing is bound yet)."""
     if reactor is None:
+        choose_reactor()
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor

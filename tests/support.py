@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -223,9 +223,18 @@ class Daemon:
         return self.proc.returncode
 
 
-def start_daemon(config_text: str | None, *args: str, ready: bool = True, env: dict[str, str] | None = None) -> Daemon:
-    """Start `twistd -n socksvc` on C{config_text} (None: the embedded default)."""
-    cmd = [TWISTD, "--nodaemon", "--pidfile=", "socksvc"]
+def start_daemon(
+    config_text: str | None,
+    *args: str,
+    ready: bool = True,
+    env: dict[str, str] | None = None,
+    twistd_args: Sequence[str] = (),
+) -> Daemon:
+    """
+    Start `twistd -n socksvc` on C{config_text} (None: the embedded default);
+    C{args} go after C{socksvc}, C{twistd_args} (e.g. C{--reactor}) before it.
+    """
+    cmd = [TWISTD, "--nodaemon", "--pidfile=", *twistd_args, "socksvc"]
     path = None
     if config_text is not None:
         fd, path = tempfile.mkstemp(suffix=".toml", prefix="socksvc-test-")

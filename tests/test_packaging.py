@@ -39,6 +39,7 @@ def run(args: list[str | Path], cwd: Path, timeout: float = 120) -> subprocess.C
 
 def test_no_init_in_twisted_plugins() -> None:
     assert (ROOT / "twisted" / "plugins" / "socksvc_plugin.py").exists()
+    assert (ROOT / "twisted" / "plugins" / "socksvc_reactor.py").exists()
     assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
     assert not (ROOT / "twisted" / "__init__.py").exists()
 
@@ -47,6 +48,8 @@ def test_the_editable_install_lists_the_plugin(tmp_path: Path) -> None:
     # From a directory that is not the source tree, so only the install can provide the plugin.
     out = run([VENV_BIN / "twistd", "--help"], cwd=tmp_path)
     assert any(line.split()[:1] == ["socksvc"] for line in out.stdout.splitlines()), out.stdout
+    reactors = run([VENV_BIN / "twistd", "--help-reactors"], cwd=tmp_path)
+    assert any(line.split()[:1] == ["socksvc"] for line in reactors.stdout.splitlines()), reactors.stdout
 
 
 @pytest.mark.slow
@@ -65,6 +68,7 @@ def test_a_wheel_in_a_fresh_venv_lists_the_plugin(tmp_path: Path) -> None:
     [wheel] = list(wheels.glob("socksvc-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "twisted/plugins/socksvc_plugin.py" in names
+    assert "twisted/plugins/socksvc_reactor.py" in names
     assert "socksvc/tap.py" in names
     assert "twisted/plugins/__init__.py" not in names
     assert "twisted/__init__.py" not in names
@@ -82,8 +86,7 @@ def test_a_wheel_in_a_fresh_venv_lists_the_plugin(tmp_path: Path) -> None:
     assert any(line.split()[:1] == ["socksvc"] for line in help_.stdout.splitlines()), help_.stdout
     sub = run([bin_ / "twistd", "socksvc", "--help"], cwd=tmp_path)
     assert "--config=" in sub.stdout
-
-    if not (ROOT / "socksvc" / "client" / "main.py").exists():
-        pytest.skip("socksvc.client.main does not exist yet: only the twistd part was checked")
+    reactors = run([bin_ / "twistd", "--help-reactors"], cwd=tmp_path)
+    assert any(line.split()[:1] == ["socksvc"] for line in reactors.stdout.splitlines()), reactors.stdout
     script = run([bin_ / "socksvc", "--help"], cwd=tmp_path)
     assert "usage: socksvc" in script.stdout

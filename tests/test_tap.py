@@ -104,6 +104,16 @@ def test_the_plugin_file_is_one_service_maker() -> None:
     assert [ast.literal_eval(a) for a in call.args[:2]] == ["socksvc", "socksvc.tap"]
 
 
+def test_the_reactor_plugin_file_is_one_reactor() -> None:
+    source = (ROOT / "twisted" / "plugins" / "socksvc_reactor.py").read_text()
+    tree = ast.parse(source)
+    assignments = [node for node in tree.body if isinstance(node, ast.Assign)]
+    assert len(assignments) == 1
+    call = assignments[0].value
+    assert isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Reactor"
+    assert [ast.literal_eval(a) for a in call.args[:2]] == ["socksvc", "socksvc.reactor"]
+
+
 def test_twisted_plugins_has_no_init() -> None:
     assert not (ROOT / "twisted" / "__init__.py").exists()
     assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
