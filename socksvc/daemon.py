@@ -606,9 +606,27 @@ class DaemonService(MultiService):
 
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
             if self.config.daemon.log_format == "json":
-                from twisted.logger import jsonFileLogObserver
+                # JSON where twistd would write its own log: stdout, or its
+                # --logfile opened as twistd opens it; --syslog and --logger
+                # stay twistd's (see socksvc.logs).
+                from socksvc.logs import LogFileError, choose_json_observer, log_destination
 
-                parent.setComponent(ILogObserver, jsonFileLogObserver(sys.stdout, recordSeparator=""))
+                try:
+                    json_observer = choose_json_observer(
+                        sys.stdout, self.twistd_options, sys.argv, self.reactor if self.handle_signals else None
+                    )
+                except LogFileError as e:
+                    raise StartupError(str(e)) from None
+                if json_observer is not None:
+                    parent.setComponent(ILogObserver, json_observer)
+                else:
+                    option = log_destination(self.twistd_options, sys.argv).option
+                    if option:
+                        log.warn(
+                            'socksvc: log_format = "json" ignored: twistd was told to log with {option}',
+                            event="log_format",
+                            option=option,
+                        )
             else:
                 # Text: the same lines as twistd's own observer, faster, but
                 # only where twistd itself would write them to stdout (see

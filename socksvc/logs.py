@@ -18,16 +18,22 @@ cost of a short connection. L{FastTextObserver} writes the same lines
    L{formatEventAsClassicLogText}, so the output never differs.
 
 L{choose_text_observer} decides whether socksvc may install it: only where
-twistd would itself log text to standard output.
+twistd would itself log text to standard output. L{choose_json_observer}
+gives C{log_format = "json"} the same destination twistd would use (stdout,
+or its C{--logfile} opened as twistd opens it), and leaves C{--syslog} and
+C{--logger} to twistd. Both read twistd's options through
+L{log_destination}.
 """
 
 from __future__ import annotations
 
+import signal
 import string
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, Any, Literal
 
-from twisted.logger import ILogObserver, LogEvent, formatEventAsClassicLogText, formatTime
+from twisted.logger import ILogObserver, LogEvent, formatEventAsClassicLogText, formatTime, jsonFileLogObserver
 from zope.interface import implementer
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
@@ -113,36 +119,109 @@ class FastTextObserver:
             self.out.flush()
 
 
+LogKind = Literal["stdout", "file", "syslog", "logger", "other"]
+
+
+@dataclass(frozen=True)
+class LogDestination:
+    """
+    Where twistd sends its log (L{log_destination}): C{"stdout"}; C{"file"}
+    (C{path}); C{"syslog"} or C{"logger"} (its own observer, C{option} names
+    the option that chose it); C{"other"} (not twistd, or a choice twistd
+    itself refuses).
+    """
+
+    kind: LogKind
+    path: str = ""
+    option: str = ""
+
+
+def _argv_options(argv: Sequence[str]) -> dict[str, Any]:
+    """
+    twistd's log options (as its parsed options would hold them) read from
+    its command line (C{sys.argv}): C{--nodaemon}/C{-n}, C{--logfile}/C{-l},
+    C{--syslog}, C{--logger}, their abbreviations and C{=} forms. The scan
+    stops at the subcommand, C{--}, or a value it cannot tell from an option,
+    so what it misses errs towards twistd's daemon default (C{twistd.log}).
+    """
+    found: dict[str, Any] = {"nodaemon": False}
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--" or not arg.startswith("-"):
+            break  # the subcommand: what follows is socksvc's own options
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if len(name) >= 3 and "nodaemon".startswith(name):
+                found["nodaemon"] = True
+                continue
+            known = [opt for opt in ("logfile", "logger", "syslog") if opt.startswith(name)]
+            if len(known) > 1:
+                found["logger"] = arg  # ambiguous ("--log"): surely not stdout
+            elif known == ["syslog"]:
+                found["syslog"] = True
+            elif known:
+                if not eq and i < len(args):
+                    value = args[i]
+                    i += 1
+                found[known[0]] = value
+        else:
+            flags = arg[1:]
+            for n, flag in enumerate(flags):
+                if flag == "n":
+                    found["nodaemon"] = True
+                elif flag == "l":
+                    value = flags[n + 1 :]
+                    if not value and i < len(args):
+                        value = args[i]
+                        i += 1
+                    found["logfile"] = value
+                    break
+                elif flag not in "oeb":
+                    break  # an option that takes a value (or one we do not know): the rest is its value
+    return found
+
+
+def log_destination(options: Mapping[str, Any] | None, argv: Sequence[str] = ()) -> LogDestination:
+    """
+    Where twistd logs, decided as twistd's own loggers decide it
+    (C{twisted.scripts._twistd_unix.UnixAppLogger}): C{--logger}, then
+    C{--syslog}, then C{--logfile} (C{-} = stdout, which a daemon may not
+    use), then stdout under C{--nodaemon}, else C{twistd.log}. C{options}
+    are twistd's parsed options (the socksvc plugin options' C{parent});
+    without them C{argv} is read. Options without C{nodaemon} are not
+    twistd's (C{twist}'s, which picks its own observer): C{"other"}.
+    """
+    if options is None:
+        options = _argv_options(argv)
+    elif "nodaemon" not in options:
+        return LogDestination("other")
+    if options.get("logger"):
+        return LogDestination("logger", option="--logger")
+    if options.get("syslog"):
+        return LogDestination("syslog", option="--syslog")
+    nodaemon = bool(options.get("nodaemon"))
+    path = options.get("logfile") or ""
+    if path == "-":
+        # twistd refuses a daemon logging to stdout ("Daemons cannot log to stdout").
+        return LogDestination("stdout") if nodaemon else LogDestination("other")
+    if path:
+        return LogDestination("file", path=str(path), option="--logfile")
+    if nodaemon:
+        return LogDestination("stdout")
+    return LogDestination("file", path="twistd.log")
+
+
 def wants_default_logging(argv: Sequence[str]) -> bool:
     """
     From twistd's command line (C{sys.argv}), when its options are not at
     hand: True unless twistd would log to standard output on its own, that is
-    unless C{--nodaemon} was given and none of C{--logfile}, C{--syslog},
-    C{--logger} (or their abbreviations, or C{-l}). Errs towards True: then
-    twistd's own observer runs, which is always right, only slower.
+    unless C{--nodaemon} was given and none of C{--logfile} (but C{-}),
+    C{--syslog}, C{--logger} (or their abbreviations, or C{-l}).
     """
-    nodaemon = False
-    for arg in argv[1:]:
-        if arg == "--":
-            break
-        if not arg.startswith("-"):
-            break  # the subcommand: what follows is socksvc's own options
-        if arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0]
-            if len(name) >= 3 and "nodaemon".startswith(name):
-                nodaemon = True
-            elif any(opt.startswith(name) for opt in ("logfile", "logger", "syslog")) or not name:
-                return True
-        else:
-            flags = arg[1:]
-            for flag in flags:
-                if flag == "n":
-                    nodaemon = True
-                elif flag == "l":
-                    return True
-                elif flag not in "oeb":
-                    break  # an option that takes a value (or one we do not know): the rest is its value
-    return not nodaemon
+    return log_destination(None, argv).kind != "stdout"
 
 
 def choose_text_observer(
@@ -152,15 +231,72 @@ def choose_text_observer(
 ) -> Callable[[LogEvent], None] | None:
     """
     The observer socksvc should give twistd's Application for text logging,
-    or None to leave twistd's own choice alone. C{options} are twistd's
-    parsed options (the socksvc plugin options' C{parent}); without them
-    C{argv} is read (L{wants_default_logging}).
+    or None to leave twistd's own choice alone: L{FastTextObserver} on C{out}
+    only where twistd would write text to stdout (L{log_destination}).
     """
-    if options is not None:
-        if options.get("logger") or options.get("syslog") or not options.get("nodaemon"):
-            return None
-        if options.get("logfile") not in (None, "", "-"):
-            return None
-    elif wants_default_logging(argv):
+    if log_destination(options, argv).kind != "stdout":
         return None
     return FastTextObserver(out)
+
+
+class LogFileError(Exception):
+    """The log file twistd was told to write cannot be opened; C{str()} is the one line to print."""
+
+
+def open_log_file(path: str) -> Any:
+    """
+    C{path} opened as twistd opens its C{--logfile}: a
+    L{twisted.python.logfile.LogFile}, appended to, rotated at its default
+    size (1 MB; this Twisted's twistd has no rotation options). Raises
+    L{LogFileError} naming the file and the reason when it cannot be opened.
+    """
+    from twisted.python.logfile import LogFile
+
+    try:
+        return LogFile.fromFullPath(path)
+    except OSError as e:
+        raise LogFileError(f"{path}: cannot open log file: {e.strerror or e}") from None
+
+
+def rotate_on_sigusr1(log_file: Any, reactor: Any) -> bool:
+    """
+    As twistd does for its own log file: SIGUSR1 rotates C{log_file} (on the
+    reactor), unless SIGUSR1 already has a handler. True when installed.
+    """
+    if signal.getsignal(signal.SIGUSR1):  # twistd's test: neither None nor SIG_DFL (0)
+        return False
+
+    def rotate(signum: int, frame: Any) -> None:
+        reactor.callFromThread(log_file.rotate)
+
+    try:
+        signal.signal(signal.SIGUSR1, rotate)
+    except ValueError:  # not the main thread
+        return False
+    return True
+
+
+def choose_json_observer(
+    out: IO[str],
+    options: Mapping[str, Any] | None,
+    argv: Sequence[str] = (),
+    reactor: Any = None,
+) -> Callable[[LogEvent], None] | None:
+    """
+    The observer socksvc should give twistd's Application for
+    C{log_format = "json"} (one JSON object a line), written where twistd
+    would write its own log (L{log_destination}): C{out} for stdout; the
+    C{--logfile} (or a daemon's C{twistd.log}) opened as twistd opens it
+    (L{open_log_file}, which raises L{LogFileError}), rotated on SIGUSR1 as
+    twistd's is when C{reactor} is given; None for C{--syslog}, C{--logger}
+    and anything that is not twistd's choice to make here.
+    """
+    where = log_destination(options, argv)
+    if where.kind == "stdout":
+        return jsonFileLogObserver(out, recordSeparator="")
+    if where.kind == "file":
+        log_file = open_log_file(where.path)
+        if reactor is not None:
+            rotate_on_sigusr1(log_file, reactor)
+        return jsonFileLogObserver(log_file, recordSeparator="")
+    return None

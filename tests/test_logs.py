@@ -1,19 +1,41 @@
-"""The fast text observer: the same lines as twistd's, and only where twistd would write them to stdout."""
+"""
+The fast text observer: the same lines as twistd's, and only where twistd
+would write them to stdout. JSON logging: where twistd would write its log
+(stdout or its --logfile), never instead of --syslog/--logger.
+"""
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
 import string
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import LogLevel, textFileLogObserver
+from twisted.logger import LogLevel, capturedLogs, textFileLogObserver
 from twisted.python.failure import Failure
 
-from socksvc.logs import FastTextObserver, choose_text_observer, wants_default_logging
+from socksvc.daemon import StartupError
+from socksvc.logs import (
+    FastTextObserver,
+    LogDestination,
+    LogFileError,
+    choose_json_observer,
+    choose_text_observer,
+    log_destination,
+    rotate_on_sigusr1,
+    wants_default_logging,
+)
+from tests.support import TWISTD, daemon
 
 
 def both(event: dict[str, Any]) -> tuple[str, str]:
@@ -116,7 +138,10 @@ def test_the_line_matches_what_the_tests_parse() -> None:
         (["twistd", "-no", "socksvc"], False),
         (["twistd", "socksvc"], True),  # a daemon logs to twistd.log
         (["twistd", "-n", "--logfile", "/tmp/x.log", "socksvc"], True),
-        (["twistd", "-n", "--logfile=-", "socksvc"], True),
+        (["twistd", "-n", "--logfile=-", "socksvc"], False),  # "-" is stdout
+        (["twistd", "--logfile=-", "socksvc"], True),  # which twistd refuses a daemon
+        (["twistd", "-n", "--logfile=", "socksvc"], False),  # empty: no log file
+        (["twistd", "-n", "-lx.log", "socksvc"], True),
         (["twistd", "-n", "-l", "x.log", "socksvc"], True),
         (["twistd", "-nl", "x.log", "socksvc"], True),
         (["twistd", "-n", "--syslog", "socksvc"], True),
@@ -165,3 +190,222 @@ def test_the_daemon_gives_twistd_the_fast_observer_only_for_stdout() -> None:
     assert _application_observer({"nodaemon": True, "syslog": True}) is None
     json = _application_observer({"nodaemon": True}, "json")
     assert json is not None and not isinstance(json, FastTextObserver)
+
+
+# -- where twistd logs --------------------------------------------------------
+
+
+def test_the_destination_follows_twistds_own_order() -> None:
+    assert log_destination({"nodaemon": True, "logfile": None}) == LogDestination("stdout")
+    assert log_destination({"nodaemon": True, "logfile": "-"}) == LogDestination("stdout")
+    assert log_destination({"nodaemon": False, "logfile": "-"}).kind == "other"  # twistd refuses it
+    assert log_destination({"nodaemon": True, "logfile": "a.log"}) == LogDestination("file", "a.log", "--logfile")
+    assert log_destination({"nodaemon": False, "logfile": None}) == LogDestination("file", "twistd.log")
+    syslog = {"nodaemon": True, "logfile": "a.log", "syslog": True}
+    assert log_destination(syslog) == LogDestination("syslog", option="--syslog")
+    assert log_destination(dict(syslog, logger="a.b")) == LogDestination("logger", option="--logger")
+    # Not twistd's options (twist's have no nodaemon): not ours to place.
+    assert log_destination({"logFile": sys.stdout}).kind == "other"
+    # Options at hand win over argv.
+    assert log_destination({"nodaemon": True}, ["twistd", "--syslog", "socksvc"]).kind == "stdout"
+    assert log_destination(None, ["twistd", "-n", "-l", "b.log", "socksvc"]) == LogDestination(
+        "file", "b.log", "--logfile"
+    )
+
+
+_PATHS = st.sampled_from(["x.log", "-", "/tmp/a b.log", "sub/y.log"])
+_OPTION = st.one_of(
+    st.sampled_from([["-n"], ["--nodaemon"], ["--noda"], ["-no"], ["-o"], ["--syslog"], ["--sys"], ["--pidfile="]]),
+    st.sampled_from([["--logger", "os.getcwd"], ["--logger=os.getcwd"], ["--logg=os.getcwd"]]),
+    _PATHS.map(lambda p: ["--logfile", p]),
+    _PATHS.map(lambda p: ["--logfile=" + p]),
+    _PATHS.map(lambda p: ["--logf", p]),
+    _PATHS.map(lambda p: ["-l", p]),
+    _PATHS.map(lambda p: ["-l" + p]),
+    _PATHS.map(lambda p: ["-nl", p]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_OPTION, max_size=5))
+def test_argv_reads_as_twistd_parses_it(options: list[list[str]]) -> None:
+    from twisted.scripts.twistd import ServerOptions
+
+    args = [arg for option in options for arg in option] + ["socksvc"]
+    parsed = ServerOptions()
+    parsed.parseOptions(args)
+    assert log_destination(None, ["twistd", *args]) == log_destination(parsed)
+
+
+# -- JSON where twistd would log -----------------------------------------------
+
+
+def _event() -> dict[str, Any]:
+    return base(log_format="{service}: listening on {where}", service="echo", where="tcp 127.0.0.1:1")
+
+
+def test_json_goes_to_stdout_where_twistd_would_write_there() -> None:
+    out = io.StringIO()
+    observer = choose_json_observer(out, {"nodaemon": True, "logfile": None})
+    assert observer is not None
+    observer(_event())
+    [line] = out.getvalue().splitlines()
+    assert json.loads(line)["service"] == "echo"
+    assert json.loads(line)["log_namespace"] == "socksvc"
+    assert choose_json_observer(out, None, ["twistd", "-n", "socksvc"]) is not None
+
+
+def test_json_goes_to_the_logfile_opened_as_twistd_opens_it(tmp_path: Path) -> None:
+    out = io.StringIO()
+    path = tmp_path / "socksvc.log"
+    path.write_text("an older line\n")
+    observer = choose_json_observer(out, {"nodaemon": True, "logfile": str(path)})
+    assert observer is not None
+    observer(_event())
+    lines = path.read_text().splitlines()
+    assert lines[0] == "an older line"  # appended to, as twistd does
+    assert json.loads(lines[1])["where"] == "tcp 127.0.0.1:1"
+    assert out.getvalue() == ""
+
+
+def test_a_daemon_without_logfile_writes_twistd_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    observer = choose_json_observer(io.StringIO(), {"nodaemon": False, "logfile": None})
+    assert observer is not None
+    observer(_event())
+    assert json.loads((tmp_path / "twistd.log").read_text())["service"] == "echo"
+
+
+def test_a_logfile_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no" / "such.log")
+    with pytest.raises(LogFileError) as e:
+        choose_json_observer(io.StringIO(), {"nodaemon": True, "logfile": missing})
+    assert str(e.value) == f"{missing}: cannot open log file: No such file or directory"
+    with pytest.raises(LogFileError) as e:
+        choose_json_observer(io.StringIO(), {"nodaemon": True, "logfile": str(tmp_path)})
+    assert str(e.value) == f"{tmp_path}: cannot open log file: Is a directory"
+
+
+def test_syslog_and_logger_stay_twistds() -> None:
+    out = io.StringIO()
+    assert choose_json_observer(out, {"nodaemon": True, "syslog": True}) is None
+    assert choose_json_observer(out, {"nodaemon": True, "logger": "a.b"}) is None
+    assert choose_json_observer(out, None, ["twistd", "-n", "--syslog", "socksvc"]) is None
+    assert choose_json_observer(out, {"logFile": out}) is None  # twist: its own --log-format
+    assert out.getvalue() == ""
+
+
+class _Calls:
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        self.calls.append((f, args))
+
+
+def test_sigusr1_rotates_the_json_log_file_as_twistd_does(tmp_path: Path) -> None:
+    from twisted.python.logfile import LogFile
+
+    before = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        log_file = LogFile.fromFullPath(str(tmp_path / "a.log"))
+        reactor = _Calls()
+        assert rotate_on_sigusr1(log_file, reactor)
+        assert not rotate_on_sigusr1(log_file, reactor)  # a handler is set: left alone
+        log_file.write("one\n")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        [(f, args)] = reactor.calls  # the handler ran (Python runs it before the next bytecode)
+        f(*args)
+        assert (tmp_path / "a.log.1").read_text() == "one\n"
+        log_file.close()
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
+def test_the_daemon_warns_once_when_json_cannot_be_honoured() -> None:
+    with capturedLogs() as events:
+        observer = _application_observer({"nodaemon": True, "syslog": True}, "json")
+    assert observer is None
+    [warning] = [e for e in events if e.get("event") == "log_format"]
+    assert warning["log_level"] == LogLevel.warn
+    assert warning["option"] == "--syslog"
+    with capturedLogs() as events:
+        assert _application_observer({"nodaemon": True, "logger": "a.b"}, "json") is None
+    assert [e["option"] for e in events if e.get("event") == "log_format"] == ["--logger"]
+    with capturedLogs() as events:
+        assert _application_observer({"nodaemon": True}, "json") is not None
+    assert not [e for e in events if e.get("event") == "log_format"]
+
+
+def test_the_daemon_turns_a_bad_logfile_into_a_start_up_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no" / "x.log")
+    with pytest.raises(StartupError) as e:
+        _application_observer({"nodaemon": True, "logfile": missing}, "json")
+    assert e.value.code == f"socksvc: {missing}: cannot open log file: No such file or directory"
+
+
+# -- a real twistd --------------------------------------------------------------
+
+JSON_CONFIG = '[daemon]\nlog_format = "json"\n[services.echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+
+
+def stdout_text_observer() -> Any:
+    """A --logger factory for the test below: twistd's text observer on stdout."""
+    return textFileLogObserver(sys.stdout)
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    found = []
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            found.append(obj)
+    return found
+
+
+def test_twistd_logfile_gets_the_json(tmp_path: Path) -> None:
+    path = tmp_path / "socksvc.log"
+    with daemon(JSON_CONFIG, ready=False, twistd_args=["--logfile", str(path)]) as d:
+        deadline = time.monotonic() + 20
+        events: list[dict[str, Any]] = []
+        while not any(e.get("event") == "ready" for e in events):
+            assert time.monotonic() < deadline, f"no ready event in {path}; stdout:\n{d.output}"
+            assert d.proc.poll() is None, f"twistd exited {d.proc.returncode}:\n{d.read(timeout=1)}"
+            d.read(timeout=0.2)  # waits up to 0.2 s on the daemon's stdout (and drains it)
+            events = _json_lines(path.read_text()) if path.exists() else []
+    assert any(e.get("log_namespace") == "socksvc" and e.get("service") == "echo" for e in events)
+    assert _json_lines(d.output) == []
+    assert "services on" not in d.output
+
+
+def test_twistd_with_an_unopenable_logfile_exits_1_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "socksvc.toml"
+    config.write_text(JSON_CONFIG)
+    missing = str(tmp_path / "no" / "socksvc.log")
+    out = subprocess.run(
+        [TWISTD, "--nodaemon", "--pidfile=", "--logfile", missing, "socksvc", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tempfile.gettempdir(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 1
+    assert out.stderr == f"socksvc: {missing}: cannot open log file: No such file or directory\n"
+    assert out.stdout == ""
+
+
+def test_twistd_logger_keeps_its_observer_and_says_so_once() -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {"PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    with_logger = ["--logger", "tests.test_logs.stdout_text_observer"]
+    with daemon(JSON_CONFIG, twistd_args=with_logger, env=env) as d:  # text on stdout: "services on" appears
+        pass
+    warnings = [line for line in d.output.splitlines() if "log_format" in line]
+    assert len(warnings) == 1, d.output
+    assert '[socksvc#warn] socksvc: log_format = "json" ignored: twistd was told to log with --logger' in warnings[0]
+    assert _json_lines(d.output) == []
