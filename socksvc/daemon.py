@@ -30,7 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksvc import systemd
+from socksvc import systemd, writethrough
 from socksvc.config import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig, load
 from socksvc.listen import ListenSpec, listen_stream, port_description
 from socksvc.policy import Policy, fd_warning, guard_port, raise_fd_limit
@@ -129,6 +129,7 @@ class Listener(Service):
         context = self.instance.context
         where = port_description(port)
         guard_port(port, context.reactor, f"{context.name}: {where}")
+        writethrough.lazy_reads(port)
         log.info(
             "{service}: listening on {where}",
             event="listen",

@@ -233,6 +233,7 @@ class Greeting(StreamProtocol):
     """
 
     nodelay = False  # one write followed by our FIN: nothing for Nagle to hold back
+    lazy_read = True  # on a LazyReadServer: no input watch, _send reads away what came
     self_producer = False  # one message, bounded: nothing to pause
     deadline: IDelayedCall | None = None
     """The pending send, then the send deadline; connectionLost cancels either."""
@@ -251,6 +252,8 @@ class Greeting(StreamProtocol):
         self.deadline = None
         sent = writethrough.send_last(self.transport, data)
         if sent != len(data):
+            # The usual way (its loseConnection stops reading anyway, so a
+            # LazyReadServer that never started loses nothing).
             self._write(data[sent:])
         # else: sent and closed (connectionLost has run)
 

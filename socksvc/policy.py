@@ -611,7 +611,7 @@ class Policy:
 def _close_reason(reason: Failure | None) -> str:
     from twisted.internet.error import ConnectionDone
 
-    if reason is None or reason.check(ConnectionDone):
+    if reason is None or reason.type is ConnectionDone or reason.check(ConnectionDone):
         return ""
     text = reason.getErrorMessage().split("\n", 1)[0]
     return text

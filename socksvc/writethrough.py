@@ -11,6 +11,10 @@ and anything else) to C{transport.write}, so ordering, backpressure and
 producers work exactly as before. L{send_last} is the same for a last word
 followed by an orderly close (a greeting, a refusal line), and L{send_now}
 for a last word before an abort.
+
+L{LazyReadServer} is the TCP server transport for a protocol that usually
+says its piece and closes without reading (L{lazy_reads} puts it on a
+listening port, through the port's documented C{transport} attribute).
 """
 
 from __future__ import annotations
@@ -20,7 +24,41 @@ from typing import Any
 
 from twisted.internet import tcp, unix
 
-_PLAIN: tuple[type, ...] = (tcp.Server, unix.Server)
+
+class LazyReadServer(tcp.Server):
+    """
+    A plain TCP server transport that is not registered for input at
+    connection time when its protocol has C{lazy_read = True}. Such a
+    protocol (the greeting) sends, reads away whatever came and closes on the
+    next reactor turn (L{send_last}), so watching the socket would cost two
+    epoll_ctl calls per connection for nothing. A protocol that ends up
+    needing input after all calls C{transport.startReading()}; every other
+    protocol (TLS, refusals, the other services) is read from at once, as
+    with L{tcp.Server}.
+    """
+
+    def startReading(self) -> None:
+        # tcp.Server.__init__ calls this before it sets connected: that call
+        # is the one a lazy protocol does without. The class is asked, not
+        # the instance, so no __getattr__ can answer for it: a wrapper (TLS,
+        # policies.ProtocolWrapper) around a lazy protocol must still read.
+        if not self.connected and getattr(type(self.protocol), "lazy_read", False):
+            return
+        super().startReading()
+
+
+def lazy_reads(port: Any) -> bool:
+    """
+    Make a listening port build L{LazyReadServer} transports (only a plain
+    TCP port whose transport is Twisted's own). True when it did.
+    """
+    if type(port) is tcp.Port and port.transport is tcp.Server:
+        port.transport = LazyReadServer
+        return True
+    return False
+
+
+_PLAIN: tuple[type, ...] = (tcp.Server, LazyReadServer, unix.Server)
 
 
 def idle_plain(transport: Any) -> bool:
@@ -95,7 +133,8 @@ def send_last(transport: Any, data: bytes) -> int:
     sock = transport.socket
     try:
         # MSG_MORE over TCP: the data waits for the FIN below and both leave in one segment.
-        sent: int = sock.send(data, _MORE if sock.family != socket.AF_UNIX else 0)
+        # (The transport's class, not sock.family: that property builds an enum member per call.)
+        sent: int = sock.send(data, 0 if isinstance(transport, unix.Server) else _MORE)
     except OSError:
         return 0
     if sent != len(data):
@@ -108,5 +147,7 @@ def send_last(transport: Any, data: bytes) -> int:
     # What Twisted sets itself once its own half-close is done: loseConnection
     # then closes (shutdown and close, in order) without waiting to write.
     transport._writeDisconnected = True
+    # Our FIN is out: close() alone finishes, without Twisted's second shutdown().
+    transport._shouldShutdown = False
     transport.loseConnection()
     return sent

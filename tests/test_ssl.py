@@ -53,6 +53,27 @@ def test_echo_over_tls(tmp_path: Path) -> None:
             assert recv_exactly(s, 10) == b"over tls\x00\xff"
 
 
+def test_greeting_over_tls(tmp_path: Path) -> None:
+    # The greeting does without an input watch on plain TCP (LazyReadServer);
+    # over TLS the handshake must still be read.
+    key, cert = _self_signed(tmp_path)
+    config = (
+        f'[services.greeting]\nlisten = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n'
+        'message = "hello over tls"\n'
+    )
+    with daemon(config) as d:
+        port = d.port("greeting")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            got = b""
+            while len(got) < 16 and (chunk := s.recv(100)):
+                got += chunk
+            assert got == b"hello over tls\r\n"
+
+
 def test_a_missing_key_file_is_a_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     text = f'[services.echo]\nlisten = ["ssl:0:privateKey={missing}"]\n'

@@ -142,3 +142,92 @@ async def test_send_last_closes_in_order_at_once_even_when_the_peer_sent_first()
 def _readable_at_server(server: Protocol) -> bool:
     fd = server.transport.socket  # type: ignore[union-attr]
     return bool(select.select([fd], [], [], 5.0)[0])
+
+
+# -- LazyReadServer / lazy_reads ------------------------------------------------------
+
+
+class _Lazy(Protocol):
+    lazy_read = True
+
+
+def test_lazy_reads_only_changes_plain_tcp_ports() -> None:
+    from twisted.internet import reactor, tcp
+
+    port = tcp.Port(0, Factory.forProtocol(Protocol), interface="127.0.0.1", reactor=reactor)
+    assert writethrough.lazy_reads(port) is True
+    assert port.transport is writethrough.LazyReadServer
+    assert writethrough.lazy_reads(port) is False  # already done: left as it is
+
+    class Custom(tcp.Server):
+        pass
+
+    other = tcp.Port(0, Factory.forProtocol(Protocol), interface="127.0.0.1", reactor=reactor)
+    other.transport = Custom
+    assert writethrough.lazy_reads(other) is False and other.transport is Custom
+    assert writethrough.lazy_reads(object()) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_lazy_protocols_are_not_watched_for_input_until_they_ask() -> None:
+    from twisted.internet import reactor
+
+    lazy = Loopback(Factory.forProtocol(_Lazy))
+    eager = Loopback(Factory.forProtocol(Protocol))
+    for loop in (lazy, eager):
+        assert writethrough.lazy_reads(loop.port)
+    try:
+        server, _sock = await lazy.connect()
+        assert type(server.transport) is writethrough.LazyReadServer
+        assert writethrough.idle_plain(server.transport)  # still a plain transport for write-through
+        assert server.transport not in reactor.getReaders()
+        server.transport.startReading()  # once connected, it reads when asked
+        assert server.transport in reactor.getReaders()
+        other, _ = await eager.connect()
+        assert type(other.transport) is writethrough.LazyReadServer
+        assert other.transport in reactor.getReaders()  # no lazy_read: read from at once
+    finally:
+        await lazy.close()
+        await eager.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_last_on_a_lazy_transport_reads_away_and_closes_with_one_shutdown() -> None:
+    lost: list[object] = []
+
+    class LazyWatch(_Lazy):
+        def connectionLost(self, reason: object = None) -> None:
+            lost.append(reason)
+
+    loop = Loopback(Factory.forProtocol(LazyWatch))
+    writethrough.lazy_reads(loop.port)
+    try:
+        server, sock = await loop.connect()
+        sock.sendall(b"sent before reading\n")
+        assert _readable_at_server(server)
+        transport = server.transport
+        assert writethrough.send_last(transport, b"bye\r\n") == len(b"bye\r\n")
+        assert len(lost) == 1
+        assert transport._shouldShutdown is False  # our FIN went out in send_last; close() finishes
+        assert await loop.recv_to_eof(sock) == b"bye\r\n"
+        sock.setblocking(True)
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # an orderly end of file, not a reset
+    finally:
+        await loop.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrapper_around_a_lazy_protocol_is_read_from_at_once() -> None:
+    # A wrapper (TLS is one) must be read from (a handshake) whatever it wraps.
+    from twisted.internet import reactor
+    from twisted.protocols.policies import WrappingFactory
+
+    loop = Loopback(WrappingFactory(Factory.forProtocol(_Lazy)))
+    writethrough.lazy_reads(loop.port)
+    try:
+        server, _sock = await loop.connect()
+        assert isinstance(server.wrappedProtocol, _Lazy)
+        assert server.transport in reactor.getReaders()
+    finally:
+        await loop.close()
