@@ -30,10 +30,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksvc import systemd, writethrough
+from socksvc import systemd
 from socksvc.config import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig, load
 from socksvc.listen import ListenSpec, listen_stream, port_description
 from socksvc.policy import Policy, fd_warning, guard_port, raise_fd_limit
+from socksvc.quickport import quicken
 from socksvc.registry import ServiceContext, ServiceType, types
 from socksvc.udp import MAX_DATAGRAM, listen_udp, tune_buffers
 
@@ -129,7 +130,7 @@ class Listener(Service):
         context = self.instance.context
         where = port_description(port)
         guard_port(port, context.reactor, f"{context.name}: {where}")
-        writethrough.lazy_reads(port)
+        quicken(port)
         log.info(
             "{service}: listening on {where}",
             event="listen",

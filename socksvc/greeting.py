@@ -16,8 +16,9 @@ import time as _time
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 from socksvc import writethrough
@@ -233,13 +234,38 @@ class Greeting(StreamProtocol):
     """
 
     nodelay = False  # one write followed by our FIN: nothing for Nagle to hold back
-    lazy_read = True  # on a LazyReadServer: no input watch, _send reads away what came
     self_producer = False  # one message, bounded: nothing to pause
     deadline: IDelayedCall | None = None
     """The pending send, then the send deadline; connectionLost cancels either."""
+    rest: bytes = b""
+    """What L{greet_now} could not send: written the usual way once there is a transport."""
+
+    def greet_now(self, sock: socket.socket) -> Greeting | None:
+        """
+        The whole greeting on a socket that has no transport yet
+        (L{GreetingFactory.quick}): send, shut down, read away what came,
+        close, and keep the books (the policy's open and close, the close
+        line) as a transport would have. None when done; when the kernel
+        did not take the whole message, C{self} with the remainder in
+        C{rest}, to be given a transport (which sends it the usual way).
+        """
+        context: ServiceContext = self.factory.context  # type: ignore[union-attr]
+        data = render(context, self.peer, context.reactor.seconds())
+        self.bytes_out = len(data)
+        sent = writethrough.send_and_drain(sock, data)
+        if sent != len(data):
+            self.rest = data[sent:]
+            return self
+        sock.close()
+        self.policy.opened(self)
+        self.policy.closed(self, _DONE)
+        return None
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if self.rest:
+            self._write(self.rest)
+            return
         context: ServiceContext = self.factory.context  # type: ignore[union-attr]
         data = render(context, self.peer, context.reactor.seconds())
         self.bytes_out = len(data)
@@ -252,8 +278,6 @@ class Greeting(StreamProtocol):
         self.deadline = None
         sent = writethrough.send_last(self.transport, data)
         if sent != len(data):
-            # The usual way (its loseConnection stops reading anyway, so a
-            # LazyReadServer that never started loses nothing).
             self._write(data[sent:])
         # else: sent and closed (connectionLost has run)
 
@@ -276,8 +300,29 @@ class Greeting(StreamProtocol):
         super().connectionLost(reason)
 
 
+_DONE = Failure(ConnectionDone("greeted"))
+"""The close reason of every greeting finished without a transport (the same as an orderly close)."""
+
+
+class GreetingFactory(ServiceFactory):
+    """
+    The greeting's factory: with L{quick}, a L{socksvc.quickport.QuickPort}
+    greets a plain TCP peer straight from its accept loop, no transport
+    built; everything else (TLS, UNIX sockets, refusals) goes the usual way.
+    """
+
+    def quick(self, sock: socket.socket, addr: IAddress) -> Protocol | None:
+        """Admit the peer as L{buildProtocol} does; greet it now, or return the protocol to serve it with."""
+        proto = self.buildProtocol(addr)
+        if isinstance(proto, Greeting):
+            return proto.greet_now(sock)
+        if proto is None:
+            sock.close()
+        return proto
+
+
 def make_factory(context: ServiceContext) -> ServerFactory:
-    return ServiceFactory(context, Greeting)
+    return GreetingFactory(context, Greeting)
 
 
 SERVICE_TYPE = ServiceType(

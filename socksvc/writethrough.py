@@ -12,9 +12,8 @@ producers work exactly as before. L{send_last} is the same for a last word
 followed by an orderly close (a greeting, a refusal line), and L{send_now}
 for a last word before an abort.
 
-L{LazyReadServer} is the TCP server transport for a protocol that usually
-says its piece and closes without reading (L{lazy_reads} puts it on a
-listening port, through the port's documented C{transport} attribute).
+L{send_and_drain} is the socket-level step under L{send_last}, for a
+connection that has no transport yet (L{socksvc.quickport}).
 """
 
 from __future__ import annotations
@@ -24,41 +23,7 @@ from typing import Any
 
 from twisted.internet import tcp, unix
 
-
-class LazyReadServer(tcp.Server):
-    """
-    A plain TCP server transport that is not registered for input at
-    connection time when its protocol has C{lazy_read = True}. Such a
-    protocol (the greeting) sends, reads away whatever came and closes on the
-    next reactor turn (L{send_last}), so watching the socket would cost two
-    epoll_ctl calls per connection for nothing. A protocol that ends up
-    needing input after all calls C{transport.startReading()}; every other
-    protocol (TLS, refusals, the other services) is read from at once, as
-    with L{tcp.Server}.
-    """
-
-    def startReading(self) -> None:
-        # tcp.Server.__init__ calls this before it sets connected: that call
-        # is the one a lazy protocol does without. The class is asked, not
-        # the instance, so no __getattr__ can answer for it: a wrapper (TLS,
-        # policies.ProtocolWrapper) around a lazy protocol must still read.
-        if not self.connected and getattr(type(self.protocol), "lazy_read", False):
-            return
-        super().startReading()
-
-
-def lazy_reads(port: Any) -> bool:
-    """
-    Make a listening port build L{LazyReadServer} transports (only a plain
-    TCP port whose transport is Twisted's own). True when it did.
-    """
-    if type(port) is tcp.Port and port.transport is tcp.Server:
-        port.transport = LazyReadServer
-        return True
-    return False
-
-
-_PLAIN: tuple[type, ...] = (tcp.Server, LazyReadServer, unix.Server)
+_PLAIN: tuple[type, ...] = (tcp.Server, unix.Server)
 
 
 def idle_plain(transport: Any) -> bool:
@@ -106,7 +71,10 @@ def send_now(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
-_MORE = getattr(socket, "MSG_MORE", 0)
+# Plain ints: the socket module's flags are enum members, and | on them builds a new member each call.
+_MORE = int(getattr(socket, "MSG_MORE", 0))
+_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
+_DONTWAIT_MORE = _DONTWAIT | _MORE
 _SINK = bytearray(65536)
 """Where input the peer sent before we closed goes (never looked at)."""
 
@@ -130,24 +98,38 @@ def send_last(transport: Any, data: bytes) -> int:
     """
     if not data or not idle_plain(transport):
         return 0
-    sock = transport.socket
-    try:
-        # MSG_MORE over TCP: the data waits for the FIN below and both leave in one segment.
-        # (The transport's class, not sock.family: that property builds an enum member per call.)
-        sent: int = sock.send(data, 0 if isinstance(transport, unix.Server) else _MORE)
-    except OSError:
-        return 0
+    sent = send_and_drain(transport.socket, data, more=not isinstance(transport, unix.Server))
     if sent != len(data):
         return sent
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        sock.recv_into(_SINK)
-    except OSError:
-        pass
     # What Twisted sets itself once its own half-close is done: loseConnection
     # then closes (shutdown and close, in order) without waiting to write.
     transport._writeDisconnected = True
     # Our FIN is out: close() alone finishes, without Twisted's second shutdown().
     transport._shouldShutdown = False
     transport.loseConnection()
+    return sent
+
+
+def send_and_drain(sock: socket.socket, data: bytes, more: bool = True) -> int:
+    """
+    The socket side of L{send_last}, without blocking whatever mode C{sock}
+    is in: send C{data}; if the kernel took all of it, shut down our side
+    (the FIN follows the data) and read away, once, what the peer already
+    sent, so that closing C{sock} next is an orderly close, not a reset.
+    With C{more} (TCP), C{MSG_MORE} holds the data for the FIN so both leave
+    in one segment. Returns how many bytes were sent (0 on an error);
+    anything short of C{len(data)} left the socket as it was otherwise.
+    Never raises C{OSError}; closing is the caller's.
+    """
+    try:
+        sent: int = sock.send(data, _DONTWAIT_MORE if more else _DONTWAIT)
+    except OSError:
+        return 0
+    if sent != len(data):
+        return sent
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv_into(_SINK, 0, _DONTWAIT)
+    except OSError:
+        pass
     return sent

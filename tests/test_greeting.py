@@ -17,7 +17,6 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from socksvc import writethrough
 from socksvc.config import ConfigError, loads
 from socksvc.greeting import (
     HOSTNAME_TTL,
@@ -398,50 +397,5 @@ async def test_a_peer_gone_before_its_turn_cancels_the_send() -> None:
         server.transport.abortConnection()
         await until(lambda: not ctx.policy.connections, what="the close")
         assert clock.getDelayedCalls() == []
-    finally:
-        await loop.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_on_a_lazy_port_the_greeting_is_never_watched_for_input_and_still_survives_unread_input() -> None:
-    from twisted.internet import reactor
-
-    ctx = context("greeting", 'message = "hello there"', clock=reactor)  # type: ignore[arg-type]
-    loop = Loopback(types()["greeting"].stream(ctx))  # type: ignore[misc]
-    assert writethrough.lazy_reads(loop.port)  # what the daemon does to every TCP port
-    try:
-        server, sock = await loop.connect()
-        assert type(server.transport) is writethrough.LazyReadServer
-        assert server.transport not in reactor.getReaders()
-        sock.sendall(b"hi\n" * 100)
-        await until(lambda: not ctx.policy.connections, what="the greeting to close")
-        assert await loop.recv_to_eof(sock) == b"hello there\r\n"
-    finally:
-        await loop.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_on_a_lazy_port_a_partial_send_goes_the_usual_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    from twisted.internet import reactor
-
-    def partial(transport: Any, data: bytes) -> int:
-        transport.socket.send(data[:3])
-        return 3
-
-    monkeypatch.setattr(writethrough, "send_last", partial)
-    clock = Clock()
-    ctx = context("greeting", 'message = "hello there"', clock=clock)
-    loop = Loopback(types()["greeting"].stream(ctx))  # type: ignore[misc]
-    writethrough.lazy_reads(loop.port)
-    try:
-        server, sock = await loop.connect()
-        transport = server.transport
-        assert transport not in reactor.getReaders()
-        clock.advance(0)  # the greeting's turn: 3 bytes taken, the rest goes the usual way
-        assert transport in reactor.getWriters()  # queued and being written, then closed
-        assert server.deadline is not None and server.deadline.active()  # send_timeout guards the rest
-        assert await loop.recv_to_eof(sock) == b"hello there\r\n"
-        await until(lambda: not ctx.policy.connections, what="the close")
-        assert not server.deadline or not server.deadline.active()
     finally:
         await loop.close()

@@ -144,63 +144,15 @@ def _readable_at_server(server: Protocol) -> bool:
     return bool(select.select([fd], [], [], 5.0)[0])
 
 
-# -- LazyReadServer / lazy_reads ------------------------------------------------------
-
-
-class _Lazy(Protocol):
-    lazy_read = True
-
-
-def test_lazy_reads_only_changes_plain_tcp_ports() -> None:
-    from twisted.internet import reactor, tcp
-
-    port = tcp.Port(0, Factory.forProtocol(Protocol), interface="127.0.0.1", reactor=reactor)
-    assert writethrough.lazy_reads(port) is True
-    assert port.transport is writethrough.LazyReadServer
-    assert writethrough.lazy_reads(port) is False  # already done: left as it is
-
-    class Custom(tcp.Server):
-        pass
-
-    other = tcp.Port(0, Factory.forProtocol(Protocol), interface="127.0.0.1", reactor=reactor)
-    other.transport = Custom
-    assert writethrough.lazy_reads(other) is False and other.transport is Custom
-    assert writethrough.lazy_reads(object()) is False
-
-
 @pytest_twisted.ensureDeferred
-async def test_lazy_protocols_are_not_watched_for_input_until_they_ask() -> None:
-    from twisted.internet import reactor
-
-    lazy = Loopback(Factory.forProtocol(_Lazy))
-    eager = Loopback(Factory.forProtocol(Protocol))
-    for loop in (lazy, eager):
-        assert writethrough.lazy_reads(loop.port)
-    try:
-        server, _sock = await lazy.connect()
-        assert type(server.transport) is writethrough.LazyReadServer
-        assert writethrough.idle_plain(server.transport)  # still a plain transport for write-through
-        assert server.transport not in reactor.getReaders()
-        server.transport.startReading()  # once connected, it reads when asked
-        assert server.transport in reactor.getReaders()
-        other, _ = await eager.connect()
-        assert type(other.transport) is writethrough.LazyReadServer
-        assert other.transport in reactor.getReaders()  # no lazy_read: read from at once
-    finally:
-        await lazy.close()
-        await eager.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_send_last_on_a_lazy_transport_reads_away_and_closes_with_one_shutdown() -> None:
+async def test_send_last_reads_away_and_closes_with_one_shutdown() -> None:
     lost: list[object] = []
 
-    class LazyWatch(_Lazy):
+    class Watch(Protocol):
         def connectionLost(self, reason: object = None) -> None:
             lost.append(reason)
 
-    loop = Loopback(Factory.forProtocol(LazyWatch))
-    writethrough.lazy_reads(loop.port)
+    loop = Loopback(Factory.forProtocol(Watch))
     try:
         server, sock = await loop.connect()
         sock.sendall(b"sent before reading\n")
@@ -217,17 +169,30 @@ async def test_send_last_on_a_lazy_transport_reads_away_and_closes_with_one_shut
         await loop.close()
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_wrapper_around_a_lazy_protocol_is_read_from_at_once() -> None:
-    # A wrapper (TLS is one) must be read from (a handshake) whatever it wraps.
-    from twisted.internet import reactor
-    from twisted.protocols.policies import WrappingFactory
-
-    loop = Loopback(WrappingFactory(Factory.forProtocol(_Lazy)))
-    writethrough.lazy_reads(loop.port)
+def test_send_and_drain_never_blocks_a_blocking_socket_and_never_raises() -> None:
+    a, b = socket.socketpair()
     try:
-        server, _sock = await loop.connect()
-        assert isinstance(server.wrappedProtocol, _Lazy)
-        assert server.transport in reactor.getReaders()
+        a.setblocking(True)
+        b.sendall(b"unread")
+        assert writethrough.send_and_drain(a, b"bye\r\n", more=False) == 5
+        assert b.recv(100) == b"bye\r\n" and b.recv(100) == b""  # our FIN came after the data
+        a.close()
+        assert writethrough.send_and_drain(a, b"x") == 0  # a closed socket: 0, no OSError
     finally:
-        await loop.close()
+        a.close()
+        b.close()
+
+
+def test_send_and_drain_reports_a_partial_send_and_leaves_the_socket_open() -> None:
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(True)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = b"x" * (1 << 22)  # far more than the socket holds: MSG_DONTWAIT takes part, never blocks
+        sent = writethrough.send_and_drain(a, big, more=False)
+        assert 0 < sent < len(big)
+        a.sendall(b"")  # still open for writing: no shutdown happened
+        assert a.fileno() != -1
+    finally:
+        a.close()
+        b.close()
