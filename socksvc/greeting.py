@@ -220,16 +220,16 @@ class Greeting(StreamProtocol):
     Writes the message and closes; anything the peer sends is ignored. A
     peer's half-close does not cut the message short (see L{StreamProtocol}).
 
-    On a plain TCP or UNIX connection the message goes straight to the
-    socket and the connection closes in order at once, input the peer sent
-    first discarded so that the close does not reset the connection under
-    the message (L{writethrough.send_last}, as refusals do). That happens on
-    the next reactor turn, not in C{connectionMade}: then the listening
-    port's accept loop takes in every waiting peer first, and their
-    greetings go out together after it (measured: 15-20% less CPU per
-    connection than sending from inside the accept loop; see
-    docs/performance.md). Otherwise (TLS, test transports, a socket that
-    does not take the whole message) it is written and closed the usual
+    On a plain TCP port (a L{socksvc.quickport.QuickPort}) the whole
+    greeting happens in the accept loop, before any transport exists
+    (L{GreetingFactory.quick}, L{greet_now}). Otherwise there is a transport
+    (a UNIX socket, TLS, a test transport, or the rest of a message the
+    kernel did not take whole). On a plain TCP or UNIX transport the message
+    goes straight to the socket and the connection closes in order at once,
+    input the peer sent first discarded so that the close does not reset
+    the connection under the message (L{writethrough.send_last}, as
+    refusals do), on the next reactor turn so that the accept loop takes in
+    every waiting peer first. Anything else is written and closed the usual
     way, and a peer that never reads is aborted after send_timeout.
     """
 
