@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -39,39 +41,34 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return key_path, cert_path
 
 
-def test_echo_over_tls(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _tls_service(tmp_path: Path, service: str, extra: str = "") -> Iterator[ssl.SSLSocket]:
+    """The daemon serving C{service} on an ssl: listener, and a TLS client connected to it."""
     key, cert = _self_signed(tmp_path)
-    config = f'[services.echo]\nlisten = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n'
+    config = f'[services.{service}]\nlisten = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n{extra}'
     with daemon(config) as d:
-        port = d.port("echo")
         ctx = ssl.create_default_context(cafile=str(cert))
         with (
-            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            socket.create_connection(("127.0.0.1", d.port(service)), timeout=10) as raw,
             ctx.wrap_socket(raw, server_hostname="localhost") as s,
         ):
-            s.sendall(b"over tls\x00\xff")
-            assert recv_exactly(s, 10) == b"over tls\x00\xff"
+            yield s
+
+
+def test_echo_over_tls(tmp_path: Path) -> None:
+    with _tls_service(tmp_path, "echo") as s:
+        s.sendall(b"over tls\x00\xff")
+        assert recv_exactly(s, 10) == b"over tls\x00\xff"
 
 
 def test_greeting_over_tls(tmp_path: Path) -> None:
-    # The greeting does without an input watch on plain TCP (LazyReadServer);
-    # over TLS the handshake must still be read.
-    key, cert = _self_signed(tmp_path)
-    config = (
-        f'[services.greeting]\nlisten = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n'
-        'message = "hello over tls"\n'
-    )
-    with daemon(config) as d:
-        port = d.port("greeting")
-        ctx = ssl.create_default_context(cafile=str(cert))
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-            ctx.wrap_socket(raw, server_hostname="localhost") as s,
-        ):
-            got = b""
-            while len(got) < 16 and (chunk := s.recv(100)):
-                got += chunk
-            assert got == b"hello over tls\r\n"
+    # A plain TCP greeting never gets a transport (QuickPort); over TLS it
+    # goes the usual way, handshake and all.
+    with _tls_service(tmp_path, "greeting", 'message = "hello over tls"\n') as s:
+        got = b""
+        while len(got) < 16 and (chunk := s.recv(100)):
+            got += chunk
+        assert got == b"hello over tls\r\n"
 
 
 def test_a_missing_key_file_is_a_config_error(tmp_path: Path) -> None:

@@ -94,24 +94,20 @@ def test_the_plugin_is_found_by_twisted() -> None:
     assert makers["socksvc"].module == "socksvc.tap"
 
 
-def test_the_plugin_file_is_one_service_maker() -> None:
-    source = (ROOT / "twisted" / "plugins" / "socksvc_plugin.py").read_text()
-    tree = ast.parse(source)
+@pytest.mark.parametrize(
+    ("file", "maker", "args"),
+    [
+        ("socksvc_plugin.py", "ServiceMaker", ["socksvc", "socksvc.tap"]),
+        ("socksvc_reactor.py", "Reactor", ["socksvc", "socksvc.reactor"]),
+    ],
+)
+def test_each_plugin_file_is_one_line(file: str, maker: str, args: list[str]) -> None:
+    tree = ast.parse((ROOT / "twisted" / "plugins" / file).read_text())
     assignments = [node for node in tree.body if isinstance(node, ast.Assign)]
     assert len(assignments) == 1
     call = assignments[0].value
-    assert isinstance(call, ast.Call) and getattr(call.func, "id", None) == "ServiceMaker"
-    assert [ast.literal_eval(a) for a in call.args[:2]] == ["socksvc", "socksvc.tap"]
-
-
-def test_the_reactor_plugin_file_is_one_reactor() -> None:
-    source = (ROOT / "twisted" / "plugins" / "socksvc_reactor.py").read_text()
-    tree = ast.parse(source)
-    assignments = [node for node in tree.body if isinstance(node, ast.Assign)]
-    assert len(assignments) == 1
-    call = assignments[0].value
-    assert isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Reactor"
-    assert [ast.literal_eval(a) for a in call.args[:2]] == ["socksvc", "socksvc.reactor"]
+    assert isinstance(call, ast.Call) and getattr(call.func, "id", None) == maker
+    assert [ast.literal_eval(a) for a in call.args[:2]] == args
 
 
 def test_twisted_plugins_has_no_init() -> None:

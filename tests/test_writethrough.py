@@ -128,8 +128,10 @@ async def test_send_last_closes_in_order_at_once_even_when_the_peer_sent_first()
         server, sock = await loop.connect()
         sock.sendall(b"hello, unread\n")
         assert _readable_at_server(server)
-        assert writethrough.send_last(server.transport, b"last word\r\n") == len(b"last word\r\n")
+        transport = server.transport
+        assert writethrough.send_last(transport, b"last word\r\n") == len(b"last word\r\n")
         assert len(lost) == 1  # closed now, not on a later reactor turn
+        assert transport._shouldShutdown is False  # our FIN went out in send_last: close() alone finishes
         # The input was read away first: the close is a FIN, not a reset.
         assert await loop.recv_to_eof(sock) == b"last word\r\n"
         sock.setblocking(True)
@@ -142,31 +144,6 @@ async def test_send_last_closes_in_order_at_once_even_when_the_peer_sent_first()
 def _readable_at_server(server: Protocol) -> bool:
     fd = server.transport.socket  # type: ignore[union-attr]
     return bool(select.select([fd], [], [], 5.0)[0])
-
-
-@pytest_twisted.ensureDeferred
-async def test_send_last_reads_away_and_closes_with_one_shutdown() -> None:
-    lost: list[object] = []
-
-    class Watch(Protocol):
-        def connectionLost(self, reason: object = None) -> None:
-            lost.append(reason)
-
-    loop = Loopback(Factory.forProtocol(Watch))
-    try:
-        server, sock = await loop.connect()
-        sock.sendall(b"sent before reading\n")
-        assert _readable_at_server(server)
-        transport = server.transport
-        assert writethrough.send_last(transport, b"bye\r\n") == len(b"bye\r\n")
-        assert len(lost) == 1
-        assert transport._shouldShutdown is False  # our FIN went out in send_last; close() finishes
-        assert await loop.recv_to_eof(sock) == b"bye\r\n"
-        sock.setblocking(True)
-        sock.settimeout(5)
-        assert sock.recv(100) == b""  # an orderly end of file, not a reset
-    finally:
-        await loop.close()
 
 
 def test_send_and_drain_never_blocks_a_blocking_socket_and_never_raises() -> None:
