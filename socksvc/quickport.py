@@ -15,6 +15,11 @@ gets a transport exactly as Twisted would have built it. Nothing else
 changes: a factory without C{quick} gets Twisted's own accept loop, and so
 does every error from C{accept} (EMFILE recovery, the accept error log).
 
+C{doRead} uses the listening socket's C{_accept} (what C{socket.accept}
+itself calls: the new descriptor and the peer's address, no socket object
+built around it yet), so the descriptor can be wrapped without the
+C{family} and C{type} properties C{accept} reads on every call.
+
 L{quicken} turns a listening port that Twisted built (from an endpoint
 string or a systemd descriptor) into a L{QuickPort} when its factory can use
 it. L{QuickPort} adds no state and no constructor, only C{doRead}, so the
@@ -23,6 +28,7 @@ port keeps everything Twisted set up.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any, Protocol
 
@@ -32,6 +38,7 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 
 log = Logger(namespace="socksvc")
+_socket = socket.socket  # what an accepted descriptor is wrapped in (a test replaces it)
 
 
 class QuickFactory(Protocol):
@@ -69,18 +76,28 @@ class QuickPort(tcp.Port):
                 tcp.Port.doRead(self)
                 return
             accepted += 1
-            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            try:
+                sock = _socket(family, socket.SOCK_STREAM, 0, fd)
+            except OSError:
+                os.close(fd)  # not a socket object yet: nobody else would close it
+                log.failure("{where}: a new connection failed", where=self.logPrefix())
+                continue
             try:
                 if len(addr) == 4:
                     # IPv6: the scope ID in the host, as Twisted's own loop does.
                     host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)[0]
                     addr = (host, *addr[1:])
                 protocol = quick(sock, self._buildAddr(addr))
-                if protocol is not None:
-                    self._serve(sock, protocol, addr)
             except Exception:
                 log.failure("{where}: a new connection failed", where=self.logPrefix())
                 sock.close()
+                continue
+            if protocol is not None:
+                try:
+                    self._serve(sock, protocol, addr)
+                except Exception:
+                    # As Twisted's loop does: the transport, if there is one, is the protocol's now.
+                    log.failure("{where}: a new connection failed", where=self.logPrefix())
         # Twisted's own scaling of the accept loop.
         if accepted == self.numberAccepts:
             self.numberAccepts += 20

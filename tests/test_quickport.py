@@ -16,7 +16,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import globalLogPublisher
 
-from socksvc import writethrough
+from socksvc import quickport, writethrough
 from socksvc.quickport import QuickPort, quicken
 from socksvc.registry import types
 from tests.conftest import until
@@ -26,6 +26,11 @@ from tests.support import context, has_ipv6_loopback
 class Echo(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
+
+
+class Broken(Protocol):
+    def connectionMade(self) -> None:
+        raise RuntimeError("a protocol that fails at once")
 
 
 class QuickFactory(ServerFactory):
@@ -43,6 +48,8 @@ class QuickFactory(ServerFactory):
             raise RuntimeError("a broken quick path")
         if self.mode == "serve":
             return self.buildProtocol(addr)
+        if self.mode == "bad protocol":
+            return Broken()
         writethrough.send_and_drain(sock, b"bye\r\n")
         sock.close()
         return None
@@ -156,6 +163,46 @@ async def test_a_failing_quick_is_logged_closes_that_socket_and_the_port_goes_on
         assert await _read_to_eof(_client(port)) == b"bye\r\n"
     finally:
         globalLogPublisher.removeObserver(events.append)
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_protocol_failing_in_connection_made_is_logged_and_the_port_goes_on() -> None:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    factory = QuickFactory("bad protocol")
+    port = _listen(factory)
+    try:
+        sock = _client(port)
+        await until(lambda: any("new connection failed" in e.get("log_format", "") for e in events), what="the log")
+        sock.close()
+        factory.mode = "bye"
+        assert await _read_to_eof(_client(port)) == b"bye\r\n"
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_descriptor_that_cannot_be_wrapped_is_closed_and_the_port_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failed: list[int] = []
+
+    def broken(family: int, kind: int, proto: int, fd: int) -> socket.socket:
+        if not failed:
+            failed.append(fd)
+            raise OSError(errno.ENOTSOCK, "not a socket")
+        return socket.socket(family, kind, proto, fd)
+
+    monkeypatch.setattr(quickport, "_socket", broken)
+    factory = QuickFactory("bye")
+    port = _listen(factory)
+    try:
+        assert await _read_to_eof(_client(port)) == b""  # its descriptor was closed: the peer sees the end
+        assert failed and factory.calls == []
+        assert await _read_to_eof(_client(port)) == b"bye\r\n"
+    finally:
         await port.stopListening()
 
 
