@@ -219,6 +219,20 @@ def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
     return proc.stdout.readline()
 
 
+def user_system_seconds(pid: int) -> tuple[float, float] | None:
+    """
+    (user, system) CPU seconds a process has used so far, from /proc/PID/stat
+    (clock ticks: 10 ms here, so only a run of seconds splits finely).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime: fields 14 and 15 of the line
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_seconds(pid: int) -> float | None:
     """CPU time a process has used so far (all its threads; nanosecond schedstat where there is one)."""
     try:
@@ -244,6 +258,7 @@ class LoadResult:
     errors: int  # errors (greeting) or lost datagrams (udp)
     server_cpu: float | None  # seconds of CPU the server used meanwhile
     client_cpu: float  # seconds of CPU the client processes used meanwhile
+    server_split: tuple[float, float] | None = None  # of which (user, system) seconds, at clock-tick resolution
 
 
 def run_load(kind: str, port: int, clients: int, duration: float, size: int = 0, pid: int | None = None) -> LoadResult:
@@ -268,6 +283,7 @@ def run_load(kind: str, port: int, clients: int, duration: float, size: int = 0,
             if line != "ready":
                 raise BenchError(f"client: {_client_error(line)}")
         cpu_before = cpu_seconds(pid) if pid is not None else None
+        split_before = user_system_seconds(pid) if pid is not None else None
         for p in procs:  # go, all together
             assert p.stdin is not None
             p.stdin.write("go\n")
@@ -289,8 +305,12 @@ def run_load(kind: str, port: int, clients: int, duration: float, size: int = 0,
             errors += int(result["errors"])
             client_cpu += float(result.get("cpu", 0.0))
         cpu_after = cpu_seconds(pid) if pid is not None else None
+        split_after = user_system_seconds(pid) if pid is not None else None
         cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-        return LoadResult(rate, ops, errors, cpu, client_cpu)
+        split = None
+        if split_before is not None and split_after is not None:
+            split = (split_after[0] - split_before[0], split_after[1] - split_before[1])
+        return LoadResult(rate, ops, errors, cpu, client_cpu, split)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -360,6 +380,7 @@ class Samples:
         self.rates: dict[tuple[str, str], list[float]] = {}
         self.cpus: dict[tuple[str, str], list[float]] = {}
         self.client_cpus: dict[tuple[str, str], list[float]] = {}
+        self.splits: dict[tuple[str, str], list[tuple[float, float]]] = {}  # (user, system) s, per run
         self.errors: dict[tuple[str, str], int] = {}
         self.idle_cpu = 0.0  # CPU seconds used by the servers not under load, meanwhile
         self.busy_cpu = 0.0  # CPU seconds used by the server under load
@@ -379,6 +400,8 @@ class Samples:
         if got.server_cpu is not None and got.ops:
             self.busy_cpu += got.server_cpu
             self.cpus.setdefault(key, []).append(got.server_cpu / got.ops * 1e6)
+            if got.server_split is not None:
+                self.splits.setdefault(key, []).append(got.server_split)
         if got.ops:
             self.client_cpus.setdefault(key, []).append(got.client_cpu / got.ops * 1e6)
         self.errors[key] = self.errors.get(key, 0) + got.errors
@@ -417,9 +440,18 @@ class Samples:
                             "unit": f"server CPU us/{plan.op}",
                             "higher_is_better": False,
                             "samples": [round(x, 2) for x in self.cpus[key]],
+                            # over all runs, since one short run holds few clock ticks
+                            "user_share": user_share(self.splits.get(key, [])),
                         }
                     )
         return rows + cpu_rows
+
+
+def user_share(splits: Sequence[tuple[float, float]]) -> float | None:
+    """Of the server's CPU in these runs, the share spent in user space (the rest is the kernel's), or None."""
+    user = sum(u for u, _ in splits)
+    total = user + sum(s for _, s in splits)
+    return round(user / total, 3) if total > 0 else None
 
 
 def _rotate(items: Sequence[Any], r: int) -> list[Any]:

@@ -60,6 +60,9 @@ def test_quick_run_prints_rows_and_writes_json(tmp_path: Path) -> None:
     for r in rows:
         assert runner.check_row(r) is None
         assert r["value"] > 0
+        if r["bench"].endswith(" cpu"):  # a share of user CPU, or None when the runs held no clock tick
+            assert r["user_share"] is None or 0.0 <= r["user_share"] <= 1.0
+    assert result["socksvc_reactor"] == "default"
     ratios = result["ratios"]
     for bench in MINE:
         vs = {r["vs"] for r in ratios if r["bench"] == bench}
@@ -68,6 +71,37 @@ def test_quick_run_prints_rows_and_writes_json(tmp_path: Path) -> None:
     for r in ratios:
         assert math.isfinite(r["ratio"]) and r["ratio"] > 0, r
         assert f"({r['ratio']:.2f}x)" in proc.stdout
+
+
+def test_user_and_system_cpu_are_read_for_a_process() -> None:
+    user, system = harness.user_system_seconds(os.getpid()) or (-1.0, -1.0)
+    assert user > 0 and system >= 0  # this test process has surely run a while in user space
+    assert harness.user_system_seconds(2**22 + 1) is None  # no such process
+
+
+def test_user_share_sums_the_runs() -> None:
+    assert harness.user_share([(0.3, 0.1), (0.1, 0.1)]) == 0.667
+    assert harness.user_share([(0.0, 0.0)]) is None
+    assert harness.user_share([]) is None
+
+
+def test_reactor_option_reaches_twistds_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_launch(name: str, cmd: list[str], *a: Any, **k: Any) -> Any:
+        seen.append(cmd)
+        raise Stop
+
+    monkeypatch.setattr(harness, "launch", fake_launch)
+    for reactor, expected in ((None, []), ("epoll", ["--reactor", "epoll"])):
+        monkeypatch.setattr(harness.overrides, "reactor", reactor)
+        with pytest.raises(Stop), harness.server(harness.SOCKSVC, "echo"):
+            pass
+        cmd = seen[-1]
+        assert cmd[cmd.index("--pidfile=") + 1 : cmd.index("socksvc")] == expected
 
 
 # -- ratios and the table -------------------------------------------------------------
