@@ -55,7 +55,18 @@ class QuickFactory(Protocol):
 
 
 class QuickPort(tcp.Port):
-    """L{tcp.Port} whose accept loop offers each socket to C{factory.quick} first."""
+    """
+    L{tcp.Port} whose accept loop offers each socket to C{factory.quick} first.
+
+    Twisted's loop takes in up to C{numberAccepts} peers per readable event
+    and raises that by 20 whenever it used them all, without limit: cheap
+    when each accept only builds a transport. Here each accept may be a
+    whole connection's work, so the number stops at L{MAX_ACCEPTS}: a flood
+    of greetings cannot keep the reactor from other connections for longer
+    than that many greetings take (milliseconds).
+    """
+
+    MAX_ACCEPTS = 100
 
     def doRead(self) -> None:
         quick = getattr(self.factory, "quick", None)
@@ -98,9 +109,9 @@ class QuickPort(tcp.Port):
                 except Exception:
                     # As Twisted's loop does: the transport, if there is one, is the protocol's now.
                     log.failure("{where}: a new connection failed", where=self.logPrefix())
-        # Twisted's own scaling of the accept loop.
+        # Twisted's own scaling of the accept loop, up to MAX_ACCEPTS.
         if accepted == self.numberAccepts:
-            self.numberAccepts += 20
+            self.numberAccepts = min(self.numberAccepts + 20, self.MAX_ACCEPTS)
         else:
             self.numberAccepts = max(1, accepted)
 

@@ -234,6 +234,39 @@ async def test_an_accept_error_goes_to_twisteds_own_loop() -> None:
         await port.stopListening()
 
 
+def test_one_readable_event_serves_at_most_max_accepts_peers() -> None:
+    from twisted.internet import reactor
+
+    pairs = [socket.socketpair() for _ in range(QuickPort.MAX_ACCEPTS + 30)]
+
+    class Waiting:
+        """A listening socket with a queue of peers (socket pairs stand in for TCP connections)."""
+
+        def __init__(self) -> None:
+            self.queue = [(ours.detach(), ("127.0.0.1", 40000 + i)) for i, (ours, _) in enumerate(pairs)]
+
+        def _accept(self) -> Any:
+            if not self.queue:
+                raise BlockingIOError(errno.EAGAIN, "no one waiting")
+            return self.queue.pop(0)
+
+    factory = QuickFactory("bye")
+    port = QuickPort(0, factory, interface="127.0.0.1", reactor=reactor)
+    port.socket = Waiting()  # never listening: doRead is driven by hand
+    port.numberAccepts = QuickPort.MAX_ACCEPTS
+    try:
+        port.doRead()
+        assert len(factory.calls) == QuickPort.MAX_ACCEPTS  # the rest wait for the next event
+        assert port.numberAccepts == QuickPort.MAX_ACCEPTS  # not raised past the limit
+        port.doRead()
+        assert len(factory.calls) == QuickPort.MAX_ACCEPTS + 30
+        assert port.numberAccepts == 30  # Twisted's rule when fewer came
+        assert all(theirs.recv(100) == b"bye\r\n" for _, theirs in pairs)
+    finally:
+        for _, theirs in pairs:
+            theirs.close()
+
+
 def _try_recv(sock: socket.socket) -> bytes:
     try:
         return sock.recv(100)
