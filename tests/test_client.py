@@ -298,6 +298,11 @@ def test_connect_timeout(full: socket.socket, capsysbinary: Any, command: str) -
     one_error_line(err, rf"socksvc: cannot connect to 127\.0\.0\.1 port {port}: timed out after 0\.3 s")
 
 
+def _start(*args: str) -> subprocess.Popen[bytes]:
+    """The socksvc script in the background, its output captured, no input."""
+    return subprocess.Popen([SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
 def _accept(listener: socket.socket, timeout: float = 20.0) -> socket.socket:
     ready, _, _ = select.select([listener], [], [], timeout)
     assert ready, "the client never connected"
@@ -307,12 +312,7 @@ def _accept(listener: socket.socket, timeout: float = 20.0) -> socket.socket:
 
 def test_server_closing_early_is_one_line(silent: socket.socket) -> None:
     port = silent.getsockname()[1]
-    proc = subprocess.Popen(
-        [SCRIPT, "echo", "127.0.0.1", str(port), "hello"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = _start("echo", "127.0.0.1", str(port), "hello")
     conn = _accept(silent)
     got = b""
     while len(got) < 5:  # read what was sent first, so the close is a clean FIN, not a reset
@@ -328,12 +328,7 @@ def test_server_closing_early_is_one_line(silent: socket.socket) -> None:
 
 def test_server_reset_is_one_line(silent: socket.socket) -> None:
     port = silent.getsockname()[1]
-    proc = subprocess.Popen(
-        [SCRIPT, "echo", "127.0.0.1", str(port), "hello"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = _start("echo", "127.0.0.1", str(port), "hello")
     conn = _accept(silent)
     assert conn.recv(5, socket.MSG_PEEK)  # the client is past connecting: it has sent
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -346,7 +341,7 @@ def test_server_reset_is_one_line(silent: socket.socket) -> None:
 
 def test_greeting_service_that_says_nothing(silent: socket.socket) -> None:
     port = silent.getsockname()[1]
-    proc = subprocess.Popen([SCRIPT, "greet", "127.0.0.1", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start("greet", "127.0.0.1", str(port))
     _accept(silent).close()
     _out, err = proc.communicate(timeout=20)
     assert proc.returncode == EXIT_PROTOCOL
@@ -355,11 +350,7 @@ def test_greeting_service_that_says_nothing(silent: socket.socket) -> None:
 
 def test_ctrl_c_exits_130_quietly(silent: socket.socket) -> None:
     port = silent.getsockname()[1]
-    proc = subprocess.Popen(
-        [SCRIPT, "echo", "127.0.0.1", str(port), "hello", "--timeout", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start("echo", "127.0.0.1", str(port), "hello", "--timeout", "60")
     conn = _accept(silent)  # connected and now waiting for a reply that never comes
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
@@ -369,11 +360,7 @@ def test_ctrl_c_exits_130_quietly(silent: socket.socket) -> None:
 
 
 def test_ctrl_c_during_count_prints_the_summary(svc: Daemon) -> None:
-    proc = subprocess.Popen(
-        [SCRIPT, "echo", "127.0.0.1", str(svc.port("echo")), "hi", "-c", "1000", "-i", "30"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start("echo", "127.0.0.1", str(svc.port("echo")), "hi", "-c", "1000", "-i", "30")
     assert proc.stdout is not None
     first = proc.stdout.readline() + proc.stdout.readline()  # the header and round 1; now in its 30 s pause
     assert b"seq=1 " in first

@@ -30,7 +30,7 @@ from socksvc.greeting import (
 )
 from socksvc.registry import types
 from tests.conftest import Loopback, until
-from tests.support import connect, context, peer, pumped
+from tests.support import connect, context, peer, pumped, recv_all
 
 
 def greet(body: str = "", *, clock: Clock | None = None, addr: Any = None, name: str | None = None) -> bytes:
@@ -362,10 +362,7 @@ async def test_a_client_that_sends_first_still_gets_the_whole_greeting() -> None
         sock.sendall(b"hi\n" * 100)
         await until(lambda: bool(loop.protocols) and not ctx.policy.connections, what="the greeting to close")
         sock.settimeout(5)
-        got = b""
-        while chunk := sock.recv(1000):
-            got += chunk
-        assert got == b"hello there\r\n"
+        assert recv_all(sock) == b"hello there\r\n"
     finally:
         await loop.close()
 

@@ -1,6 +1,6 @@
 import socket
 
-from tests.support import daemon
+from tests.support import daemon, echo_round_trip
 
 CONFIG = """
 [services.echo]
@@ -15,12 +15,7 @@ listen = ["tcp:0:interface=127.0.0.1"]
 def test_every_service_answers_plain_sockets() -> None:
     with daemon(CONFIG) as d:
         with socket.create_connection(("127.0.0.1", d.port("echo")), timeout=5) as s:
-            s.sendall(b"ping\x00\xff")
-            s.shutdown(socket.SHUT_WR)
-            got = b""
-            while chunk := s.recv(100):
-                got += chunk
-        assert got == b"ping\x00\xff"
+            assert echo_round_trip(s, b"ping\x00\xff") == b"ping\x00\xff"
         with socket.create_connection(("127.0.0.1", d.port("greeting")), timeout=5) as s:
             assert s.recv(600) == b"Thank you for connecting\r\n"
         with socket.create_connection(("127.0.0.1", d.port("reverse")), timeout=5) as s:

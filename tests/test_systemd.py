@@ -30,7 +30,7 @@ from socksvc import systemd
 from socksvc.config import ConfigError, loads
 from socksvc.daemon import DaemonService, StartupError
 from socksvc.listen import parse_listen
-from tests.support import TWISTD, daemon
+from tests.support import TWISTD, daemon, echo_round_trip
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -552,11 +552,7 @@ def test_socket_activation_tcp_by_name() -> None:
         log,
     ):
         with connect_retry(echo) as s:  # the first connection starts the daemon; it is answered
-            s.sendall(b"activated\n")
-            s.shutdown(socket.SHUT_WR)
-            got = b""
-            while chunk := s.recv(100):
-                got += chunk
+            got = echo_round_trip(s, b"activated\n")
         assert got == b"activated\n"
         with socket.create_connection(("127.0.0.1", greet), timeout=5) as s:
             assert s.recv(100) == b"Thank you for connecting\r\n"
