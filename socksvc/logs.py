@@ -214,16 +214,6 @@ def log_destination(options: Mapping[str, Any] | None, argv: Sequence[str] = ())
     return LogDestination("file", path="twistd.log")
 
 
-def wants_default_logging(argv: Sequence[str]) -> bool:
-    """
-    From twistd's command line (C{sys.argv}), when its options are not at
-    hand: True unless twistd would log to standard output on its own, that is
-    unless C{--nodaemon} was given and none of C{--logfile} (but C{-}),
-    C{--syslog}, C{--logger} (or their abbreviations, or C{-l}).
-    """
-    return log_destination(None, argv).kind != "stdout"
-
-
 def choose_text_observer(
     out: IO[str],
     options: Mapping[str, Any] | None,

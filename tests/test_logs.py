@@ -33,7 +33,6 @@ from socksvc.logs import (
     choose_text_observer,
     log_destination,
     rotate_on_sigusr1,
-    wants_default_logging,
 )
 from tests.support import TWISTD, daemon
 
@@ -153,7 +152,8 @@ def test_the_line_matches_what_the_tests_parse() -> None:
     ],
 )
 def test_argv_decides_when_twistd_options_are_not_at_hand(argv: list[str], default: bool) -> None:
-    assert wants_default_logging(argv) is default
+    # default: twistd's own observer, not stdout, is where the log goes
+    assert (log_destination(None, argv).kind != "stdout") is default
 
 
 def test_twistd_options_decide_when_given() -> None:
