@@ -19,7 +19,7 @@ import attrs
 from twisted.internet.protocol import ServerFactory
 
 from socksvc import writethrough
-from socksvc.lines import LineSplitter, TooLong
+from socksvc.util.lines import LineSplitter, TooLong
 from socksvc.policy import ServiceFactory, StreamProtocol
 from socksvc.registry import ServiceContext, ServiceType
 from socksvc.settings import as_int, setting

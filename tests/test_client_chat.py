@@ -359,7 +359,7 @@ def test_escape_leaves_nothing_a_terminal_interprets(text: str) -> None:
 @settings(max_examples=200)
 @given(st.text())
 def test_client_and_server_escape_alike(text: str) -> None:
-    # One rule (socksvc.visible): the client escapes what the server does, plus the bidi marks.
+    # One rule (socksvc.util.visible): the client escapes what the server does, plus the bidi marks.
     from socksvc.chat.sanitize import visible as server_visible
 
     no_marks = "".join(c for c in text if c not in "\u061c\u200e\u200f")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from socksvc.client.chat_net import Target
 from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, REFUSAL, refusal
-from socksvc.visible import UNSAFE_STRICT, is_safe
+from socksvc.util.visible import UNSAFE_STRICT, is_safe
 from tests import test_client
 from tests.support import Daemon, daemon
 from tests.test_client import one_error_line, run

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socksvc.lines import TOO_LONG, LineSplitter, TooLong
+from socksvc.util.lines import TOO_LONG, LineSplitter, TooLong
 
 
 def expected(stream: bytes, max_line: int, strip_cr: bool) -> tuple[list[bytes | TooLong], int]:

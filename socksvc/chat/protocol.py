@@ -20,7 +20,7 @@ from zope.interface import implementer
 from socksvc import writethrough
 from socksvc.chat.sanitize import TelnetFilter, decode_line
 from socksvc.chat.state import ChatState, Member
-from socksvc.lines import LineSplitter, TooLong
+from socksvc.util.lines import LineSplitter, TooLong
 from socksvc.policy import Tracked
 from socksvc.registry import ServiceContext
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import unicodedata
 
-from socksvc.visible import UNSAFE
-from socksvc.visible import visible as _visible
+from socksvc.util.visible import UNSAFE
+from socksvc.util.visible import visible as _visible
 
 NAME_PUNCT = frozenset("_-.")
 ROOM_MAX = 32
@@ -19,7 +19,7 @@ ROOM_MAX = 32
 def visible(text: str) -> str:
     """
     C{text} with every unsafe character replaced by a visible escape (see
-    L{socksvc.visible}: C0 controls but TAB, DEL, C1 controls, bidi
+    L{socksvc.util.visible}: C0 controls but TAB, DEL, C1 controls, bidi
     embeddings/overrides and isolates, line/paragraph separators).
     """
     return _visible(text, UNSAFE)

@@ -59,7 +59,7 @@ from socksvc.client.chat_format import (
 )
 from socksvc.client.chat_net import Target, describe, open_stream
 from socksvc.client.common import refusal
-from socksvc.lines import LineSplitter, TooLong
+from socksvc.util.lines import LineSplitter, TooLong
 
 MAX_LINE = 1 << 20
 BACKOFF_FIRST = 1.0

@@ -27,8 +27,8 @@ from typing import Literal
 
 import attrs
 
-from socksvc.visible import UNSAFE_STRICT, visible
-from socksvc.visible import is_safe as _is_safe
+from socksvc.util.visible import UNSAFE_STRICT, visible
+from socksvc.util.visible import is_safe as _is_safe
 
 Kind = Literal["message", "action", "private", "private_sent", "notice", "text"]
 
@@ -38,7 +38,7 @@ def escape(text: str) -> str:
     C{text} with everything a terminal would interpret made visible: C0
     controls but TAB as caret notation (ESC is ``^[``), DEL as ``^?``, C1
     controls as ``\\x9b``, bidi controls, marks and line separators as
-    ``\\u202e`` (L{socksvc.visible.UNSAFE_STRICT}).
+    ``\\u202e`` (L{socksvc.util.visible.UNSAFE_STRICT}).
     """
     return visible(text, UNSAFE_STRICT)
 

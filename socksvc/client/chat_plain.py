@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from socksvc.client.chat_format import decode, plain
 from socksvc.client.common import refusal
-from socksvc.lines import LineSplitter, TooLong
+from socksvc.util.lines import LineSplitter, TooLong
 
 MAX_LINE = 1 << 20
 """Longest server line shown (longer ones are replaced by a note)."""

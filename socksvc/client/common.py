@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import attrs
 
-from socksvc.visible import UNSAFE_STRICT, visible
+from socksvc.util.visible import UNSAFE_STRICT, visible
 
 PROG = "socksvc"
 

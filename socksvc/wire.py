@@ -1,0 +1,48 @@
+"""
+What the daemon and the C{socksvc} client agree on, in one place both import.
+
+Nothing here imports anything of socksvc's: the client (which imports only
+this module and L{socksvc.util}) and the daemon read the same constants, so
+a refusal line, a default port, a chat command or a chat line shape cannot
+drift between the two ends.
+"""
+
+from __future__ import annotations
+
+# -- refusals ------------------------------------------------------------------
+
+REFUSAL_PREFIX = "socksvc: "
+"""A refused peer reads one line, C{socksvc: REASON} CRLF, then the daemon closes."""
+REFUSAL = REFUSAL_PREFIX.encode("ascii")
+
+# -- default ports (the embedded default config, loopback only) ----------------
+
+DEFAULT_INTERFACE = "127.0.0.1"
+ECHO_PORT = 7007
+GREETING_PORT = 7017
+REVERSE_PORT = 7071
+CHAT_PORT = 7070
+
+DEFAULT_PORTS: dict[str, int] = {
+    "echo": ECHO_PORT,
+    "greeting": GREETING_PORT,
+    "reverse": REVERSE_PORT,
+    "chat": CHAT_PORT,
+}
+"""Service name -> the loopback port of the embedded default (and the client's default)."""
+
+# -- chat ------------------------------------------------------------------------
+
+CHAT_COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/help", "/quit")
+"""Every chat command a member may type (case-insensitive), as the console completes them."""
+
+CHAT_NOTICE = "-!- "
+"""A server notice: joins, parts, quits, renames, topics, errors."""
+CHAT_ERROR = CHAT_NOTICE + "error: "
+"""A notice that reports an error in what the member sent."""
+CHAT_PRIVATE_SENT = "-> "
+"""Starts the confirmation of a private message the member sent: C{-> *nick* text}."""
+CHAT_HISTORY = "history"
+"""A replayed line starts C{[history HH:MM] }."""
+CHAT_MISSED = "You missed {missed} lines (you were not reading fast enough)"
+"""The notice a member that could not keep up gets once it reads again."""
