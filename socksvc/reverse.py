@@ -19,10 +19,10 @@ import attrs
 from twisted.internet.protocol import ServerFactory
 
 from socksvc import writethrough
-from socksvc.util.lines import LineSplitter, TooLong
 from socksvc.policy import ServiceFactory, StreamProtocol
 from socksvc.registry import ServiceContext, ServiceType
 from socksvc.settings import as_int, setting
+from socksvc.util.lines import LineSplitter, TooLong
 
 ZWJ = "\u200d"
 

@@ -20,9 +20,9 @@ from zope.interface import implementer
 from socksvc import writethrough
 from socksvc.chat.sanitize import TelnetFilter, decode_line
 from socksvc.chat.state import ChatState, Member
-from socksvc.util.lines import LineSplitter, TooLong
 from socksvc.policy import Tracked
 from socksvc.registry import ServiceContext
+from socksvc.util.lines import LineSplitter, TooLong
 
 CLOSE_GRACE = 10.0  # seconds a closing peer gets to take its last lines
 
