@@ -15,8 +15,8 @@ from typing import Any
 
 from twisted.python import usage
 
-from socksvc.config import ConfigError, load
-from socksvc.daemon import DaemonService, StartupError
+from socksvc.config.loader import ConfigError, load
+from socksvc.daemon.service import DaemonService, StartupError
 
 
 class Options(usage.Options):
@@ -40,13 +40,13 @@ def choose_reactor() -> None:
     twistd installs a reactor while parsing its options only when given
     C{-r/--reactor}; otherwise the first import of C{twisted.internet.reactor}
     installs the platform default. Where that default would be epoll,
-    L{socksvc.reactor.SocksvcReactor} (the same reactor with a leaner read
+    L{socksvc.daemon.reactor.SocksvcReactor} (the same reactor with a leaner read
     dispatch) goes in its place. C{twist}, tests and C{twistd -r NAME} have
     installed one already and keep it.
     """
     if "twisted.internet.reactor" in sys.modules or not hasattr(select, "epoll"):
         return
-    from socksvc.reactor import install
+    from socksvc.daemon.reactor import install
 
     install()
 

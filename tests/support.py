@@ -33,9 +33,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
-from socksvc.config import loads
-from socksvc.policy import Policy, PolicySettings
-from socksvc.registry import ServiceContext, types
+from socksvc.config.loader import loads
+from socksvc.core.policy import Policy, PolicySettings
+from socksvc.core.service import ServiceContext, types
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 

@@ -10,8 +10,8 @@ import re
 import pytest
 from twisted.internet.error import ConnectionLost
 
-from socksvc.chat.service import ChatSettings
-from socksvc.config import DEFAULT_CONFIG, ConfigError, loads
+from socksvc.config.loader import DEFAULT_CONFIG, ConfigError, loads
+from socksvc.services.chat.service import ChatSettings
 from tests.test_chat_support import LINE, UNSAFE, Chat
 
 # -- connecting and nicknames ------------------------------------------------
@@ -29,7 +29,7 @@ def test_welcome_motd_and_nick_prompt() -> None:
 
 
 def test_welcome_waits_a_moment_for_the_nickname_to_share_one_write() -> None:
-    from socksvc.chat.state import WELCOME_HOLD
+    from socksvc.services.chat.state import WELCOME_HOLD
 
     chat = Chat()
     c = chat.connect(release=False)
@@ -723,7 +723,7 @@ def test_reconfigure_applies_to_live_state() -> None:
         '[services.chat]\nlisten = ["tcp:0"]\nrooms = ["lobby", "news"]\nhistory = 2\ntimestamps = true'
     ).service("chat")
     chat.ctx.settings = new.settings
-    from socksvc.chat.service import SERVICE_TYPE
+    from socksvc.services.chat.service import SERVICE_TYPE
 
     assert SERVICE_TYPE.reconfigure is not None
     SERVICE_TYPE.reconfigure(chat.ctx, new.settings)
@@ -736,7 +736,7 @@ def test_reconfigure_applies_to_live_state() -> None:
 
 
 def test_stop_tells_everyone() -> None:
-    from socksvc.chat.service import SERVICE_TYPE
+    from socksvc.services.chat.service import SERVICE_TYPE
 
     chat = Chat()
     a = chat.connect("alice")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from twisted.internet.error import ConnectionLost
 
-from socksvc.chat.sanitize import TelnetFilter, decode_line, name_key, nick_problem, visible
+from socksvc.services.chat.sanitize import TelnetFilter, decode_line, name_key, nick_problem, visible
 from tests.test_chat_support import LINE, UNSAFE, Chat, Client
 
 # -- text rules --------------------------------------------------------------
@@ -73,8 +73,8 @@ def test_telnet_filter_is_the_same_however_the_input_is_split(data: bytes, cuts:
 
 @given(st.lists(st.one_of(st.text(max_size=12), st.integers(), st.none()), max_size=5) | st.text() | st.integers())
 def test_rooms_setting_parser_accepts_only_valid_distinct_names(value: object) -> None:
-    from socksvc.chat.sanitize import room_problem
-    from socksvc.chat.service import parse_rooms
+    from socksvc.services.chat.sanitize import room_problem
+    from socksvc.services.chat.service import parse_rooms
 
     try:
         rooms = parse_rooms(value)

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from socksvc.chat.protocol import ChatProtocol
-from socksvc.registry import ServiceContext, types
+from socksvc.core.service import ServiceContext, types
+from socksvc.services.chat.protocol import ChatProtocol
 from tests.support import context, peer
 
 # Every line a client may receive (docs/chat.md), after an optional [HH:MM] stamp.

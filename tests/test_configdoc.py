@@ -1,15 +1,15 @@
 from pathlib import Path
 
-from socksvc.config import loads
-from socksvc.configdoc import render
-from socksvc.registry import types
-from socksvc.settings import setting_fields
+from socksvc.config.doc import render
+from socksvc.config.loader import loads
+from socksvc.config.settings import setting_fields
+from socksvc.core.service import types
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 
 
 def test_committed_reference_matches_the_code() -> None:
-    assert DOC.read_text(encoding="utf-8") == render(), "run: python -m socksvc.configdoc > docs/config.md"
+    assert DOC.read_text(encoding="utf-8") == render(), "run: python -m socksvc.config.doc > docs/config.md"
 
 
 def test_every_service_key_is_in_the_reference() -> None:

@@ -17,8 +17,8 @@ import pytest
 import pytest_twisted
 from twisted.logger import capturedLogs
 
-from socksvc.config import loads
-from socksvc.daemon import DaemonService, StartupError
+from socksvc.config.loader import loads
+from socksvc.daemon.service import DaemonService, StartupError
 from tests.conftest import refused, until
 from tests.support import TWISTD
 

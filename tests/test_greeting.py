@@ -17,8 +17,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from socksvc.config import ConfigError, loads
-from socksvc.greeting import (
+from socksvc.config.loader import ConfigError, loads
+from socksvc.core.service import types
+from socksvc.services.greeting import (
     HOSTNAME_TTL,
     MAX_MESSAGE,
     MAX_QUOTES_FILE,
@@ -28,7 +29,6 @@ from socksvc.greeting import (
     render,
     renderer,
 )
-from socksvc.registry import types
 from tests.conftest import Loopback, until
 from tests.support import connect, context, peer, pumped, recv_all
 
@@ -294,10 +294,10 @@ def test_a_cut_ends_on_a_character_and_with_crlf(text: str, limit: int) -> None:
 
 def test_render_cuts_what_grew_after_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check assumes a hostname; one that grew since (or a 4-byte character at the edge) is cut cleanly."""
-    import socksvc.greeting
+    import socksvc.services.greeting
 
     ctx = context("greeting", 'message = "{hostname}"')
-    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: "h" + "\U0001f600" * 200)
+    monkeypatch.setattr(socksvc.services.greeting, "_hostname", lambda: "h" + "\U0001f600" * 200)
     got = render(ctx, "127.0.0.1:1", 0.0)
     assert len(got) <= MAX_MESSAGE and got.endswith(b"\r\n")
     assert got[:-2].decode("utf-8") == "h" + "\U0001f600" * 127
@@ -318,10 +318,10 @@ def test_a_peer_half_close_does_not_cut_the_message_short() -> None:
 
 
 def test_a_message_without_per_connection_fields_is_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socksvc.greeting
+    import socksvc.services.greeting
 
     looked_up: list[int] = []
-    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: looked_up.append(1) or "box")
+    monkeypatch.setattr(socksvc.services.greeting, "_hostname", lambda: looked_up.append(1) or "box")
     clock = Clock()
     ctx = context("greeting", 'message = "{service} on {hostname}"', clock=clock, name="motd")
     looked_up.clear()  # the config check renders it once
@@ -330,7 +330,7 @@ def test_a_message_without_per_connection_fields_is_rendered_once(monkeypatch: p
     assert render(ctx, "127.0.0.1:2", clock.seconds() + 1) is first  # the same bytes object: nothing redone
     assert looked_up == [1]
     # The hostname is looked up again after a while, and after a reload.
-    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: "renamed")
+    monkeypatch.setattr(socksvc.services.greeting, "_hostname", lambda: "renamed")
     assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"motd on renamed\r\n"
     ctx.settings = attrs.evolve(ctx.settings, message="{hostname}!")
     assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"renamed!\r\n"

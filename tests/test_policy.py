@@ -23,8 +23,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, Logger, formatEvent
 from twisted.python.failure import Failure
 
-from socksvc import policy as policy_module
-from socksvc.policy import (
+from socksvc.config.settings import parse_network
+from socksvc.core import policy as policy_module
+from socksvc.core.policy import (
     DENIED,
     RATE_EXCEEDED,
     TOO_MANY,
@@ -46,7 +47,6 @@ from socksvc.policy import (
     raise_fd_limit,
     source_key,
 )
-from socksvc.settings import parse_network
 from tests.support import connect, context, peer
 
 # -- helpers -------------------------------------------------------------------

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from socksvc.config import ConfigError, loads
+from socksvc.config.loader import ConfigError, loads
 from tests.support import daemon, recv_exactly
 
 

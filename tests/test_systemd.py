@@ -26,10 +26,9 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from socksvc import systemd
-from socksvc.config import ConfigError, loads
-from socksvc.daemon import DaemonService, StartupError
-from socksvc.listen import parse_listen
+from socksvc.config.listen import parse_listen
+from socksvc.config.loader import ConfigError, loads
+from socksvc.daemon.service import DaemonService, StartupError, systemd
 from tests.support import TWISTD, daemon, echo_round_trip
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """
-Unit tests for the UDP echo guard (socksvc.udp): a fake clock and a fake
+Unit tests for the UDP echo guard (socksvc.core.datagram): a fake clock and a fake
 transport, no sockets. The loopback tests are in test_udp_loopback.py.
 """
 
@@ -17,11 +17,8 @@ from twisted.internet import error as terror
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from socksvc.config import loads
-from socksvc.echo import DEFAULT_DENY_SOURCE_PORTS, EchoSettings
-from socksvc.policy import Policy, PolicySettings, effective_burst
-from socksvc.registry import ServiceContext
-from socksvc.udp import (
+from socksvc.config.loader import loads
+from socksvc.core.datagram import (
     BROADCAST,
     DENIED,
     ERROR,
@@ -37,6 +34,9 @@ from socksvc.udp import (
     UDPEchoState,
     bad_source,
 )
+from socksvc.core.policy import Policy, PolicySettings, effective_burst
+from socksvc.core.service import ServiceContext
+from socksvc.services.echo import DEFAULT_DENY_SOURCE_PORTS, EchoSettings
 
 CLIENT_PORT = 40000
 
@@ -526,7 +526,7 @@ class _Port:
 
 
 def test_the_direct_reply_fails_as_twisteds_write_does() -> None:
-    from socksvc.udp import _sendto
+    from socksvc.core.datagram import _sendto
 
     ok = _Port(0)
     _sendto(ok, b"x", ("127.0.0.1", 5))

@@ -2,7 +2,7 @@
 Service types: what a C{[services.NAME]} table can be.
 
 Each service module defines one L{ServiceType}: its name, its settings class
-(see L{socksvc.settings}), and how to build a stream factory and/or a
+(see L{socksvc.config.settings}), and how to build a stream factory and/or a
 datagram protocol from a L{ServiceContext}. L{types} lists them all.
 """
 
@@ -15,7 +15,7 @@ import attrs
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.logger import Logger
 
-from socksvc.policy import Policy
+from socksvc.core.policy import Policy
 
 
 @attrs.define
@@ -60,10 +60,10 @@ class ServiceType:
 
 def types() -> dict[str, ServiceType]:
     """Every service type, by name."""
-    from socksvc import echo, greeting, reverse
+    from socksvc.services import echo, greeting, reverse
 
     found = [echo.SERVICE_TYPE, greeting.SERVICE_TYPE, reverse.SERVICE_TYPE]
-    from socksvc.chat import service as chat_service
+    from socksvc.services.chat import service as chat_service
 
     found.append(chat_service.SERVICE_TYPE)
     return {t.name: t for t in found}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from socksvc.chat.state import ChatState, Member
+from socksvc.services.chat.state import ChatState, Member
 
 Handler = Callable[[ChatState, Member, str], None]
 

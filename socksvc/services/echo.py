@@ -4,7 +4,7 @@ Echo (RFC 862): every byte back, binary-safe, in order.
 Over a stream the transport is registered as its own producer, so a client
 that sends without reading fills our write buffer, which pauses reading from
 it: daemon memory stays flat. After the client's half-close everything owed
-is still delivered, then we close. Over UDP see L{socksvc.udp}.
+is still delivered, then we close. Over UDP see L{socksvc.core.datagram}.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from typing import Any
 import attrs
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 
-from socksvc import writethrough
-from socksvc.policy import ServiceFactory, StreamProtocol
-from socksvc.registry import ServiceContext, ServiceType
-from socksvc.settings import as_float, as_int, as_list, as_networks, as_port, setting
+from socksvc.config.settings import as_float, as_int, as_list, as_networks, as_port, setting
+from socksvc.core import writethrough
+from socksvc.core.policy import ServiceFactory, StreamProtocol
+from socksvc.core.service import ServiceContext, ServiceType
 
 DEFAULT_DENY_SOURCE_PORTS = (0, 7, 9, 13, 17, 19, 37, 53, 69, 111, 123, 137, 161, 389, 1900, 5353, 11211)
 
 
 @attrs.frozen
 class EchoSettings:
-    """Keys of an echo service; they apply to its udp: listens (see socksvc.udp and docs/udp.md)."""
+    """Keys of an echo service; they apply to its udp: listens (see socksvc.core.datagram and docs/udp.md)."""
 
     deny_source_ports: tuple[int, ...] = setting(
         DEFAULT_DENY_SOURCE_PORTS,
@@ -61,7 +61,7 @@ def make_factory(context: ServiceContext) -> ServerFactory:
 
 
 def make_datagram(context: ServiceContext) -> DatagramProtocol:
-    from socksvc.udp import UDPEcho
+    from socksvc.core.datagram import UDPEcho
 
     return UDPEcho(context)
 

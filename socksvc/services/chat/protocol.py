@@ -17,11 +17,11 @@ from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IP
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socksvc import writethrough
-from socksvc.chat.sanitize import TelnetFilter, decode_line
-from socksvc.chat.state import ChatState, Member
-from socksvc.policy import Tracked
-from socksvc.registry import ServiceContext
+from socksvc.core import writethrough
+from socksvc.core.policy import Tracked
+from socksvc.core.service import ServiceContext
+from socksvc.services.chat.sanitize import TelnetFilter, decode_line
+from socksvc.services.chat.state import ChatState, Member
 from socksvc.util.lines import LineSplitter, TooLong
 
 CLOSE_GRACE = 10.0  # seconds a closing peer gets to take its last lines

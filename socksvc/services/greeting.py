@@ -21,11 +21,11 @@ from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
-from socksvc import writethrough
-from socksvc.config import MAX_SERVICE_NAME, read_regular_file
-from socksvc.policy import ServiceFactory, StreamProtocol
-from socksvc.registry import ServiceContext, ServiceType
-from socksvc.settings import as_float, setting
+from socksvc.config.loader import MAX_SERVICE_NAME, read_regular_file
+from socksvc.config.settings import as_float, setting
+from socksvc.core import writethrough
+from socksvc.core.policy import ServiceFactory, StreamProtocol
+from socksvc.core.service import ServiceContext, ServiceType
 
 MAX_MESSAGE = 512
 MAX_QUOTES_FILE = 16 << 20
@@ -220,7 +220,7 @@ class Greeting(StreamProtocol):
     Writes the message and closes; anything the peer sends is ignored. A
     peer's half-close does not cut the message short (see L{StreamProtocol}).
 
-    On a plain TCP port (a L{socksvc.quickport.QuickPort}) the whole
+    On a plain TCP port (a L{socksvc.daemon.quickport.QuickPort}) the whole
     greeting happens in the accept loop, before any transport exists
     (L{GreetingFactory.quick}, L{greet_now}). Otherwise there is a transport
     (a UNIX socket, TLS, a test transport, or the rest of a message the
@@ -306,7 +306,7 @@ _DONE = Failure(ConnectionDone("greeted"))
 
 class GreetingFactory(ServiceFactory):
     """
-    The greeting's factory: with L{quick}, a L{socksvc.quickport.QuickPort}
+    The greeting's factory: with L{quick}, a L{socksvc.daemon.quickport.QuickPort}
     greets a plain TCP peer straight from its accept loop, no transport
     built; everything else (TLS, UNIX sockets, refusals) goes the usual way.
     """

@@ -18,10 +18,10 @@ from typing import Any
 import attrs
 from twisted.internet.protocol import ServerFactory
 
-from socksvc import writethrough
-from socksvc.policy import ServiceFactory, StreamProtocol
-from socksvc.registry import ServiceContext, ServiceType
-from socksvc.settings import as_int, setting
+from socksvc.config.settings import as_int, setting
+from socksvc.core import writethrough
+from socksvc.core.policy import ServiceFactory, StreamProtocol
+from socksvc.core.service import ServiceContext, ServiceType
 from socksvc.util.lines import LineSplitter, TooLong
 
 ZWJ = "\u200d"

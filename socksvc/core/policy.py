@@ -38,8 +38,8 @@ from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socksvc.settings import IPNetwork, as_float, as_int, as_networks, setting
-from socksvc.writethrough import send_last
+from socksvc.config.settings import IPNetwork, as_float, as_int, as_networks, setting
+from socksvc.core.writethrough import send_last
 
 log = Logger(namespace="socksvc")
 

@@ -13,7 +13,7 @@ followed by an orderly close (a greeting, a refusal line), and L{send_now}
 for a last word before an abort.
 
 L{send_and_drain} is the socket-level step under L{send_last}, for a
-connection that has no transport yet (L{socksvc.quickport}).
+connection that has no transport yet (L{socksvc.daemon.quickport}).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Typed, self-describing settings.
 Every settings class in socksvc is an attrs class whose fields are made with
 L{setting}: the field carries a parser that turns a TOML value into the typed
 value (raising L{ValueError} with a short reason) and a one-line doc. The
-config loader (L{socksvc.config}) walks these fields generically, so a service
+config loader (L{socksvc.config.loader}) walks these fields generically, so a service
 module declares its keys once, next to the code that uses them, and the
 loader, the error messages and the docs all follow.
 """

@@ -8,7 +8,7 @@ work before twistd sheds privileges) and fail loudly: if any listener cannot
 bind, start-up stops with one line naming the service and the address, and
 nothing is left listening.
 
-Under systemd (see L{socksvc.systemd}) the daemon says READY=1 once every
+Under systemd (see L{socksvc.daemon.systemd}) the daemon says READY=1 once every
 listener is bound, keeps a STATUS= line fresh, pings the watchdog, adopts
 socket-activated descriptors (C{systemd:name=NAME}), re-reads its config on
 SIGHUP (L{DaemonService.reload}) and says STOPPING=1 on the way out.
@@ -30,13 +30,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from socksvc import systemd
-from socksvc.config import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig, load
-from socksvc.listen import ListenSpec, listen_stream, port_description
-from socksvc.policy import Policy, fd_warning, guard_port, raise_fd_limit
-from socksvc.quickport import quicken
-from socksvc.registry import ServiceContext, ServiceType, types
-from socksvc.udp import MAX_DATAGRAM, listen_udp, tune_buffers
+from socksvc.config.listen import ListenSpec, listen_stream, port_description
+from socksvc.config.loader import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig, load
+from socksvc.core.datagram import MAX_DATAGRAM, listen_udp, tune_buffers
+from socksvc.core.policy import Policy, fd_warning, guard_port, raise_fd_limit
+from socksvc.core.service import ServiceContext, ServiceType, types
+from socksvc.daemon import systemd
+from socksvc.daemon.quickport import quicken
 
 log = Logger(namespace="socksvc")
 
@@ -610,8 +610,8 @@ class DaemonService(MultiService):
             if self.config.daemon.log_format == "json":
                 # JSON where twistd would write its own log: stdout, or its
                 # --logfile opened as twistd opens it; --syslog and --logger
-                # stay twistd's (see socksvc.logs).
-                from socksvc.logs import LogFileError, choose_json_observer, log_destination
+                # stay twistd's (see socksvc.daemon.logs).
+                from socksvc.daemon.logs import LogFileError, choose_json_observer, log_destination
 
                 try:
                     json_observer = choose_json_observer(
@@ -632,8 +632,8 @@ class DaemonService(MultiService):
             else:
                 # Text: the same lines as twistd's own observer, faster, but
                 # only where twistd itself would write them to stdout (see
-                # socksvc.logs): --logfile, --syslog and --logger stay twistd's.
-                from socksvc.logs import choose_text_observer
+                # socksvc.daemon.logs): --logfile, --syslog and --logger stay twistd's.
+                from socksvc.daemon.logs import choose_text_observer
 
                 observer = choose_text_observer(sys.stdout, self.twistd_options, sys.argv)
                 if observer is not None:

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from socksvc.chat.sanitize import clip, name_key, nick_problem, room_problem, visible
-from socksvc.policy import RateLimitedLog, TokenBucket
+from socksvc.core.policy import RateLimitedLog, TokenBucket
+from socksvc.services.chat.sanitize import clip, name_key, nick_problem, room_problem, visible
 
 log = Logger(namespace="socksvc")
 
@@ -519,7 +519,7 @@ class ChatState:
         if m.gone or not text.strip():
             return
         if text.startswith("/") and not text.startswith("//"):
-            from socksvc.chat.commands import run
+            from socksvc.services.chat.commands import run
 
             run(self, m, text)
             return

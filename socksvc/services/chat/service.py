@@ -2,7 +2,7 @@
 The chat service type: its settings and how it is built, reloaded and stopped.
 
 See docs/chat.md for the protocol. State (members, rooms, history) lives in
-the service context (L{socksvc.chat.protocol.chat_state}), so a reload keeps
+the service context (L{socksvc.services.chat.protocol.chat_state}), so a reload keeps
 everyone connected and applies the new settings to the live rooms.
 """
 
@@ -13,11 +13,11 @@ from typing import Any
 import attrs
 from twisted.internet.protocol import ServerFactory
 
-from socksvc.chat.protocol import ChatProtocol, chat_state
-from socksvc.chat.sanitize import name_key, room_problem
-from socksvc.policy import ServiceFactory
-from socksvc.registry import ServiceContext, ServiceType
-from socksvc.settings import as_bool, as_float, as_int, as_list, as_str, setting
+from socksvc.config.settings import as_bool, as_float, as_int, as_list, as_str, setting
+from socksvc.core.policy import ServiceFactory
+from socksvc.core.service import ServiceContext, ServiceType
+from socksvc.services.chat.protocol import ChatProtocol, chat_state
+from socksvc.services.chat.sanitize import name_key, room_problem
 
 DEFAULT_RESERVED = (
     "server",

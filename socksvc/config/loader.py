@@ -19,11 +19,11 @@ from typing import Any
 
 import attrs
 
-from socksvc.listen import ListenSpec, parse_listen
-from socksvc.policy import PolicySettings
-from socksvc.registry import ServiceType, types
-from socksvc.settings import ItemError, as_choice, closest, setting, setting_fields
-from socksvc.systemd import parse_spec
+from socksvc.config.listen import ListenSpec, parse_listen
+from socksvc.config.settings import ItemError, as_choice, closest, setting, setting_fields
+from socksvc.core.policy import PolicySettings
+from socksvc.core.service import ServiceType, types
+from socksvc.daemon.systemd import parse_spec
 
 DEFAULT_SOURCE = "<embedded default>"
 

@@ -45,9 +45,9 @@ from twisted.internet import udp
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from socksvc.listen import ListenSpec
-from socksvc.policy import RateLimitedLog, TokenBucket, address_allowed, effective_burst, host_ip, source_key
-from socksvc.registry import ServiceContext
+from socksvc.config.listen import ListenSpec
+from socksvc.core.policy import RateLimitedLog, TokenBucket, address_allowed, effective_burst, host_ip, source_key
+from socksvc.core.service import ServiceContext
 
 log = Logger(namespace="socksvc")
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import attrs
 from twisted.internet.interfaces import IListeningPort
 
-from socksvc.settings import closest
+from socksvc.config.settings import closest
 
 STREAM_SCHEMES = ("tcp", "tcp6", "unix", "ssl", "systemd")
 DATAGRAM_SCHEMES = ("udp",)
@@ -139,7 +139,7 @@ def parse_listen(text: Any) -> ListenSpec:
     if scheme == "unix":
         return _parse_unix(text, parts)
     # systemd: checked here; the descriptors are looked up when the daemon starts.
-    from socksvc.systemd import parse_spec
+    from socksvc.daemon.systemd import parse_spec
 
     parse_spec(text)
     return ListenSpec(text=text, scheme=scheme, endpoint=text_for_endpoint)
