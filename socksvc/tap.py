@@ -15,8 +15,11 @@ from typing import Any
 
 from twisted.python import usage
 
-from socksvc.config.loader import ConfigError, load
-from socksvc.daemon.service import DaemonService, StartupError
+from socksvc.config.loader import ConfigError
+from socksvc.daemon import reactor as socksvc_reactor
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.service import DaemonService
+from socksvc.services.catalogue import load
 
 
 class Options(usage.Options):
@@ -46,9 +49,7 @@ def choose_reactor() -> None:
     """
     if "twisted.internet.reactor" in sys.modules or not hasattr(select, "epoll"):
         return
-    from socksvc.daemon.reactor import install
-
-    install()
+    socksvc_reactor.install()
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> DaemonService:

@@ -10,7 +10,8 @@ import re
 import pytest
 from twisted.internet.error import ConnectionLost
 
-from socksvc.config.loader import DEFAULT_CONFIG, ConfigError, loads
+from socksvc.config.loader import DEFAULT_CONFIG, ConfigError
+from socksvc.services.catalogue import loads
 from socksvc.services.chat.service import ChatSettings
 from tests.test_chat_support import LINE, UNSAFE, Chat
 
@@ -722,11 +723,7 @@ def test_reconfigure_applies_to_live_state() -> None:
     new = loads(
         '[services.chat]\nlisten = ["tcp:0"]\nrooms = ["lobby", "news"]\nhistory = 2\ntimestamps = true'
     ).service("chat")
-    chat.ctx.settings = new.settings
-    from socksvc.services.chat.service import SERVICE_TYPE
-
-    assert SERVICE_TYPE.reconfigure is not None
-    SERVICE_TYPE.reconfigure(chat.ctx, new.settings)
+    chat.ctx.reconfigure(new.settings)  # what the daemon does on a reload
     assert chat.ctx.state is state
     assert [body for _, body in state.rooms["lobby"].history] == ["<alice> 3", "<alice> 4"]
     a.lines()
@@ -736,15 +733,12 @@ def test_reconfigure_applies_to_live_state() -> None:
 
 
 def test_stop_tells_everyone() -> None:
-    from socksvc.services.chat.service import SERVICE_TYPE
-
     chat = Chat()
     a = chat.connect("alice")
     anon = chat.connect()
     a.lines()
     anon.lines()
-    assert SERVICE_TYPE.stop is not None
-    SERVICE_TYPE.stop(chat.ctx)
+    chat.ctx.state.shutdown()  # what the daemon does on stop
     assert a.lines() == ["-!- server is shutting down"]
     assert anon.lines() == ["-!- server is shutting down"]
     assert a.transport.disconnecting

@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from socksvc.core.service import ServiceContext, types
+from socksvc.core.service import ServiceContext
+from socksvc.services.catalogue import types
 from socksvc.services.chat.protocol import ChatProtocol
 from tests.support import context, peer
 

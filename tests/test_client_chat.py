@@ -877,7 +877,7 @@ def test_sigterm_under_tmux_quits_cleanly_and_restores_the_terminal(server: Fake
 @pytest.fixture(scope="module")
 def real_chat_port() -> Iterator[int]:
     """A real daemon's chat service (skipped while the chat type does not exist)."""
-    from socksvc.core.service import types
+    from socksvc.services.catalogue import types
 
     if "chat" not in types():
         pytest.skip("the daemon has no chat service type yet")

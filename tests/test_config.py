@@ -18,11 +18,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socksvc.config.loader import DEFAULT_SOURCE, MAX_CONFIG_FILE, Config, ConfigError, DaemonSettings, load, loads
+from socksvc.config.loader import DEFAULT_SOURCE, MAX_CONFIG_FILE, Config, ConfigError
+from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import setting_fields
-from socksvc.core.policy import PolicySettings
-from socksvc.core.service import types
-from socksvc.services.echo import DEFAULT_DENY_SOURCE_PORTS, EchoSettings
+from socksvc.core.datagram import DEFAULT_DENY_SOURCE_PORTS
+from socksvc.services.catalogue import load, loads, types
+from socksvc.services.echo import EchoSettings
 from socksvc.services.greeting import GreetingSettings
 from socksvc.services.reverse import ReverseSettings
 

@@ -17,8 +17,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from socksvc.config.loader import ConfigError, loads
-from socksvc.core.service import types
+from socksvc.config.loader import ConfigError
+from socksvc.services.catalogue import loads, types
 from socksvc.services.greeting import (
     HOSTNAME_TTL,
     MAX_MESSAGE,
@@ -27,7 +27,6 @@ from socksvc.services.greeting import (
     parse_message,
     parse_quotes,
     render,
-    renderer,
 )
 from tests.conftest import Loopback, until
 from tests.support import connect, context, peer, pumped, recv_all
@@ -332,7 +331,7 @@ def test_a_message_without_per_connection_fields_is_rendered_once(monkeypatch: p
     # The hostname is looked up again after a while, and after a reload.
     monkeypatch.setattr(socksvc.services.greeting, "_hostname", lambda: "renamed")
     assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"motd on renamed\r\n"
-    ctx.settings = attrs.evolve(ctx.settings, message="{hostname}!")
+    ctx.reconfigure(attrs.evolve(ctx.settings, message="{hostname}!"))
     assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"renamed!\r\n"
 
 
@@ -342,7 +341,7 @@ def test_time_is_formatted_only_when_used_and_follows_the_clock() -> None:
     assert render(ctx, "q", 1_700_000_000.9) == b"2023-11-14T22:13:20Z q\r\n"
     assert render(ctx, "q", 1_700_000_001.0) == b"2023-11-14T22:13:21Z q\r\n"
     assert render(ctx, "q", 1_699_999_999.0) == b"2023-11-14T22:13:19Z q\r\n"
-    r = renderer(context("greeting", 'message = "{peer}"'))
+    r = context("greeting", 'message = "{peer}"').state
     r(peer="x", now=5.0)
     assert r._second is None  # no {time}: never formatted
 

@@ -17,9 +17,9 @@ from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import globalLogPublisher
 
 from socksvc.core import writethrough
-from socksvc.core.service import types
 from socksvc.daemon import quickport
 from socksvc.daemon.quickport import QuickPort, quicken
+from socksvc.services.catalogue import types
 from tests.conftest import until
 from tests.support import context, has_ipv6_loopback
 

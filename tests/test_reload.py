@@ -21,9 +21,10 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from socksvc.config.loader import loads
-from socksvc.core.service import types
-from socksvc.daemon.service import DaemonService, Listener, systemd
+from socksvc.daemon import systemd
+from socksvc.daemon.listener import Listener
+from socksvc.daemon.service import DaemonService
+from socksvc.services.catalogue import loads, types
 from tests.support import Daemon, daemon, peer
 from tests.test_systemd import PortsReactor, fields, notify_socket
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from socksvc.daemon.service import DaemonService, StartupError
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.service import DaemonService
 from socksvc.tap import Options, makeService
 from tests.support import TWISTD
 

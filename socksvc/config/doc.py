@@ -1,7 +1,8 @@
 """
 The config reference, generated from the settings classes themselves.
 
-C{python -m socksvc.config.doc} prints docs/config.md; a test checks that the
+L{render} is given the service catalogue (config never imports the
+services); C{./dev docs} writes docs/config.md, and a test checks that the
 committed file matches, so the reference cannot drift from the code.
 """
 
@@ -11,10 +12,9 @@ import ipaddress
 import json
 from typing import Any
 
-from socksvc.config.loader import DEFAULT_CONFIG, DaemonSettings
+from socksvc.config.loader import DEFAULT_CONFIG, Catalogue
+from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import setting_fields
-from socksvc.core.policy import PolicySettings
-from socksvc.core.service import types
 
 
 def _toml(value: Any) -> str:
@@ -44,7 +44,7 @@ def _table(cls: type) -> list[str]:
     return rows
 
 
-def render() -> str:
+def render(types: Catalogue) -> str:
     out = [
         "# Config reference",
         "",
@@ -76,7 +76,7 @@ def render() -> str:
         "with a backslash (`tcp6:7007:interface=\\:\\:1`).",
         "",
     ]
-    for name, stype in sorted(types().items()):
+    for name, stype in sorted(types.items()):
         out += [f"### type `{name}`: {stype.doc}", "", f"Served over: {stype.transports()}.", ""]
         if setting_fields(stype.settings):
             out += [*_table(stype.settings), ""]
@@ -84,7 +84,3 @@ def render() -> str:
             out += ["No keys of its own.", ""]
     out += ["## The embedded default", "", "```toml", DEFAULT_CONFIG.rstrip(), "```", ""]
     return "\n".join(out)
-
-
-if __name__ == "__main__":
-    print(render(), end="")

@@ -16,13 +16,14 @@ import socket
 from typing import Any, Literal
 
 import attrs
-from twisted.internet.interfaces import IListeningPort
 
 from socksvc.config.settings import closest
 
 STREAM_SCHEMES = ("tcp", "tcp6", "unix", "ssl", "systemd")
 DATAGRAM_SCHEMES = ("udp",)
 SCHEMES = STREAM_SCHEMES + DATAGRAM_SCHEMES
+
+_NO_REACTOR: Any = object()
 
 
 @attrs.frozen
@@ -139,9 +140,7 @@ def parse_listen(text: Any) -> ListenSpec:
     if scheme == "unix":
         return _parse_unix(text, parts)
     # systemd: checked here; the descriptors are looked up when the daemon starts.
-    from socksvc.daemon.systemd import parse_spec
-
-    parse_spec(text)
+    parse_systemd_spec(text)
     return ListenSpec(text=text, scheme=scheme, endpoint=text_for_endpoint)
 
 
@@ -247,32 +246,46 @@ def _parse_udp(text: str, rest: list[tuple[str, str]]) -> ListenSpec:
 
 def _check_with_twisted(endpoint: str) -> None:
     """Let Twisted's own parser have its say (it checks ssl keys, backlog, mode...)."""
-    from twisted.internet import endpoints, reactor
+    from twisted.internet import endpoints
 
     try:
-        endpoints.serverFromString(reactor, endpoint)
+        # No reactor: parsing only builds an endpoint object, and loading a
+        # config must never install one (the daemon may choose another).
+        endpoints.serverFromString(_NO_REACTOR, endpoint)
     except Exception as e:  # Twisted raises ValueError, KeyError, TypeError, OpenSSL errors...
         reason = str(e) or e.__class__.__name__
         raise ValueError(f"not a valid endpoint: {reason}") from None
 
 
-def listen_stream(reactor: Any, spec: ListenSpec, factory: Any) -> Any:
-    """Start listening on a stream spec; gives a Deferred of the port."""
-    from twisted.internet import endpoints
-
-    return endpoints.serverFromString(reactor, spec.endpoint).listen(factory)
-
-
-def port_description(port: IListeningPort) -> str:
-    """Where a listening port actually is: C{tcp 127.0.0.1:7007}, C{udp [::1]:7007}, C{unix /run/x}."""
-    host: Any = port.getHost()
-    kind = str(getattr(host, "type", "")).lower()
-    if hasattr(host, "port"):
-        h = getattr(host, "host", "")
-        if ":" in h:
-            h = f"[{h}]"
-        return f"{kind or 'tcp'} {h}:{host.port}"
-    name = getattr(host, "name", host)
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return f"unix {name}"
+def parse_systemd_spec(text: str) -> tuple[str | None, int | None]:
+    """
+    Check a C{systemd:} listen spec: C{systemd:name=NAME}, or Twisted's
+    C{systemd:domain=INET:index=N} (C{domain} is optional and ignored: the
+    socket itself says what it is). Gives (name, index), exactly one set;
+    raises L{ValueError} with the reason.
+    """
+    parts = text.split(":")
+    if parts[0].strip().lower() != "systemd":
+        raise ValueError("not a systemd listen spec")
+    name: str | None = None
+    index: int | None = None
+    for part in parts[1:]:
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ValueError(f"expected key=value, got {part!r} (systemd:name=NAME)")
+        if key == "name":
+            if not value or len(value) > 255 or not value.isprintable() or not value.isascii():
+                raise ValueError(f"{value!r} is not a FileDescriptorName (1 to 255 printable ASCII characters)")
+            name = value
+        elif key == "index":
+            if not value.isdigit() or len(value) > 6:
+                raise ValueError(f"index {value!r} is not a small number")
+            index = int(value)
+        elif key == "domain":
+            if value.upper() not in ("INET", "INET6", "UNIX"):
+                raise ValueError(f"domain {value!r} is not INET, INET6 or UNIX")
+        else:
+            raise ValueError(f"unknown systemd option {key!r} (systemd:name=NAME)")
+    if (name is None) == (index is None):
+        raise ValueError("systemd listen specs need name=NAME (the socket unit's FileDescriptorName)")
+    return name, index

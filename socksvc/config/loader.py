@@ -8,22 +8,20 @@ after L{load} sees raw TOML.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import json
-import os
 import re
-import stat
 import tomllib
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import attrs
 
-from socksvc.config.listen import ListenSpec, parse_listen
-from socksvc.config.settings import ItemError, as_choice, closest, setting, setting_fields
-from socksvc.core.policy import PolicySettings
-from socksvc.core.service import ServiceType, types
-from socksvc.daemon.systemd import parse_spec
+from socksvc.config.listen import ListenSpec, parse_listen, parse_systemd_spec
+from socksvc.config.schema import DaemonSettings, PolicySettings
+from socksvc.config.settings import ItemError, closest, setting_fields
+from socksvc.util.files import read_regular_file
+from socksvc.wire import CHAT_PORT, DEFAULT_INTERFACE, ECHO_PORT, GREETING_PORT, REVERSE_PORT
 
 DEFAULT_SOURCE = "<embedded default>"
 
@@ -35,30 +33,45 @@ MAX_SERVICE_NAME = 64
 
 SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
-DEFAULT_CONFIG = """\
-# The embedded default: every service on 127.0.0.1 (see ARCHITECTURE.md).
+_LO = DEFAULT_INTERFACE
+DEFAULT_CONFIG = f"""\
+# The embedded default: every service on {_LO} (see docs/architecture.md).
 [daemon]
 log_format = "text"
 
 [services.echo]
-listen = ["tcp:7007:interface=127.0.0.1", "udp:7007:interface=127.0.0.1"]
+listen = ["tcp:{ECHO_PORT}:interface={_LO}", "udp:{ECHO_PORT}:interface={_LO}"]
 
 [services.greeting]
-listen = ["tcp:7017:interface=127.0.0.1"]
+listen = ["tcp:{GREETING_PORT}:interface={_LO}"]
 
 [services.reverse]
-listen = ["tcp:7071:interface=127.0.0.1"]
+listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
 
 [services.chat]
-listen = ["tcp:7070:interface=127.0.0.1"]
+listen = ["tcp:{CHAT_PORT}:interface={_LO}"]
 """
 
 
-@attrs.frozen
-class DaemonSettings:
-    """Keys of the [daemon] table."""
+class ServiceSchema(Protocol):
+    """What the loader needs of a service type (L{socksvc.core.service.ServiceType} is one)."""
 
-    log_format: str = setting("text", as_choice("text", "json"), 'log lines as "text" or "json" (one object a line)')
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings(self) -> type: ...
+
+    @property
+    def doc(self) -> str: ...
+
+    def serves(self, kind: str) -> bool: ...
+
+    def transports(self) -> str: ...
+
+
+Catalogue = Mapping[str, ServiceSchema]
+"""Service types by name: the loader is given it (config never imports the services)."""
 
 
 @attrs.frozen
@@ -133,39 +146,10 @@ class ConfigError(Exception):
 _MISSING: Any = object()
 
 
-def read_regular_file(path: str, limit: int) -> bytes:
-    """
-    Up to C{limit} + 1 bytes of the regular file at C{path} (one more than
-    allowed tells the caller it is too big). Never blocks: the file is opened
-    non-blocking and anything but a regular file (a FIFO would wait for a
-    writer, a tty for a line; a socket, a device) is refused with
-    C{ValueError("not a regular file")}, a directory with C{IsADirectoryError}.
-    OSError for what the OS refuses; ValueError for a NUL in the path.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(mode):
-            raise ValueError("not a regular file")
-        chunks: list[bytes] = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def load(path: str | None) -> Config:
+def load(path: str | None, types: Catalogue) -> Config:
     """Read and check a config file; C{None} means the embedded default."""
     if path is None:
-        return loads(DEFAULT_CONFIG, DEFAULT_SOURCE)
+        return loads(DEFAULT_CONFIG, DEFAULT_SOURCE, types)
     try:
         data = read_regular_file(path, MAX_CONFIG_FILE)
     except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
@@ -177,10 +161,10 @@ def load(path: str | None) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(path, None, _MISSING, f"not UTF-8 text (byte {e.start})") from None
-    return loads(text, path)
+    return loads(text, path, types)
 
 
-def loads(text: str, source: str = "<config>") -> Config:
+def loads(text: str, source: str, types: Catalogue) -> Config:
     """Check config text; C{source} names it in error lines."""
     try:
         raw = tomllib.loads(text)
@@ -188,13 +172,13 @@ def loads(text: str, source: str = "<config>") -> Config:
         raise ConfigError(source, None, _MISSING, f"not valid TOML: {e}") from None
     except RecursionError:
         raise ConfigError(source, None, _MISSING, "not valid TOML: arrays or tables nested too deeply") from None
-    return _Checker(source).config(raw)
+    return _Checker(source, types).config(raw)
 
 
 class _Checker:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, types: Catalogue) -> None:
         self.source = source
-        self.types = types()
+        self.types = types
 
     def fail(self, key: str | None, value: Any, reason: str) -> ConfigError:
         return ConfigError(self.source, key, value, reason)
@@ -299,7 +283,7 @@ class _Checker:
         settings = self.settings(table, stype.settings, own_raw)
         return ServiceConfig(name=name, type=type_name, listen=listen, policy=policy, settings=settings)
 
-    def listen(self, table: str, stype: ServiceType, value: Any) -> tuple[ListenSpec, ...]:
+    def listen(self, table: str, stype: ServiceSchema, value: Any) -> tuple[ListenSpec, ...]:
         key = f"{table}.listen"
         if not isinstance(value, list):
             raise self.fail(key, value, 'expected a list of listen specs, such as ["tcp:7007"]')
@@ -311,9 +295,7 @@ class _Checker:
                 spec = parse_listen(item)
             except ValueError as e:
                 raise self.fail(f"{key}[{i}]", item, str(e)) from None
-            if spec.kind == "stream" and stype.stream is None:
-                raise self.fail(f"{key}[{i}]", item, f"{stype.name} is served over {stype.transports()} only")
-            if spec.kind == "datagram" and stype.datagram is None:
+            if not stype.serves(spec.kind):
                 raise self.fail(f"{key}[{i}]", item, f"{stype.name} is served over {stype.transports()} only")
             specs.append(spec)
         return tuple(specs)
@@ -343,7 +325,7 @@ def _bind_key(spec: ListenSpec) -> tuple[tuple[str, Any], str] | None:
     """
     if spec.scheme == "systemd":
         try:
-            name, index = parse_spec(spec.text)
+            name, index = parse_systemd_spec(spec.text)
         except ValueError:
             return None
         return ("systemd", None), (f"name={name}" if name is not None else f"index={index}")

@@ -1,12 +1,16 @@
 """
-UDP echo (RFC 862 over datagrams) that cannot be turned into a weapon.
+The datagram guard: what keeps every UDP service from being turned into a weapon.
 
-A UDP echo server answers whatever source address a datagram claims, and
-UDP source addresses are trivially forged. Unguarded, it reflects traffic
-at third parties, and two such servers (echo, chargen, daytime, DNS...) can
-be set to answer each other forever (CVE-1999-0103, CVE-2024-2169 "loop
-DoS"). So every datagram passes these checks, in this order, before it is
-echoed; the first that fails drops it and counts it by reason:
+A UDP server answers whatever source address a datagram claims, and UDP
+source addresses are trivially forged. Unguarded, it reflects traffic at
+third parties, and two such servers (echo, chargen, daytime, DNS...) can be
+set to answer each other forever (CVE-1999-0103, CVE-2024-2169 "loop DoS").
+A datagram service gets every protection by declaring it: its settings
+class derives from L{GuardSettings}, its state holds a L{DatagramGuard}, and
+its protocol derives from L{GuardedDatagram} and says what to answer
+(C{reply_for}). Every datagram then passes these checks, in this order,
+before it is answered; the first that fails drops it and counts it by
+reason:
 
  1. C{broadcast}, C{multicast}, C{unspecified}: a source address that no
     real sender has (255.255.255.255, 224.0.0.0/4, ff00::/8, 0.0.0.0/8,
@@ -15,50 +19,75 @@ echoed; the first that fails drops it and counts it by reason:
  2. C{source_port}: a source port in C{deny_source_ports} (other
     reflectors and amplifiers: echo, chargen, DNS, NTP, SSDP, memcached...).
  3. C{own_port}: a source port that this daemon itself listens on for UDP
-    (C{context.udp_ports}): two socksvc instances cannot loop.
+    (the set the daemon keeps): two socksvc instances cannot loop.
  4. C{denied}: the service's C{allow} / C{deny} lists.
  5. C{rate}: a per-source token bucket (C{rate_per_source}, C{burst}),
     sources grouped by IPv4 address and IPv6 /64, in a table of at most
     C{max_sources} entries that evicts the least recently seen one. Sources
     in C{rate_exempt} (loopback by default) skip it.
 
-The reply is the datagram itself, so it is never larger than the request.
-A failed send (EAGAIN, ENOBUFS, ECONNREFUSED, EHOSTUNREACH...) is counted
-as C{send_error} (and by errno in C{send_errors}), never raised. Each
+A reply larger than its request is never sent (C{too_large}). A failed
+send (EAGAIN, ENOBUFS, ECONNREFUSED, EHOSTUNREACH...) is counted as
+C{send_error} (and by errno in C{send_errors}), never raised. Each
 reason is logged at most once per 10 seconds, with the number held back.
 
-All state lives in one L{UDPEchoState} per service (shared by its udp:
-listeners, so a source gets one budget however many ports it hits), read
-against the settings of the moment: a reload applies to the next datagram.
+All state lives in one L{DatagramGuard} per service (shared by its udp:
+listeners, so a source gets one budget however many ports it hits); a
+reload pushes the new settings to it (L{DatagramGuard.reconfigure}) and
+applies from the next datagram.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
-from collections import OrderedDict
 from typing import Any
 
+import attrs
 from twisted.internet import error as terror
 from twisted.internet import udp
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from socksvc.config.listen import ListenSpec
-from socksvc.core.policy import RateLimitedLog, TokenBucket, address_allowed, effective_burst, host_ip, source_key
-from socksvc.core.service import ServiceContext
+from socksvc.config.settings import as_float, as_int, as_list, as_networks, as_port, setting
+from socksvc.core.policy import Policy, address_allowed
+from socksvc.util.addresses import host_ip, source_key
+from socksvc.util.ratelimit import RateLimitedLog, SourceLimiter
 
 log = Logger(namespace="socksvc")
 
-MAX_DATAGRAM = 65536
-"""Bytes read per datagram: more than the largest UDP payload (65507 over IPv4, 65527 over IPv6)."""
-SOCKET_BUFFER = 1 << 20
-"""SO_RCVBUF/SO_SNDBUF asked for (the kernel caps it at net.core.rmem_max/wmem_max)."""
+DEFAULT_DENY_SOURCE_PORTS = (0, 7, 9, 13, 17, 19, 37, 53, 69, 111, 123, 137, 161, 389, 1900, 5353, 11211)
+
+
+@attrs.frozen
+class GuardSettings:
+    """
+    The guard's keys: a datagram service's settings class derives from this
+    one, and its udp: listens are guarded by them (see docs/udp.md).
+    """
+
+    deny_source_ports: tuple[int, ...] = setting(
+        DEFAULT_DENY_SOURCE_PORTS,
+        as_list(as_port),
+        "UDP: never reply to these source ports (other reflectors and amplifiers)",
+    )
+    rate_per_source: float = setting(
+        100.0, as_float(), "UDP: replies a second to one IPv4 address or IPv6 /64; 0 = no limit"
+    )
+    burst: int = setting(
+        200, as_int(), "UDP: replies one source may get at once above rate_per_source; 0 = one second's worth"
+    )
+    max_sources: int = setting(65536, as_int(minimum=1), "UDP: sources tracked for rate limiting (oldest evicted)")
+    rate_exempt: tuple[Any, ...] = setting(
+        tuple(as_networks(["127.0.0.0/8", "::1/128"])),
+        as_networks,
+        "UDP: CIDRs not rate limited (loopback cannot be spoofed from outside)",
+    )
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Drop reasons (keys of UDPEchoState.drops).
+# Drop reasons (keys of DatagramGuard.drops).
 BROADCAST = "broadcast"
 MULTICAST = "multicast"
 UNSPECIFIED = "unspecified"
@@ -102,50 +131,6 @@ def bad_source(ip: IPAddress | None) -> str | None:
     return None
 
 
-class SourceLimiter:
-    """
-    Per-source token buckets in a table of at most C{max_sources} entries.
-
-    The table is kept in least-recently-seen order: a new source evicts the
-    one not heard from for longest (a source that keeps sending stays, with
-    its empty bucket). An evicted source comes back with a full bucket,
-    which is what it would have had after a quiet spell anyway.
-    """
-
-    def __init__(self, rate: float, burst: int, max_sources: int) -> None:
-        self.rate = rate
-        self.burst = effective_burst(rate, burst)
-        self.max_sources = max(1, max_sources)
-        self.table: OrderedDict[str, TokenBucket] = OrderedDict()
-        self.evicted = 0
-
-    def allow(self, key: str, now: float) -> bool:
-        """Spend one token of C{key}'s bucket, if it has one."""
-        table = self.table
-        bucket = table.get(key)
-        if bucket is None:
-            while len(table) >= self.max_sources:
-                table.popitem(last=False)
-                self.evicted += 1
-            bucket = table[key] = TokenBucket(self.rate, self.burst, now)
-        else:
-            table.move_to_end(key)
-        return bucket.take(now)
-
-    def reconfigure(self, rate: float, burst: int, max_sources: int) -> None:
-        """New limits; known sources keep their tokens (capped to the new burst)."""
-        self.rate = rate
-        self.burst = effective_burst(rate, burst)
-        self.max_sources = max(1, max_sources)
-        for bucket in self.table.values():
-            bucket.rate = self.rate
-            bucket.burst = self.burst
-            bucket.tokens = min(bucket.tokens, self.burst)
-        while len(self.table) > self.max_sources:
-            self.table.popitem(last=False)
-            self.evicted += 1
-
-
 class _Verdict:
     """What is known of one source host under one set of settings."""
 
@@ -157,42 +142,46 @@ class _Verdict:
         self.exempt = exempt
 
 
-class UDPEchoState:
+class DatagramGuard:
     """
-    One UDP echo service's live state: counters, the per-source limiter and
-    a bounded cache of per-host verdicts. Plain object; time comes from
-    C{context.reactor.seconds()}, settings from the context at use time.
+    One datagram service's guard: counters, the per-source limiter and a
+    bounded cache of per-host verdicts. Plain object given a clock, the
+    service's policy (for allow/deny) and the daemon's set of UDP ports;
+    settings come with L{reconfigure}.
     """
 
     VERDICT_CACHE = 4096
 
-    def __init__(self, context: ServiceContext) -> None:
-        self.context = context
+    def __init__(
+        self, name: str, settings: GuardSettings, policy: Policy, clock: Any, own_ports: set[int] | frozenset[int]
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.clock = clock
+        self.own_ports = own_ports
+        """The daemon's UDP ports (owned by the daemon; read here)."""
         self.drops: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.send_errors: dict[str, int] = {}
         self.received = 0
         self.replied = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.log_drop = RateLimitedLog(context.reactor)
+        self.log_drop = RateLimitedLog(clock)
         self.listeners = 0
         """udp: ports of the service now running (the summary is logged when the last stops)."""
         self.limiter: SourceLimiter | None = None
-        self._settings: Any = None
-        self._policy_settings: Any = None
+        self._settings = settings
+        self._policy_settings = policy.settings
         self._deny_ports: frozenset[int] = frozenset()
         self._verdicts: dict[str, _Verdict] = {}
-        self._refresh()
+        self.reconfigure(settings)
 
     # settings
 
-    def _refresh(self) -> None:
-        """Pick up settings a reload may have replaced (cheap when nothing changed)."""
-        s = self.context.settings
-        p = self.context.policy.settings
-        if s is self._settings and p is self._policy_settings:
-            return
-        self._settings, self._policy_settings = s, p
+    def reconfigure(self, settings: GuardSettings) -> None:
+        """New guard settings, and the policy's allow/deny as they are now (a reload pushes both)."""
+        s = settings
+        self._settings, self._policy_settings = s, self.policy.settings
         self._deny_ports = frozenset(s.deny_source_ports)
         self._verdicts = {}
         if s.rate_per_source > 0:
@@ -226,21 +215,18 @@ class UDPEchoState:
 
     def check(self, host: str, port: int) -> str | None:
         """Why a datagram from C{(host, port)} gets no reply, or None to echo it."""
-        context = self.context
-        if context.settings is not self._settings or context.policy.settings is not self._policy_settings:
-            self._refresh()
         v = self.verdict(host)
         reason = v.reason
         if reason is not None and reason != DENIED:
             return reason
         if port in self._deny_ports:
             return SOURCE_PORT
-        if port in context.udp_ports:
+        if port in self.own_ports:
             return OWN_PORT
         if reason is not None:
             return reason
         limiter = self.limiter
-        if limiter is not None and not v.exempt and not limiter.allow(v.key, context.reactor.seconds()):
+        if limiter is not None and not v.exempt and not limiter.allow(v.key, self.clock.seconds()):
             return RATE
         return None
 
@@ -262,7 +248,7 @@ class UDPEchoState:
         log.info(
             "{service}: udp: {received} datagrams in, {replied} replies out; dropped: {dropped}",
             event="udp-summary",
-            service=self.context.name,
+            service=self.name,
             received=self.received,
             replied=self.replied,
             bytes_in=self.bytes_in,
@@ -272,9 +258,20 @@ class UDPEchoState:
             send_errors=dict(self.send_errors),
         )
 
+    def counters(self) -> dict[str, int]:
+        """The figures for status lines and metrics."""
+        out = {
+            "udp_received": self.received,
+            "udp_replied": self.replied,
+            "udp_bytes_in": self.bytes_in,
+            "udp_bytes_out": self.bytes_out,
+        }
+        out.update({f"udp_dropped_{k}": v for k, v in self.drops.items()})
+        return out
+
     def _log(self, key: str, host: str, port: int, why: str) -> None:
         peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        service = self.context.name
+        service = self.name
 
         def emit(held: int) -> None:
             more = f" (and {held} more since the last such line)" if held else ""
@@ -301,31 +298,22 @@ def _errno_name(e: BaseException) -> tuple[str, str]:
     return type(e).__name__, str(e) or type(e).__name__
 
 
-def state_for(context: ServiceContext) -> UDPEchoState:
-    """The service's shared L{UDPEchoState} (kept in C{context.state})."""
-    state = context.state
-    if isinstance(state, UDPEchoState):
-        return state
-    state = UDPEchoState(context)
-    if context.state is None:
-        context.state = state
-    return state
-
-
-class UDPEcho(DatagramProtocol):
-    """RFC 862 echo over one UDP port, guarded as the module doc says."""
+class GuardedDatagram(DatagramProtocol):
+    """
+    A datagram service's protocol on one UDP port, guarded as the module doc
+    says. A subclass says what to answer (L{reply_for}).
+    """
 
     noisy = False
 
-    def __init__(self, context: ServiceContext) -> None:
-        self.context = context
-        self.state = state_for(context)
-        self.drops = self.state.drops
+    def __init__(self, guard: DatagramGuard) -> None:
+        self.state = guard
+        self.drops = guard.drops
         """Datagrams not answered, by reason (shared by the service's udp: listeners)."""
 
     def logPrefix(self) -> str:
         """Twisted's "... starting on PORT" line names the service, not the class."""
-        return f"{self.context.name} (udp)"
+        return f"{self.state.name} (udp)"
 
     def startProtocol(self) -> None:
         self.state.listeners += 1
@@ -336,8 +324,8 @@ class UDPEcho(DatagramProtocol):
             self.state.log_summary()
 
     def reply_for(self, datagram: bytes) -> bytes:
-        """The reply to C{datagram}: for echo, itself."""
-        return datagram
+        """The reply to C{datagram} (a subclass says; never larger than C{datagram})."""
+        raise NotImplementedError
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         state = self.state
@@ -362,7 +350,7 @@ class UDPEcho(DatagramProtocol):
             def emit(held: int) -> None:
                 log.failure(
                     "{service}: error handling a udp datagram (and {held} more since the last such line)",
-                    service=self.context.name,
+                    service=self.state.name,
                     held=held,
                 )
 
@@ -406,32 +394,3 @@ def _sendto(port: Any, reply: bytes, addr: Any) -> None:
             raise terror.MessageLengthError("message too long") from None
         elif e.errno != errno.ECONNREFUSED:  # an earlier datagram's ICMP error: as Twisted, ignore it
             raise
-
-
-def tune_buffers(port: Any) -> None:
-    """Ask for SOCKET_BUFFER-sized receive and send buffers on a UDP port's socket (best effort)."""
-    sock = getattr(port, "socket", None)
-    if sock is None:
-        return
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            if sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        except OSError:
-            pass  # the defaults still work
-
-
-def listen_udp(reactor: Any, spec: ListenSpec, protocol: DatagramProtocol) -> Any:
-    """
-    Bind a udp: listen spec (an IPv6 interface means an IPv6 socket; no
-    interface means all IPv4 addresses). Reads whole datagrams of any legal
-    size, and records the bound port in the service's C{udp_ports}.
-    """
-    assert spec.port is not None
-    port = reactor.listenUDP(spec.port, protocol, interface=spec.interface, maxPacketSize=MAX_DATAGRAM)
-    tune_buffers(port)
-    context = getattr(protocol, "context", None)
-    udp_ports = getattr(context, "udp_ports", None)
-    if isinstance(udp_ports, set):
-        udp_ports.add(port.getHost().port)
-    return port

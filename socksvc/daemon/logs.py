@@ -29,12 +29,22 @@ from __future__ import annotations
 
 import signal
 import string
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from twisted.logger import ILogObserver, LogEvent, formatEventAsClassicLogText, formatTime, jsonFileLogObserver
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    formatEventAsClassicLogText,
+    formatTime,
+    jsonFileLogObserver,
+)
 from zope.interface import implementer
+
+_log = Logger(namespace="socksvc")
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 """twistd's (L{twisted.logger.textFileLogObserver}'s) time format."""
@@ -290,3 +300,28 @@ def choose_json_observer(
             rotate_on_sigusr1(log_file, reactor)
         return jsonFileLogObserver(log_file, recordSeparator="")
     return None
+
+
+def observer_for(log_format: str, options: Mapping[str, Any] | None, reactor: Any) -> Callable[[LogEvent], None] | None:
+    """
+    The observer twistd's Application should log to, or None to keep
+    twistd's own. C{log_format = "json"}: JSON where twistd would write its
+    own log (stdout, or its --logfile opened as twistd opens it; with
+    --syslog or --logger twistd's observer stays, and a warning says
+    log_format is ignored). Text: the same lines as twistd's own observer,
+    faster, but only where twistd itself would write them to stdout.
+    Raises L{LogFileError} when the log file cannot be opened. C{reactor}
+    is for SIGUSR1 rotation (None: no signal handler).
+    """
+    if log_format == "json":
+        json_observer = choose_json_observer(sys.stdout, options, sys.argv, reactor)
+        if json_observer is None:
+            option = log_destination(options, sys.argv).option
+            if option:
+                _log.warn(
+                    'socksvc: log_format = "json" ignored: twistd was told to log with {option}',
+                    event="log_format",
+                    option=option,
+                )
+        return json_observer
+    return choose_text_observer(sys.stdout, options, sys.argv)

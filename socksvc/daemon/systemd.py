@@ -18,7 +18,7 @@ the environment, with the descriptors from 3 up.
   C{os.environ}), so L{inherited} takes whichever comes first: the
   environment, or the parse Twisted already made. C{LISTEN_FDNAMES} is left
   in the environment by Twisted, so names work either way.
-- L{parse_spec} checks a C{systemd:} listen spec (C{systemd:name=NAME}, or
+- L{socksvc.config.listen.parse_systemd_spec} checks a C{systemd:} listen spec (C{systemd:name=NAME}, or
   Twisted's C{systemd:domain=INET:index=N}); L{sockets_for} finds its
   descriptors, L{adopt} turns one into a listening port.
 """
@@ -34,6 +34,8 @@ from typing import Any
 import attrs
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from socksvc.config.listen import parse_systemd_spec
 
 log = Logger(namespace="socksvc")
 
@@ -280,47 +282,13 @@ def inherited(refresh: bool = False) -> Inherited:
     return found
 
 
-def parse_spec(text: str) -> tuple[str | None, int | None]:
-    """
-    Check a C{systemd:} listen spec: C{systemd:name=NAME}, or Twisted's
-    C{systemd:domain=INET:index=N} (C{domain} is optional and ignored: the
-    socket itself says what it is). Gives (name, index), exactly one set;
-    raises L{ValueError} with the reason.
-    """
-    parts = text.split(":")
-    if parts[0].strip().lower() != "systemd":
-        raise ValueError("not a systemd listen spec")
-    name: str | None = None
-    index: int | None = None
-    for part in parts[1:]:
-        key, eq, value = part.partition("=")
-        if not eq:
-            raise ValueError(f"expected key=value, got {part!r} (systemd:name=NAME)")
-        if key == "name":
-            if not value or len(value) > 255 or not value.isprintable() or not value.isascii():
-                raise ValueError(f"{value!r} is not a FileDescriptorName (1 to 255 printable ASCII characters)")
-            name = value
-        elif key == "index":
-            if not value.isdigit() or len(value) > 6:
-                raise ValueError(f"index {value!r} is not a small number")
-            index = int(value)
-        elif key == "domain":
-            if value.upper() not in ("INET", "INET6", "UNIX"):
-                raise ValueError(f"domain {value!r} is not INET, INET6 or UNIX")
-        else:
-            raise ValueError(f"unknown systemd option {key!r} (systemd:name=NAME)")
-    if (name is None) == (index is None):
-        raise ValueError("systemd listen specs need name=NAME (the socket unit's FileDescriptorName)")
-    return name, index
-
-
 def sockets_for(text: str, found: Inherited | None = None) -> list[int]:
     """
     The inherited descriptors a C{systemd:} spec refers to (a name may label
     several: a socket unit with ListenStream= and ListenDatagram= gives both
     the same name). Raises L{LookupError} with a one-line reason.
     """
-    name, index = parse_spec(text)
+    name, index = parse_systemd_spec(text)
     found = inherited() if found is None else found
     if found.problem:
         raise LookupError(f"systemd passed unusable sockets: {found.problem}")

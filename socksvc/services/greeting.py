@@ -21,11 +21,12 @@ from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
-from socksvc.config.loader import MAX_SERVICE_NAME, read_regular_file
+from socksvc.config.loader import MAX_SERVICE_NAME
 from socksvc.config.settings import as_float, setting
 from socksvc.core import writethrough
-from socksvc.core.policy import ServiceFactory, StreamProtocol
-from socksvc.core.service import ServiceContext, ServiceType
+from socksvc.core.protocols import ServiceFactory, StreamProtocol
+from socksvc.core.service import ServiceContext, ServiceStatus, ServiceType
+from socksvc.util.files import read_regular_file
 
 MAX_MESSAGE = 512
 MAX_QUOTES_FILE = 16 << 20
@@ -157,8 +158,12 @@ class Renderer:
     """
 
     def __init__(self, settings: GreetingSettings, service: str) -> None:
-        self.settings = settings
         self.service = service
+        self.reconfigure(settings)
+
+    def reconfigure(self, settings: GreetingSettings) -> None:
+        """New settings (a reload): everything rendered or looked up is done again."""
+        self.settings = settings
         self.static: bytes | None = None
         self.fields: frozenset[str] = frozenset()
         self.hostname = ""
@@ -169,7 +174,7 @@ class Renderer:
             self.fields = frozenset(f for _, f, _, _ in string.Formatter().parse(settings.message) if f)
 
     def refresh(self, now: float) -> None:
-        """Look the hostname up again (once a minute, and after a reload: a new Renderer)."""
+        """Look the hostname up again (once a minute, and after a reload)."""
         self._minute = int(now // HOSTNAME_TTL)
         self.hostname = _hostname() if "hostname" in self.fields else ""
         if self.settings.quotes is None and not self.fields - {"hostname", "service"}:
@@ -199,20 +204,24 @@ class Renderer:
             )
         return _cut(_finish(text))
 
+    def shutdown(self) -> None:
+        pass
 
-def renderer(context: ServiceContext) -> Renderer:
-    """The context's L{Renderer} for its settings of the moment (a new one after a reload)."""
-    current = context.state
-    if not isinstance(current, Renderer) or current.settings is not context.settings or current.service != context.name:
-        current = Renderer(context.settings, context.name)
-        if context.state is None or isinstance(context.state, Renderer):
-            context.state = current
-    return current
+    def status(self) -> ServiceStatus:
+        return ServiceStatus()
 
 
-def render(context: ServiceContext, peer: str, now: float) -> bytes:
+GreetingContext = ServiceContext[GreetingSettings, Renderer]
+
+
+def make_state(context: GreetingContext) -> Renderer:
+    """A greeting service's state: its L{Renderer}."""
+    return Renderer(context.settings, context.name)
+
+
+def render(context: GreetingContext, peer: str, now: float) -> bytes:
     """The bytes one client gets."""
-    return renderer(context)(peer, now)
+    return context.state(peer, now)
 
 
 class Greeting(StreamProtocol):
@@ -233,6 +242,7 @@ class Greeting(StreamProtocol):
     way, and a peer that never reads is aborted after send_timeout.
     """
 
+    context: GreetingContext
     nodelay = False  # one write followed by our FIN: nothing for Nagle to hold back
     self_producer = False  # one message, bounded: nothing to pause
     deadline: IDelayedCall | None = None
@@ -249,7 +259,7 @@ class Greeting(StreamProtocol):
         did not take the whole message, C{self} with the remainder in
         C{rest}, to be given a transport (which sends it the usual way).
         """
-        context: ServiceContext = self.factory.context  # type: ignore[union-attr]
+        context = self.context
         data = render(context, self.peer, context.reactor.seconds())
         self.bytes_out = len(data)
         sent = writethrough.send_and_drain(sock, data)
@@ -266,7 +276,7 @@ class Greeting(StreamProtocol):
         if self.rest:
             self._write(self.rest)
             return
-        context: ServiceContext = self.factory.context  # type: ignore[union-attr]
+        context = self.context
         data = render(context, self.peer, context.reactor.seconds())
         self.bytes_out = len(data)
         if writethrough.idle_plain(self.transport):
@@ -283,7 +293,7 @@ class Greeting(StreamProtocol):
 
     def _write(self, data: bytes) -> None:
         """The usual way: queue it, close once it is out, abort a peer that does not take it in time."""
-        context: ServiceContext = self.factory.context  # type: ignore[union-attr]
+        context = self.context
         transport: Any = self.transport
         # The deadline first: connectionLost cancels it, whenever that comes.
         self.deadline = context.reactor.callLater(context.settings.send_timeout, transport.abortConnection)
@@ -304,7 +314,7 @@ _DONE = Failure(ConnectionDone("greeted"))
 """The close reason of every greeting finished without a transport (the same as an orderly close)."""
 
 
-class GreetingFactory(ServiceFactory):
+class GreetingFactory(ServiceFactory[GreetingContext]):
     """
     The greeting's factory: with L{quick}, a L{socksvc.daemon.quickport.QuickPort}
     greets a plain TCP peer straight from its accept loop, no transport
@@ -321,13 +331,14 @@ class GreetingFactory(ServiceFactory):
         return proto
 
 
-def make_factory(context: ServiceContext) -> ServerFactory:
+def make_factory(context: GreetingContext) -> ServerFactory:
     return GreetingFactory(context, Greeting)
 
 
-SERVICE_TYPE = ServiceType(
+SERVICE_TYPE: ServiceType[GreetingSettings, Renderer] = ServiceType(
     name="greeting",
     settings=GreetingSettings,
     doc="RFC 865 style greeting / quote of the day: one message, then close",
+    make_state=make_state,
     stream=make_factory,
 )

@@ -20,8 +20,8 @@ from twisted.internet.protocol import ServerFactory
 
 from socksvc.config.settings import as_int, setting
 from socksvc.core import writethrough
-from socksvc.core.policy import ServiceFactory, StreamProtocol
-from socksvc.core.service import ServiceContext, ServiceType
+from socksvc.core.protocols import ServiceFactory, StreamProtocol
+from socksvc.core.service import NoState, ServiceContext, ServiceType
 from socksvc.util.lines import LineSplitter, TooLong
 
 ZWJ = "\u200d"
@@ -83,12 +83,12 @@ class ReverseSettings:
 class Reverse(StreamProtocol):
     """Reverses each line."""
 
+    context: ServiceContext[ReverseSettings, NoState]
     splitter: LineSplitter
     closing = False
 
     def connectionMade(self) -> None:
-        context: ServiceContext = self.factory.context  # type: ignore[union-attr]
-        self.splitter = LineSplitter(context.settings.max_line, strip_cr=False)
+        self.splitter = LineSplitter(self.context.settings.max_line, strip_cr=False)
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
@@ -140,11 +140,11 @@ class Reverse(StreamProtocol):
         super().readConnectionLost()
 
 
-def make_factory(context: ServiceContext) -> ServerFactory:
+def make_factory(context: ServiceContext[ReverseSettings, NoState]) -> ServerFactory:
     return ServiceFactory(context, Reverse)
 
 
-SERVICE_TYPE = ServiceType(
+SERVICE_TYPE: ServiceType[ReverseSettings, NoState] = ServiceType(
     name="reverse",
     settings=ReverseSettings,
     doc="line reverser (by character, UTF-8 aware)",

@@ -18,23 +18,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socksvc.core import writethrough
-from socksvc.core.policy import Tracked
+from socksvc.core.protocols import Tracked
 from socksvc.core.service import ServiceContext
 from socksvc.services.chat.sanitize import TelnetFilter, decode_line
 from socksvc.services.chat.state import ChatState, Member
 from socksvc.util.lines import LineSplitter, TooLong
 
 CLOSE_GRACE = 10.0  # seconds a closing peer gets to take its last lines
-
-
-def chat_state(context: ServiceContext) -> ChatState:
-    """The context's chat state, made on first use; kept across reloads."""
-    state = context.state
-    if state is None:
-        state = context.state = ChatState(context.settings, context.reactor, context.name)
-    elif state.settings is not context.settings:
-        state.reconfigure(context.settings)
-    return state  # type: ignore[no-any-return]
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -50,6 +40,7 @@ class ChatProtocol(Tracked):
         "close_reason",
         "closer",
         "connected",
+        "context",
         "factory",
         "idle_aborted",
         "idle_sweeps",
@@ -68,6 +59,7 @@ class ChatProtocol(Tracked):
 
     def __init__(self) -> None:
         self.factory: Any = None
+        self.context: ServiceContext[Any, ChatState] = None  # type: ignore[assignment]  # set by the factory
         self.transport: Any = None
         self.connected = 0
         self.policy = None  # type: ignore[assignment]  # set by the factory
@@ -97,8 +89,7 @@ class ChatProtocol(Tracked):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        context: ServiceContext = self.factory.context  # type: ignore[attr-defined]
-        state = chat_state(context)
+        state = self.context.state
         self.splitter = LineSplitter(state.settings.max_line)
         transport: Any = self.transport
         for option in ("setTcpNoDelay", "setTcpKeepAlive"):
@@ -163,8 +154,7 @@ class ChatProtocol(Tracked):
         transport.unregisterProducer()
         transport.loseConnection()
         if self.closer is None:
-            context: ServiceContext = self.factory.context  # type: ignore[attr-defined]
-            self.closer = context.reactor.callLater(CLOSE_GRACE, transport.abortConnection)
+            self.closer = self.context.reactor.callLater(CLOSE_GRACE, transport.abortConnection)
 
     # -- IPushProducer (the transport tells us about its buffer) -------------
 

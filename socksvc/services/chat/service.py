@@ -14,10 +14,11 @@ import attrs
 from twisted.internet.protocol import ServerFactory
 
 from socksvc.config.settings import as_bool, as_float, as_int, as_list, as_str, setting
-from socksvc.core.policy import ServiceFactory
+from socksvc.core.protocols import ServiceFactory
 from socksvc.core.service import ServiceContext, ServiceType
-from socksvc.services.chat.protocol import ChatProtocol, chat_state
+from socksvc.services.chat.protocol import ChatProtocol
 from socksvc.services.chat.sanitize import name_key, room_problem
+from socksvc.services.chat.state import ChatState
 
 DEFAULT_RESERVED = (
     "server",
@@ -82,27 +83,22 @@ class ChatSettings:
     )
 
 
-def make_factory(context: ServiceContext) -> ServerFactory:
-    chat_state(context)
+ChatContext = ServiceContext[ChatSettings, ChatState]
+
+
+def make_state(context: ChatContext) -> ChatState:
+    """Members, rooms and history: made once, kept across reloads (L{ChatState.reconfigure})."""
+    return ChatState(context.settings, context.reactor, context.name)
+
+
+def make_factory(context: ChatContext) -> ServerFactory:
     return ServiceFactory(context, ChatProtocol)
 
 
-def reconfigure(context: ServiceContext, settings: Any) -> None:
-    """A reload: apply the new settings to the live rooms and members."""
-    chat_state(context).reconfigure(settings)
-
-
-def stop(context: ServiceContext) -> None:
-    """The service is stopping: tell every member and close."""
-    if context.state is not None:
-        context.state.shutdown()
-
-
-SERVICE_TYPE = ServiceType(
+SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
     name="chat",
     settings=ChatSettings,
     doc="multi-room line chat for nc, telnet and `socksvc chat`",
+    make_state=make_state,
     stream=make_factory,
-    stop=stop,
-    reconfigure=reconfigure,
 )

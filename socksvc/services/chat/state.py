@@ -30,8 +30,9 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from socksvc.core.policy import RateLimitedLog, TokenBucket
+from socksvc.core.service import ServiceStatus
 from socksvc.services.chat.sanitize import clip, name_key, nick_problem, room_problem, visible
+from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
 
 log = Logger(namespace="socksvc")
 
@@ -485,6 +486,10 @@ class ChatState:
         self.nicks.clear()
         for room in self.rooms.values():
             room.members.clear()
+
+    def status(self) -> ServiceStatus:
+        """Members with a nickname, and the rooms (STATUS=, metrics)."""
+        return ServiceStatus(members=len(self.nicks), counters={"rooms": len(self.rooms)})
 
     # -- input ---------------------------------------------------------------
 
