@@ -13,8 +13,9 @@ from typing import Any
 import attrs
 from twisted.internet.protocol import ServerFactory
 
+from socksvc.chat.names import look_key
 from socksvc.chat.protocol import ChatProtocol, chat_state
-from socksvc.chat.sanitize import name_key, room_problem
+from socksvc.chat.sanitize import name_key, room_check
 from socksvc.policy import ServiceFactory
 from socksvc.registry import ServiceContext, ServiceType
 from socksvc.settings import as_bool, as_float, as_int, as_list, as_str, setting
@@ -36,20 +37,26 @@ DEFAULT_RESERVED = (
 
 
 def parse_rooms(value: Any) -> tuple[str, ...]:
-    """The configured rooms: valid, distinct names (a leading # is dropped)."""
+    """
+    The configured rooms: valid, distinct names that do not look alike (a
+    leading # is dropped), each as it is kept (its PRECIS enforcement).
+    """
     names: tuple[str, ...] = as_list(as_str(nonempty=True), nonempty=True)(value)
     out: list[str] = []
     seen: dict[str, str] = {}
+    looks: dict[str, str] = {}
     for name in names:
         name = name.removeprefix("#")
-        problem = room_problem(name)
+        form, problem = room_check(name)
         if problem is not None:
             raise ValueError(f"room {name!r}: {problem}")
-        key = name_key(name)
+        key, look = name_key(form), look_key(form)
         if key in seen:
             raise ValueError(f"rooms {seen[key]!r} and {name!r} are the same name")
-        seen[key] = name
-        out.append(name)
+        if look in looks:
+            raise ValueError(f"rooms {looks[look]!r} and {name!r} look alike")
+        seen[key] = looks[look] = name
+        out.append(form)
     return tuple(out)
 
 
@@ -78,7 +85,9 @@ class ChatSettings:
         30.0, as_float(minimum=0.1), "seconds a stalled (not reading) client has to catch up before a disconnect"
     )
     reserved_nicks: tuple[str, ...] = setting(
-        DEFAULT_RESERVED, as_list(as_str(nonempty=True)), "nicknames nobody may take (compared case-insensitively)"
+        DEFAULT_RESERVED,
+        as_list(as_str(nonempty=True)),
+        "nicknames nobody may take, nor any look-alike (case-insensitive; see docs/chat.md)",
     )
 
 
