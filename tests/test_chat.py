@@ -6,6 +6,7 @@ over StringTransport with a fake clock (see tests/test_chat_support.py).
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 from twisted.internet.error import ConnectionLost
@@ -142,7 +143,8 @@ def test_good_nicknames(name: str) -> None:
     c = Chat().connect()
     c.lines()
     c.send(name)
-    assert c.lines()[0] == f"-!- You are now known as {name}"
+    # kept as its PRECIS enforcement (NFKC): e + U+0301 is shown as é
+    assert c.lines()[0] == f"-!- You are now known as {unicodedata.normalize('NFKC', name)}"
 
 
 def test_nick_max_and_reserved_are_settings() -> None:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IDelayedCall
 
 from socksvc.services.chat.formats import Formatter
+from socksvc.services.chat.names import look_key
 from socksvc.services.chat.sanitize import name_key
 from socksvc.util.ratelimit import TokenBucket
 from socksvc.wire import CHAT_MISSED, CHAT_NOTICE
@@ -69,6 +70,7 @@ class Member:
         "held",
         "key",
         "last_drop",
+        "look",
         "missed",
         "nick",
         "paused",
@@ -85,6 +87,7 @@ class Member:
         self.conn = conn
         self.nick: str | None = None
         self.key: str | None = None
+        self.look: str | None = None  # look_key(nick): the key of ChatState.looks
         self.room: Room | None = None
         self.bucket: TokenBucket | None = None
         self.flood_since: float | None = None
@@ -187,11 +190,12 @@ class Member:
 class Room:
     """A room: its members by name key, topic and recent history."""
 
-    __slots__ = ("configured", "history", "key", "members", "name", "topic")
+    __slots__ = ("configured", "history", "key", "look", "members", "name", "topic")
 
     def __init__(self, name: str, history: int, configured: bool = False) -> None:
         self.name = name
         self.key = name_key(name)
+        self.look = look_key(name)
         self.members: dict[str, Member] = {}
         self.topic = ""
         self.history: deque[tuple[float, str]] = deque(maxlen=history)

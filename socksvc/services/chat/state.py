@@ -21,7 +21,8 @@ from twisted.logger import Logger
 from socksvc.core.service import ServiceStatus
 from socksvc.services.chat.delivery import Connection, Delivery, Member, Room
 from socksvc.services.chat.formats import Formatter
-from socksvc.services.chat.sanitize import clip, name_key, nick_problem, room_problem, visible
+from socksvc.services.chat.names import look_key
+from socksvc.services.chat.sanitize import clip, name_key, nick_check, room_check, visible
 from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
 
 log = Logger(namespace="socksvc")
@@ -40,7 +41,10 @@ class ChatState(Delivery):
         self.members: set[Member] = set()
         self.nicks: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}
+        self.looks: dict[str, Member] = {}  # by look_key: no two members look alike
+        self.room_looks: dict[str, Room] = {}
         self.reserved: frozenset[str] = frozenset()
+        self.reserved_looks: dict[str, str] = {}
         self.fmt = Formatter(clock, settings.timestamps)
         super().__init__()
         self._log_limit = RateLimitedLog(clock)
@@ -55,6 +59,7 @@ class ChatState(Delivery):
         self.settings = settings
         self.fmt.timestamps = settings.timestamps
         self.reserved = frozenset(name_key(n) for n in settings.reserved_nicks)
+        self.reserved_looks = {look_key(n): n for n in settings.reserved_nicks}
         wanted = {name_key(n): n for n in settings.rooms}
         for room in self.rooms.values():
             room.configured = room.key in wanted
@@ -62,9 +67,9 @@ class ChatState(Delivery):
                 room.history = deque(room.history, maxlen=settings.history)
         for key, name in wanted.items():
             if key not in self.rooms:
-                self.rooms[key] = Room(name, settings.history, configured=True)
-        for key in [k for k, r in self.rooms.items() if not r.configured and not r.members]:
-            del self.rooms[key]
+                self.add_room(Room(name, settings.history, configured=True))
+        for room in [r for r in self.rooms.values() if not r.configured and not r.members]:
+            self.drop_room(room)
         for m in self.members:
             if m.bucket is not None:
                 if settings.flood_rate > 0:
@@ -73,6 +78,16 @@ class ChatState(Delivery):
                     m.bucket.tokens = min(m.bucket.tokens, settings.flood_burst)
                 else:
                     m.bucket = None
+
+    def add_room(self, room: Room) -> None:
+        self.rooms[room.key] = room
+        self.room_looks[room.look] = room
+
+    def drop_room(self, room: Room) -> None:
+        if self.rooms.get(room.key) is room:
+            del self.rooms[room.key]
+        if self.room_looks.get(room.look) is room:
+            del self.room_looks[room.look]
 
     def first_room(self) -> Room:
         return self.rooms[name_key(self.settings.rooms[0])]
@@ -135,7 +150,7 @@ class ChatState(Delivery):
         if announce is not None and announce_it:
             self.to_room(room, self.fmt.notice_lines(announce))
         if not room.members and not room.configured:
-            self.rooms.pop(room.key, None)
+            self.drop_room(room)
 
     def announces(self, room: Room) -> bool:
         limit: int = self.settings.announce_max
@@ -150,6 +165,8 @@ class ChatState(Delivery):
             self.leave(m, text)
             if m.key is not None and self.nicks.get(m.key) is m:
                 del self.nicks[m.key]
+            if m.look is not None and self.looks.get(m.look) is m:
+                del self.looks[m.look]
         m.drop()
         self.members.discard(m)
 
@@ -197,6 +214,7 @@ class ChatState(Delivery):
             conn.close("server shutting down")
         self.members.clear()
         self.nicks.clear()
+        self.looks.clear()
         for room in self.rooms.values():
             room.members.clear()
 
@@ -235,18 +253,29 @@ class ChatState(Delivery):
     # -- actions -------------------------------------------------------------
 
     def set_nick(self, m: Member, name: str) -> None:
-        problem = nick_problem(name, self.settings.nick_max, self.reserved)
-        key = name_key(name) if problem is None else ""
-        if problem is None:
-            holder = self.nicks.get(key)
+        typed = name
+
+        def taken(form: str, look: str) -> str | None:
+            holder, twin = self.nicks.get(name_key(form)), self.looks.get(look)
             if holder is not None and holder is not m:
-                problem = f"{name} is taken"
-            elif holder is m and m.nick == name:
-                self.notice(m, f"You are now known as {name}")
-                return
+                return f"{typed} is taken"
+            if twin is not None and twin is not m:
+                return f'"{typed}" looks like "{twin.nick}", which is in use'
+            return None
+
+        form, problem = nick_check(name, self.settings.nick_max, self.reserved, self.reserved_looks, taken)
         if problem is not None:
             self.notice(m, f"error: nickname refused: {problem}")
             return
+        name, key, look = form, name_key(form), look_key(form)
+        look = key if look == key else look  # most often the same: keep one string
+        if self.nicks.get(key) is m and m.nick == name:
+            self.notice(m, f"You are now known as {name}")
+            return
+        if m.look is not None and self.looks.get(m.look) is m:
+            del self.looks[m.look]
+        m.look = look
+        self.looks[look] = m
         old = m.nick
         if old is None:
             m.nick, m.key = name, key
@@ -271,7 +300,15 @@ class ChatState(Delivery):
         """The room called C{name} (created if allowed), or why not."""
         if name.startswith("#"):
             name = name[1:]
-        problem = room_problem(name)
+        typed = name
+
+        def taken(form: str, look: str) -> str | None:
+            twin = self.room_looks.get(look)
+            if twin is not None and name_key(form) not in self.rooms:
+                return f'"{typed}" looks like "{twin.name}", which exists'
+            return None
+
+        name, problem = room_check(name, taken)
         if problem is not None:
             return None, f"bad room name: {problem}"
         key = name_key(name)
@@ -284,7 +321,7 @@ class ChatState(Delivery):
         if s.max_rooms and len(self.rooms) >= s.max_rooms:
             return None, f"too many rooms (at most {s.max_rooms}); join one of /rooms"
         room = Room(name, s.history)
-        self.rooms[key] = room
+        self.add_room(room)
         return room, None
 
     def join(self, m: Member, name: str) -> None:
