@@ -33,8 +33,8 @@ CLOSE_GRACE = 10.0  # seconds a closing peer gets to take its last lines
 class ChatProtocol(Tracked):
     """One chat client."""
 
-    # Slots, not a per-instance dict: with 10,000 members that is a quarter
-    # of the daemon's memory per client. Everything the base classes and the
+    # Slots, not a per-instance dict: a dict per member is a large share of
+    # the daemon's memory per client (docs/performance.md). Everything the base classes and the
     # policy layer set is here too (anything else still lands in __dict__).
     __slots__ = (
         "bytes_in",
