@@ -34,7 +34,7 @@ def as_octal_mode(value: Any) -> str:
             raise ValueError('expected octal digits such as "0640"')
         value = int(digits, 8)
     if value & ~0o666 or not value & 0o200:
-        raise ValueError('must be "0200" to "0666": owner-writable, no execute or special bits')
+        raise ValueError('must be owner-writable with no execute or special bits, such as "0640" or "0644"')
     return f"{value:04o}"
 
 
@@ -48,8 +48,9 @@ class DaemonSettings:
     log_mode: str = setting(
         "0644",
         as_octal_mode,
-        "permissions of a log file the daemon creates (twistd --logfile, and on reopen after SIGUSR1); "
-        'octal, "0600" to "0666"; an existing file keeps its own',
+        "permissions of a log file the daemon creates (twistd --logfile, twist --log-file, and at the reopen "
+        'after SIGUSR1), whatever the umask: octal ("0640"), owner-writable, no execute bits; an existing '
+        "file keeps its own",
     )
     log_buffer: int = setting(
         0,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import signal
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal
@@ -345,8 +346,6 @@ def observer_for(
     reopens the log file. Raises L{LogFileError} when the log file cannot
     be opened.
     """
-    import sys
-
     out = sys.stdout if out is None else out
     argv = sys.argv if argv is None else argv
     if is_twist(options):
