@@ -445,3 +445,16 @@ def test_twistd_logs_each_listener_once(tmp_path: Path) -> None:
     listening = [line for line in d.output.splitlines() if ": listening on " in line]
     assert len(listening) == 4, d.output
     assert {k for k, _h, _p in d.listening["echo"]} == {"tcp", "udp", "unix"}
+
+
+def test_no_factory_or_datagram_protocol_of_any_service_is_noisy() -> None:
+    """Factory.noisy logs "Starting factory ..." and "Stopping factory ..." for every listener."""
+    from socksvc.services.catalogue import types
+    from tests.support import context
+
+    for name, stype in types().items():
+        ctx = context(name)
+        if stype.stream is not None:
+            assert stype.stream(ctx).noisy is False, name
+        if stype.datagram is not None:
+            assert stype.datagram(ctx).noisy is False, name
