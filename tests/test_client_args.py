@@ -15,18 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socksvc.client.common import (
-    EXIT_NOT_FOUND,
-    EXIT_USAGE,
-    ClientError,
-    parse_count,
-    parse_host,
-    parse_nonnegative,
-    parse_port,
-    parse_timeout,
-)
+from socksvc.client.common import EXIT_NOT_FOUND, EXIT_USAGE, ClientError, parse_count, parse_nonnegative, parse_timeout
 from socksvc.client.lookup import FALLBACK_PORTS, is_url, lookup, parse_url, split_address
 from socksvc.client.main import build_parser
+from socksvc.client.target import parse_host, parse_port
 
 FEW = settings(max_examples=60)
 

@@ -31,8 +31,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socksvc.client import chat as chat_cli
-from socksvc.client.chat_format import (
+from socksvc.client.chat import command as chat_cli
+from socksvc.client.chat.format import (
     NICK_COLOURS,
     ChatLine,
     classify,
@@ -44,7 +44,7 @@ from socksvc.client.chat_format import (
     nick_colour,
     plain,
 )
-from socksvc.client.chat_net import Target, describe
+from socksvc.client.chat.net import Target, describe
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -429,7 +429,7 @@ def test_tab_completes_commands_and_seen_nicknames() -> None:
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from socksvc.client.chat_console import _Completer
+    from socksvc.client.chat.console import _Completer
 
     completer = _Completer(lambda: ["bob", "Bobby", "carol"])
 
@@ -494,7 +494,7 @@ def free_port() -> int:
 
 def run_client(*args: str, stdin: bytes = b"", timeout: float = 20.0) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [PY, "-m", "socksvc.client.chat", *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT
+        [PY, "-m", "socksvc.client.main", "chat", *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT
     )
 
 
@@ -519,8 +519,8 @@ def test_unknown_host_is_one_line_and_fails() -> None:
 
 
 def test_plain_mode_in_process(server: FakeChatServer) -> None:
-    from socksvc.client.chat_net import connect_socket
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.net import connect_socket
+    from socksvc.client.chat.plain import run_plain
 
     server_says = b"<mallory> \x1b[2J\x1b]0;owned\x07 \xc2\x9b \xe2\x80\xae evil\r\n"
     r, w = os.pipe()
@@ -552,8 +552,8 @@ def test_plain_mode_in_process(server: FakeChatServer) -> None:
 
 
 def test_plain_mode_over_a_unix_socket(tmp_path: Any) -> None:
-    from socksvc.client.chat_net import connect_socket
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.net import connect_socket
+    from socksvc.client.chat.plain import run_plain
 
     path = str(tmp_path / "chat.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -579,7 +579,7 @@ def test_plain_mode_over_a_unix_socket(tmp_path: Any) -> None:
 
 
 def test_plain_mode_drains_then_leaves_a_server_that_never_closes() -> None:
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.plain import run_plain
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         sock = socket.create_connection(listener.getsockname(), timeout=5)
@@ -619,7 +619,7 @@ def read_until(f: Any, text: bytes, got: bytearray, timeout: float = 10.0) -> by
 @contextlib.contextmanager
 def plain_client(port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [PY, "-m", "socksvc.client.chat", "127.0.0.1", str(port), *args],
+        [PY, "-m", "socksvc.client.main", "chat", "127.0.0.1", str(port), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -685,8 +685,8 @@ def _console_session(port: int, body: Callable[..., Any], **kw: Any) -> Any:
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output.vt100 import Vt100_Output
 
-    from socksvc.client.chat_console import ChatConsole
-    from socksvc.client.chat_net import open_stream
+    from socksvc.client.chat.console import ChatConsole
+    from socksvc.client.chat.net import open_stream
 
     async def main() -> Any:
         screen = io.StringIO()
@@ -817,7 +817,7 @@ class Tmux:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_real_terminal_under_tmux(server: FakeChatServer, tmp_path: Any) -> None:
     rc = tmp_path / "rc"
-    command = f"cd {ROOT} && {PY} -m socksvc.client.chat 127.0.0.1 {server.port} --nick alice; echo $? > {rc}"
+    command = f"cd {ROOT} && {PY} -m socksvc.client.main chat 127.0.0.1 {server.port} --nick alice; echo $? > {rc}"
     term = Tmux(command, str(tmp_path / "tmux.sock"))
 
     def shows(*rows: str) -> list[str] | None:
@@ -859,7 +859,7 @@ def test_real_terminal_under_tmux(server: FakeChatServer, tmp_path: Any) -> None
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_sigterm_under_tmux_quits_cleanly_and_restores_the_terminal(server: FakeChatServer, tmp_path: Any) -> None:
     rc, pid, tty = tmp_path / "rc", tmp_path / "pid", tmp_path / "stty"
-    client = f"{PY} -m socksvc.client.chat 127.0.0.1 {server.port} --nick tess"
+    client = f"{PY} -m socksvc.client.main chat 127.0.0.1 {server.port} --nick tess"
     command = f"cd {ROOT} && sh -c 'echo $$ > {pid}; exec {client}'; echo $? > {rc}; stty -a > {tty}"
     term = Tmux(command, str(tmp_path / "tmux.sock"))
     try:
@@ -895,7 +895,7 @@ def test_plain_mode_against_the_real_daemon(real_chat_port: int) -> None:
         read_until(bob.stdout, b"You are now in", got)
         # Through the real `socksvc` console script when it is installed, else the module.
         script = os.path.join(os.path.dirname(PY), "socksvc")
-        argv = [script, "chat"] if os.path.exists(script) else [PY, "-m", "socksvc.client.chat"]
+        argv = [script, "chat"] if os.path.exists(script) else [PY, "-m", "socksvc.client.main", "chat"]
         alice = subprocess.run(
             [*argv, "127.0.0.1", str(port), "--nick", "alice"],
             input=b"hello bob\n/me waves\n/msg bob psst\n",

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socksvc.client.chat_net import Target
+from socksvc.client.chat.net import Target
 from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, REFUSAL, refusal
 from socksvc.util.visible import UNSAFE_STRICT, is_safe
 from tests import test_client
@@ -184,8 +184,8 @@ def test_chat_plain_mode_reports_the_refusal_and_fails(denied: Daemon) -> None:
 
 
 def test_chat_plain_mode_in_process(denied: Daemon) -> None:
-    from socksvc.client.chat_net import connect_socket
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.net import connect_socket
+    from socksvc.client.chat.plain import run_plain
 
     r, w = os.pipe()  # stdin stays open: the server closes first
     out = io.BytesIO()

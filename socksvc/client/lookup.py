@@ -23,7 +23,8 @@ from typing import Any
 
 import attrs
 
-from socksvc.client.common import EXIT_NOT_FOUND, EXIT_OK, ClientError, describe, say, usage_error
+from socksvc.client.common import EXIT_NOT_FOUND, EXIT_OK, ClientError, say, usage_error
+from socksvc.client.target import describe
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 

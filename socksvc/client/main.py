@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from socksvc.client import chat, lookup, probes, udp
+from socksvc.client import lookup, probes, udp
+from socksvc.client.chat import command as chat
 from socksvc.client.common import EXIT_CODES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, ClientError
 
 MODULES = (probes, udp, chat, lookup)

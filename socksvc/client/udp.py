@@ -29,17 +29,12 @@ from socksvc.client.common import (
     ECHO_PORT,
     EXIT_NOT_FOUND,
     ClientError,
-    Target,
-    add_target_arguments,
     argv_bytes,
-    describe,
-    parse_host,
     parse_nonnegative,
     parse_nonnegative_int,
-    parse_port,
-    resolve,
     usage_error,
 )
+from socksvc.client.target import Target, add_target_arguments, describe, parse_host, parse_port, resolve
 
 DEFAULT_PORT = ECHO_PORT
 MAX_PAYLOAD_V4 = 65507

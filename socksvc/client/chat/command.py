@@ -18,11 +18,11 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-from socksvc.client.chat_net import Target, connect_socket, describe, open_stream
-from socksvc.client.common import CHAT_PORT, DEFAULT_HOST, parse_nonnegative, parse_timeout, port_argument
+from socksvc.client.chat.net import Target, connect_socket, describe, open_stream
+from socksvc.client.common import CHAT_PORT, parse_nonnegative, parse_timeout
+from socksvc.client.target import DEFAULT_HOST, port_argument
 
 DEFAULT_PORT = CHAT_PORT
 PROG = "socksvc chat"
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_plain_mode(target: Target, args: argparse.Namespace) -> int:
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.plain import run_plain
 
     try:
         sock = connect_socket(target, args.timeout)
@@ -111,7 +111,7 @@ def run_plain_mode(target: Target, args: argparse.Namespace) -> int:
 
 
 async def _run_console(target: Target, args: argparse.Namespace) -> int:
-    from socksvc.client.chat_console import ChatConsole, terminal_input
+    from socksvc.client.chat.console import ChatConsole, terminal_input
 
     try:
         reader, writer = await open_stream(target, args.timeout)
@@ -128,14 +128,3 @@ async def _run_console(target: Target, args: argparse.Namespace) -> int:
         input=terminal_input(),
     )
     return await console.run(reader, writer)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m socksvc.client.chat` (the same as `socksvc chat`)."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1] if __doc__ else None)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from socksvc.client.chat_format import decode, plain
+from socksvc.client.chat.format import decode, plain
 from socksvc.client.common import refusal
 from socksvc.util.lines import LineSplitter, TooLong
 

@@ -46,7 +46,7 @@ from prompt_toolkit.output import ColorDepth, Output
 from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
 from prompt_toolkit.styles import Style
 
-from socksvc.client.chat_format import (
+from socksvc.client.chat.format import (
     STYLE_RULES,
     ChatLine,
     Fragments,
@@ -57,7 +57,7 @@ from socksvc.client.chat_format import (
     fragments,
     own_line,
 )
-from socksvc.client.chat_net import Target, describe, open_stream
+from socksvc.client.chat.net import Target, describe, open_stream
 from socksvc.client.common import refusal
 from socksvc.util.lines import LineSplitter, TooLong
 
