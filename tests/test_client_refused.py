@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from socksvc.client.chat.net import Target
-from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, REFUSAL, refusal
+from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, refusal
 from socksvc.util.visible import UNSAFE_STRICT, is_safe
+from socksvc.wire import REFUSAL
 from tests import test_client
 from tests.support import Daemon, daemon
 from tests.test_client import one_error_line, run

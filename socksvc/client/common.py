@@ -22,6 +22,7 @@ import sys
 from typing import BinaryIO
 
 from socksvc.util.visible import UNSAFE_STRICT, visible
+from socksvc.wire import REFUSAL
 
 PROG = "socksvc"
 
@@ -45,11 +46,6 @@ EXIT_CODES = {
     EXIT_PROTOCOL: "refused by the daemon, connection reset or closed early, or a reply that is not what was expected",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-
-ECHO_PORT = 7007
-GREETING_PORT = 7017
-REVERSE_PORT = 7071
-CHAT_PORT = 7070
 
 
 class ClientError(Exception):
@@ -112,8 +108,6 @@ def _whole(text: str, minimum: int) -> int:
 
 # -- refusals ----------------------------------------------------------------
 
-REFUSAL = b"socksvc: "
-"""How a socksvc daemon's refusal line starts (C{socksvc: REASON CRLF}, then it closes)."""
 REFUSAL_MAX = 1024
 """Reply bytes kept to recognise a refusal line (the longest reason is under 64)."""
 

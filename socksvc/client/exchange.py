@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from socksvc.client.common import EXIT_PROTOCOL, EXIT_TIMEOUT, REFUSAL, REFUSAL_MAX, ClientError, refusal
+from socksvc.client.common import EXIT_PROTOCOL, EXIT_TIMEOUT, REFUSAL_MAX, ClientError, refusal
 from socksvc.client.target import Target, describe
+from socksvc.wire import REFUSAL
 
 CHUNK = 65536
 MAX_PENDING = 4 * CHUNK  # unsent input we hold before we stop reading stdin

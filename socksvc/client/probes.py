@@ -13,12 +13,9 @@ import time
 from typing import Any
 
 from socksvc.client.common import (
-    ECHO_PORT,
     EXIT_OK,
     EXIT_PROTOCOL,
     EXIT_TIMEOUT,
-    GREETING_PORT,
-    REVERSE_PORT,
     ClientError,
     argv_bytes,
     parse_count,
@@ -31,6 +28,7 @@ from socksvc.client.common import (
 )
 from socksvc.client.exchange import CHUNK, Differs, EchoMeter, ReverseMeter, decided, exchange, lost, refused, writer
 from socksvc.client.target import Target, add_target_arguments, connect, peer_text, target_from
+from socksvc.wire import ECHO_PORT, GREETING_PORT, REVERSE_PORT
 
 MAX_GREETING = 64 * 1024  # a greeting is under 512 bytes; stop reading well past that
 DEFAULT_PAYLOAD = b"socksvc echo probe 0123456789abcdefghijklmnopqrstuvwxyz\n"  # 56 bytes, as ping

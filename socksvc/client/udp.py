@@ -26,7 +26,6 @@ from typing import Any, TextIO
 import attrs
 
 from socksvc.client.common import (
-    ECHO_PORT,
     EXIT_NOT_FOUND,
     ClientError,
     argv_bytes,
@@ -35,6 +34,7 @@ from socksvc.client.common import (
     usage_error,
 )
 from socksvc.client.target import Target, add_target_arguments, describe, parse_host, parse_port, resolve
+from socksvc.wire import ECHO_PORT
 
 DEFAULT_PORT = ECHO_PORT
 MAX_PAYLOAD_V4 = 65507

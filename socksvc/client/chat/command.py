@@ -21,8 +21,9 @@ import sys
 from typing import Any
 
 from socksvc.client.chat.net import Target, connect_socket, describe, open_stream
-from socksvc.client.common import CHAT_PORT, parse_nonnegative, parse_timeout
+from socksvc.client.common import parse_nonnegative, parse_timeout
 from socksvc.client.target import DEFAULT_HOST, port_argument
+from socksvc.wire import CHAT_PORT
 
 DEFAULT_PORT = CHAT_PORT
 PROG = "socksvc chat"

@@ -60,6 +60,7 @@ from socksvc.client.chat.format import (
 from socksvc.client.chat.net import Target, describe, open_stream
 from socksvc.client.common import refusal
 from socksvc.util.lines import LineSplitter, TooLong
+from socksvc.wire import CHAT_COMMANDS
 
 MAX_LINE = 1 << 20
 BACKOFF_FIRST = 1.0
@@ -69,7 +70,6 @@ QUIT_WAIT = 2.0
 
 _KNOWN_AS = re.compile(r"You are now known as (\S+)")
 _IN_ROOM = re.compile(r"You are now in (\S+) \(\d+ members?\)")
-COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/help", "/quit")
 
 
 class _StayRawInput(Vt100Input):
@@ -100,7 +100,7 @@ class _Completer(Completer):
         word = document.get_word_before_cursor(WORD=True)
         before = document.text_before_cursor
         if before.startswith("/") and " " not in before:
-            for cmd in COMMANDS:
+            for cmd in CHAT_COMMANDS:
                 if cmd.startswith(before.lower()):
                     yield Completion(cmd + " ", start_position=-len(before))
             return
