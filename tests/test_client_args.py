@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from socksvc.client.common import EXIT_NOT_FOUND, EXIT_USAGE, ClientError, parse_count, parse_nonnegative, parse_timeout
 from socksvc.client.lookup import FALLBACK_PORTS, is_url, lookup, parse_url, split_address
 from socksvc.client.main import build_parser
-from socksvc.client.target import parse_host, parse_port
+from socksvc.client.target import Target, parse_host, parse_port, target_from
 
 FEW = settings(max_examples=60)
 
@@ -208,8 +208,8 @@ def test_url_schemes_are_known_or_one_error(scheme: str, host: str) -> None:
 def test_positionals_default_in_order(command: str, host: str) -> None:
     parser = build_parser()
     args: Any = parser.parse_args([command, host])
-    assert args.host == host
-    assert args.port == {"echo": "7007", "greet": "7017", "reverse": "7071"}[command]
+    default = {"echo": 7007, "greet": 7017, "reverse": 7071}[command]
+    assert target_from(args) == Target(host, default)
     assert args.timeout == 5.0
     bare: Any = parser.parse_args([command])
-    assert bare.host == "localhost"
+    assert target_from(bare) == Target("localhost", default)

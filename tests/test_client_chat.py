@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import re
@@ -44,7 +45,9 @@ from socksvc.client.chat.format import (
     nick_colour,
     plain,
 )
-from socksvc.client.chat.net import Target, describe
+from socksvc.client.common import EXIT_CONNECT, EXIT_NOT_FOUND, EXIT_PROTOCOL, EXIT_USAGE, ClientError
+from socksvc.client.main import run as client_run
+from socksvc.client.target import Target, connect, describe, target_from
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -454,13 +457,15 @@ def test_mentions() -> None:
 
 
 def test_describe_errors_in_plain_words() -> None:
+    # One describe() for every command: the chat client says what the probes say.
     assert describe(ConnectionRefusedError()) == "connection refused"
-    assert describe(TimeoutError(), 3) == "timed out after 3s"
-    assert describe(socket.gaierror(socket.EAI_NONAME, "Name or service not known")) == "unknown host"
-    assert "resolve" in describe(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
-    assert describe(ConnectionResetError()) == "connection reset by the server"
-    assert str(Target.parse("::1", 7070)) == "[::1]:7070"
-    assert Target.parse("unix:/run/chat.sock", 7070).path == "/run/chat.sock"
+    assert describe(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")) == "connection refused"
+    assert describe(TimeoutError()) == "timed out"
+    assert describe(socket.gaierror(socket.EAI_NONAME, "Name or service not known")) == "name or service not known"
+    assert describe(ConnectionResetError()) == "connection reset"
+    assert describe(FileNotFoundError(errno.ENOENT, "No such file or directory")) == "no such socket"
+    assert str(Target("::1", 7070)) == "::1 port 7070"
+    assert str(Target(path="/run/chat.sock")) == "unix:/run/chat.sock"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -471,19 +476,41 @@ def parser() -> argparse.ArgumentParser:
 
 def test_register_adds_the_chat_subcommand() -> None:
     args = parser().parse_args(["chat"])
-    assert (args.host, args.port, args.nick, args.color, args.reconnect) == ("localhost", 7070, None, True, True)
+    assert (args.nick, args.color, args.reconnect, args.timeout) == (None, True, True, 10.0)
+    assert target_from(args) == Target("localhost", 7070)
     assert args.run is chat_cli.run
-    args = parser().parse_args(["chat", "10.0.0.5", "7171", "--nick", "zoë", "--no-color", "-t"])
-    assert (args.host, args.port, args.nick, args.color, args.timestamps) == ("10.0.0.5", 7171, "zoë", False, True)
+    args = parser().parse_args(["chat", "10.0.0.5", "7171", "--nick", "zoë", "--no-color", "--timestamps", "-t", "3"])
+    assert (args.nick, args.color, args.timestamps, args.timeout) == ("zoë", False, True, 3.0)
+    assert target_from(args) == Target("10.0.0.5", 7171)
 
 
-@pytest.mark.parametrize("argv", [["chat", "h", "99999"], ["chat", "h", "x"], ["chat", "--nick", "a b"]])
-def test_bad_arguments_are_one_line_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as e:
-        parser().parse_args(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("socksvc chat: error:")
+def test_chat_takes_the_same_targets_as_every_command() -> None:
+    # -t is --timeout, as for echo, greet, reverse and udp (--timestamps has no short form).
+    assert parser().parse_args(["chat", "-t", "2.5"]).timeout == 2.5
+    assert target_from(parser().parse_args(["chat", "[::1]", "7171"])) == Target("::1", 7171)
+    assert target_from(parser().parse_args(["chat", "::1"])) == Target("::1", 7070)
+    assert target_from(parser().parse_args(["chat", "unix:/run/chat.sock"])) == Target(path="/run/chat.sock")
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["chat", "127.0.0.1", "99999"], EXIT_USAGE, "socksvc: port out of range (1-65535): '99999'"),
+        (["chat", "unix:/run/chat.sock", "7070"], EXIT_USAGE, "socksvc: unix:PATH takes no PORT: '7070'"),
+        (["chat", "localhost:7070"], EXIT_USAGE, "socksvc: not a host name or address: 'localhost:7070' (give"),
+        (["chat", "127.0.0.1", "no-such-service-x"], EXIT_NOT_FOUND, "socksvc: unknown service name"),
+        (["chat", "--nick", "a b"], EXIT_USAGE, "socksvc chat: error: argument --nick/-n"),
+        (["chat", "-t", "0"], EXIT_USAGE, "socksvc chat: error: argument --timeout/-t"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(
+    argv: list[str], code: int, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert client_run([*argv, "--plain"]) == code
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines()[-1].startswith(text)
+    assert "Traceback" not in err
 
 
 def free_port() -> int:
@@ -498,28 +525,51 @@ def run_client(*args: str, stdin: bytes = b"", timeout: float = 20.0) -> subproc
     )
 
 
-def test_connection_refused_is_one_line_and_fails() -> None:
+def test_connection_refused_is_one_line_and_exits_4() -> None:
     port = free_port()
     got = run_client("127.0.0.1", str(port))
-    assert got.returncode == 1
-    assert got.stderr.decode() == f"socksvc chat: cannot connect to 127.0.0.1:{port}: connection refused\n"
+    assert got.returncode == EXIT_CONNECT
+    assert got.stderr.decode() == f"socksvc: cannot connect to 127.0.0.1 port {port}: connection refused\n"
     assert got.stdout == b""
 
 
-def test_unknown_host_is_one_line_and_fails() -> None:
-    got = run_client("no-such-host.invalid", "7070")
-    assert got.returncode == 1
-    err = got.stderr.decode()
-    assert err.count("\n") == 1
-    assert err.startswith("socksvc chat: cannot connect to no-such-host.invalid:7070: ")
-    assert "unknown host" in err or "resolve" in err
+def unknown_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No name resolves (the resolver is faked: a test never asks the system's)."""
+
+    def getaddrinfo(host: Any, *args: Any, **kw: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_unknown_host_is_one_line_and_exits_3(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    unknown_name(monkeypatch)
+    assert client_run(["chat", "no-such-host.invalid", "7070", "--plain"]) == EXIT_NOT_FOUND
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "socksvc: cannot resolve host 'no-such-host.invalid': name or service not known\n"
+
+
+def test_console_connect_fails_as_plain_mode_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from socksvc.client.chat.net import open_stream
+
+    port = free_port()
+    with pytest.raises(ClientError) as refused:
+        asyncio.run(open_stream(Target("127.0.0.1", port), 5))
+    assert (refused.value.code, refused.value.message) == (
+        EXIT_CONNECT,
+        f"cannot connect to 127.0.0.1 port {port}: connection refused",
+    )
+    unknown_name(monkeypatch)
+    with pytest.raises(ClientError) as unknown:
+        asyncio.run(open_stream(Target("no-such-host.invalid", 7070), 5))
+    assert unknown.value.code == EXIT_NOT_FOUND
 
 
 # ------------------------------------------------------------------ plain line mode
 
 
 def test_plain_mode_in_process(server: FakeChatServer) -> None:
-    from socksvc.client.chat.net import connect_socket
     from socksvc.client.chat.plain import run_plain
 
     server_says = b"<mallory> \x1b[2J\x1b]0;owned\x07 \xc2\x9b \xe2\x80\xae evil\r\n"
@@ -527,12 +577,12 @@ def test_plain_mode_in_process(server: FakeChatServer) -> None:
     os.write(w, b"hello all\n/me waves\nno newline at the end")
     os.close(w)
     out = io.BytesIO()
-    warnings: list[str] = []
-    sock = connect_socket(Target("127.0.0.1", server.port), 5)
+    target = Target("127.0.0.1", server.port)
+    sock = connect(target, 5)
     poll(lambda: server.connected() == 1, what="the client to be accepted")
     server.send_all(server_says)
     try:
-        code = run_plain(sock, stdin_fd=r, stdout=out, nick="alice", drain=5.0, warn=warnings.append)
+        code = run_plain(sock, target, stdin_fd=r, stdout=out, nick="alice", drain=5.0)
     finally:
         os.close(r)
     assert code == 0
@@ -548,34 +598,31 @@ def test_plain_mode_in_process(server: FakeChatServer) -> None:
         "-!- Disconnected: quit",
     ]
     assert "\x1b" not in text and "\r" not in text
-    assert warnings == []
 
 
 def test_plain_mode_over_a_unix_socket(tmp_path: Any) -> None:
-    from socksvc.client.chat.net import connect_socket
     from socksvc.client.chat.plain import run_plain
 
     path = str(tmp_path / "chat.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(1)
-    target = Target.parse("unix:" + path, 7070)
-    assert str(target) == "unix:" + path
-    sock = connect_socket(target, 5)
+    target = Target(path=path)
+    sock = connect(target, 5)
     peer, _ = listener.accept()
     peer.sendall(b"-!- Welcome to socksvc chat\r\n-!- partial line at close")
     peer.close()
-    r, w = os.pipe()  # stdin stays open: the server closes first
+    r, w = os.pipe()  # stdin stays open: the server closes first, and not because we said /quit
     out = io.BytesIO()
-    warnings: list[str] = []
     try:
-        assert run_plain(sock, stdin_fd=r, stdout=out, warn=warnings.append) == 0
+        with pytest.raises(ClientError) as e:
+            run_plain(sock, target, stdin_fd=r, stdout=out)
     finally:
         os.close(r)
         os.close(w)
         listener.close()
     assert out.getvalue() == b"-!- Welcome to socksvc chat\n-!- partial line at close\n"
-    assert warnings == ["the server closed the connection"]
+    assert (e.value.code, e.value.message) == (EXIT_PROTOCOL, f"unix:{path} closed the connection")
 
 
 def test_plain_mode_drains_then_leaves_a_server_that_never_closes() -> None:
@@ -589,7 +636,7 @@ def test_plain_mode_drains_then_leaves_a_server_that_never_closes() -> None:
             os.write(w, b"last words")
             os.close(w)
             try:
-                assert run_plain(sock, stdin_fd=r, stdout=io.BytesIO(), drain=0.2) == 0
+                assert run_plain(sock, Target("127.0.0.1", 1), stdin_fd=r, stdout=io.BytesIO(), drain=0.2) == 0
             finally:
                 os.close(r)
             peer.settimeout(5)
@@ -666,14 +713,27 @@ def test_plain_mode_end_to_end(server: FakeChatServer) -> None:
     assert server.lines("alice")[-1] == "/quit"
 
 
-def test_plain_mode_exits_when_the_server_closes(server: FakeChatServer) -> None:
+def test_plain_mode_fails_when_the_server_closes_first(server: FakeChatServer) -> None:
     with plain_client(server.port) as proc:
         got = bytearray()
         read_until(proc.stdout, b"Choose a nickname", got)
         server.drop_all()
-        assert proc.wait(10) == 0
+        assert proc.wait(10) == EXIT_PROTOCOL
         assert proc.stderr is not None
-        assert proc.stderr.read().decode() == "socksvc chat: the server closed the connection\n"
+        assert proc.stderr.read().decode() == f"socksvc: 127.0.0.1 port {server.port} closed the connection\n"
+
+
+def test_plain_mode_passes_on_the_servers_reason_for_closing(server: FakeChatServer) -> None:
+    with plain_client(server.port) as proc:
+        got = bytearray()
+        read_until(proc.stdout, b"Choose a nickname", got)
+        server.send_all(b"-!- Disconnected: flooding\r\n")
+        read_until(proc.stdout, b"Disconnected: flooding", got)
+        server.drop_all()
+        assert proc.wait(10) == EXIT_PROTOCOL
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+        assert err == f"socksvc: 127.0.0.1 port {server.port} closed the connection: flooding\n"
 
 
 # ------------------------------------------------------------------ interactive (prompt_toolkit pipe input)
@@ -785,11 +845,11 @@ def test_console_reconnects_on_enter_and_takes_its_nick_again(server: FakeChatSe
     _console_session(server.port, body, nick="alice")
 
 
-def test_console_without_reconnect_exits_1_when_the_connection_drops(server: FakeChatServer) -> None:
+def test_console_without_reconnect_exits_6_when_the_connection_drops(server: FakeChatServer) -> None:
     async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
         await apoll(lambda: console.registered, what="registration")
         server.drop_all()
-        assert await asyncio.wait_for(task, 10) == 1
+        assert await asyncio.wait_for(task, 10) == EXIT_PROTOCOL
         assert "lost: closed by the server" in screen.getvalue()
 
     _console_session(server.port, body, nick="alice", reconnect=False)

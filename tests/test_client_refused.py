@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socksvc.client.chat.net import Target
-from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, refusal
+from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, ClientError, refusal
+from socksvc.client.target import Target, connect
 from socksvc.util.visible import UNSAFE_STRICT, is_safe
 from socksvc.wire import REFUSAL
 from tests import test_client
@@ -179,34 +179,32 @@ def test_chat_plain_mode_reports_the_refusal_and_fails(denied: Daemon) -> None:
     p = subprocess.run(
         [SCRIPT, "chat", "127.0.0.1", str(port), "--nick", "zed"], input=b"hello\n", capture_output=True, timeout=30
     )
-    assert p.returncode == 1
+    assert p.returncode == EXIT_PROTOCOL
     assert p.stdout == b""
-    assert p.stderr.decode() == f"socksvc chat: 127.0.0.1:{port} refused us: access denied\n"
+    assert p.stderr.decode() == f"socksvc: 127.0.0.1 port {port} refused us: access denied\n"
 
 
 def test_chat_plain_mode_in_process(denied: Daemon) -> None:
-    from socksvc.client.chat.net import connect_socket
     from socksvc.client.chat.plain import run_plain
 
     r, w = os.pipe()  # stdin stays open: the server closes first
     out = io.BytesIO()
-    warnings: list[str] = []
     target = Target("127.0.0.1", denied.port("chat"))
     try:
-        code = run_plain(connect_socket(target, 5), stdin_fd=r, stdout=out, warn=warnings.append, server=str(target))
+        with pytest.raises(ClientError) as e:
+            run_plain(connect(target, 5), target, stdin_fd=r, stdout=out)
     finally:
         os.close(r)
         os.close(w)
-    assert code == 1
+    assert (e.value.code, e.value.message) == (EXIT_PROTOCOL, f"{target} refused us: access denied")
     assert out.getvalue() == b""
-    assert warnings == [f"{target} refused us: access denied"]
 
 
-def test_chat_console_reports_the_refusal_and_exits_1(denied: Daemon) -> None:
+def test_chat_console_reports_the_refusal_and_exits_6(denied: Daemon) -> None:
     from tests.test_client_chat import _console_session
 
     async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
-        assert await asyncio.wait_for(task, 10) == 1
+        assert await asyncio.wait_for(task, 10) == EXIT_PROTOCOL
         assert console.refused == "access denied"
         assert any(isinstance(x, str) and x.endswith("refused us: access denied") for x in console.shown)
         assert "refused us: access denied" in screen.getvalue()

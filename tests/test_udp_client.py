@@ -135,7 +135,6 @@ def test_falls_back_to_the_next_address_when_the_first_refuses(
 @pytest.mark.parametrize(
     ("argv", "code", "text"),
     [
-        (["nosuch.invalid"], 3, "cannot resolve nosuch.invalid"),
         (["127.0.0.1", "70000"], 2, "port out of range"),
         (["127.0.0.1", "7", "msg", "--size", "3"], 2, "give MESSAGE or --size, not both"),
         (["127.0.0.1", "7", "--size", "65508"], 2, "more than a UDP datagram can carry"),
@@ -148,6 +147,16 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert text in err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in out + err
+
+
+def test_an_unknown_host_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def getaddrinfo(host: object, *args: object, **kw: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)  # never the system's resolver
+    got, out, err = socksvc(capsys, "nosuch.invalid", "7007")
+    assert (got, out) == (3, "")
+    assert err == "socksvc: cannot resolve host 'nosuch.invalid': name or service not known\n"
 
 
 def test_bad_option_values_are_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,7 +174,7 @@ def test_a_reply_that_is_not_the_echo_is_not_counted() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
         port = str(server.getsockname()[1])
-        cmd = [sys.executable, "-m", "socksvc.client.udp", "127.0.0.1", port, "ping", "-t", "5"]
+        cmd = [sys.executable, "-m", "socksvc.client.main", "udp", "127.0.0.1", port, "ping", "-t", "5"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             ready, _, _ = select.select([server], [], [], 10)

@@ -12,7 +12,6 @@ differs, or a refusal line, never reaches the output.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import socket
@@ -21,16 +20,11 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from socksvc.client.common import EXIT_PROTOCOL, EXIT_TIMEOUT, REFUSAL_MAX, ClientError, refusal
-from socksvc.client.target import Target, describe
+from socksvc.client.target import Target, connection_lost, refused
 from socksvc.wire import REFUSAL
 
 CHUNK = 65536
 MAX_PENDING = 4 * CHUNK  # unsent input we hold before we stop reading stdin
-
-
-def refused(target: Target, reason: str) -> ClientError:
-    """The error for a daemon that refused us (access list, connection limits)."""
-    return ClientError(f"{target} refused us: {reason}", EXIT_PROTOCOL)
 
 
 class Mismatch(Exception):
@@ -300,9 +294,7 @@ def lost(target: Target, error: OSError, sock: socket.socket | None = None, mete
         reason = meter.refusal()
         if reason is not None:
             return refused(target, reason)
-    if error.errno in (errno.ECONNRESET, errno.EPIPE):
-        return ClientError(f"connection to {target} reset by the server", EXIT_PROTOCOL)
-    return ClientError(f"connection to {target} failed: {describe(error)}", EXIT_PROTOCOL)
+    return connection_lost(target, error)
 
 
 def writer(out: BinaryIO) -> Callable[[bytes], None]:

@@ -26,8 +26,8 @@ from socksvc.client.common import (
     stdout,
     usage_error,
 )
-from socksvc.client.exchange import CHUNK, Differs, EchoMeter, ReverseMeter, decided, exchange, lost, refused, writer
-from socksvc.client.target import Target, add_target_arguments, connect, peer_text, target_from
+from socksvc.client.exchange import CHUNK, Differs, EchoMeter, ReverseMeter, decided, exchange, lost, writer
+from socksvc.client.target import Target, add_target_arguments, connect, peer, refused, target_from
 from socksvc.wire import ECHO_PORT, GREETING_PORT, REVERSE_PORT
 
 MAX_GREETING = 64 * 1024  # a greeting is under 512 bytes; stop reading well past that
@@ -37,8 +37,12 @@ DEFAULT_PAYLOAD = b"socksvc echo probe 0123456789abcdefghijklmnopqrstuvwxyz\n"  
 # -- echo ----------------------------------------------------------------------
 
 
+ECHO_HINT = "to send a message: socksvc echo HOST PORT MESSAGE, or pipe it on stdin"
+REVERSE_HINT = "to reverse text: socksvc reverse HOST PORT TEXT, or pipe lines on stdin"
+
+
 def run_echo(args: argparse.Namespace) -> int:
-    target = target_from(args)
+    target = target_from(args, rest="message", hint=ECHO_HINT)
     if args.count is None:
         return _echo_once(args, target)
     return _echo_count(args, target)
@@ -75,8 +79,9 @@ def _echo_count(args: argparse.Namespace, target: Target) -> int:
     rounds = 0
     start = time.monotonic()
     with connect(target, args.timeout) as sock:
-        address = peer_text(sock)
-        say(f"ECHO {target} ({address}): {len(payload)} bytes, {args.count} round trips")
+        address = peer(sock, target)
+        via = "" if address.path is not None else f" ({address.host})"
+        say(f"ECHO {target}{via}: {len(payload)} bytes, {args.count} round trips")
         try:
             for seq in range(1, args.count + 1):
                 if seq > 1 and args.interval:
@@ -92,7 +97,7 @@ def _echo_count(args: argparse.Namespace, target: Target) -> int:
                     ) from None
                 rtt = (time.perf_counter() - t0) * 1000.0
                 times.append(rtt)
-                say(f"{len(got)} bytes from {address} port {target.port}: seq={seq} time={rtt:.3f} ms")
+                say(f"{len(got)} bytes from {address}: seq={seq} time={rtt:.3f} ms")
         finally:
             _summary(target, rounds, times, time.monotonic() - start)
     return EXIT_OK
@@ -151,7 +156,7 @@ def run_greet(args: argparse.Namespace) -> int:
 
 
 def run_reverse(args: argparse.Namespace) -> int:
-    target = target_from(args)
+    target = target_from(args, rest="text", hint=REVERSE_HINT)
     out = stdout()
     with connect(target, args.timeout) as sock:
         if args.text is not None:

@@ -33,7 +33,7 @@ from socksvc.client.common import (
     parse_nonnegative_int,
     usage_error,
 )
-from socksvc.client.target import Target, add_target_arguments, describe, parse_host, parse_port, resolve
+from socksvc.client.target import add_target_arguments, describe, resolve, target_from
 from socksvc.wire import ECHO_PORT
 
 DEFAULT_PORT = ECHO_PORT
@@ -41,6 +41,8 @@ MAX_PAYLOAD_V4 = 65507
 """The largest UDP payload over IPv4: 65535 - 20 (IP header) - 8 (UDP header)."""
 MAX_PAYLOAD_V6 = 65527
 """The largest UDP payload over IPv6 without jumbograms: 65535 - 8."""
+
+UDP_HINT = "to send a message: socksvc udp HOST PORT MESSAGE"
 
 EXIT_OK = 0
 EXIT_LOSS = 1
@@ -252,14 +254,14 @@ class Pinger:
         args = self.args
         if args.message is not None and args.size is not None:
             raise usage_error("give MESSAGE or --size, not both")
-        target = Target(parse_host(args.host), parse_port(args.port, "udp"))
+        target = target_from(args, "udp", rest="message", hint=UDP_HINT)
         addrs = [(f, a) for f, a in resolve(target, socket.SOCK_DGRAM) if f in (socket.AF_INET, socket.AF_INET6)]
         if not addrs:
             raise ClientError(f"cannot resolve {target.host}: no IPv4 or IPv6 address", EXIT_NOT_FOUND)
         index = 0
         self.open(*addrs[index])
         self.check_size(len(self.payload(1)))
-        name = args.host
+        name = target.host
         if not args.quiet:
             size = len(self.payload(1))
             self.say(f"UDP ECHO {name} ({show_addr(self.family, self.sockaddr)}): {size} bytes per datagram")
@@ -312,23 +314,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         return pinger.run()
     except OSError as e:
-        where = show_addr(pinger.family, pinger.sockaddr) if pinger.sockaddr is not None else args.host
+        where = show_addr(pinger.family, pinger.sockaddr) if pinger.sockaddr is not None else str(args.host)
         raise ClientError(f"udp {where}: {describe(e)}") from None
     finally:
         pinger.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run C{socksvc udp} on its own (tests; the real entry point is socksvc.client.main)."""
-    parser = argparse.ArgumentParser(prog="socksvc udp")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ClientError as e:
-        print(f"socksvc: {e.message}", file=sys.stderr, flush=True)
-        return e.code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -57,10 +57,11 @@ from socksvc.client.chat.format import (
     fragments,
     own_line,
 )
-from socksvc.client.chat.net import Target, describe, open_stream
-from socksvc.client.common import refusal
+from socksvc.client.chat.net import open_stream
+from socksvc.client.common import EXIT_PROTOCOL, ClientError, refusal
+from socksvc.client.target import Target, describe
 from socksvc.util.lines import LineSplitter, TooLong
-from socksvc.wire import CHAT_COMMANDS
+from socksvc.wire import CHAT_COMMANDS, CHAT_DISCONNECTED, CHAT_SHUTDOWN
 
 MAX_LINE = 1 << 20
 BACKOFF_FIRST = 1.0
@@ -314,7 +315,7 @@ class ChatConsole:
             if not data:
                 if splitter.pending:
                     await self._shown(self.show_lines(splitter.feed(b"\n")))
-                if self._last_notice.startswith("Disconnected: ") or self._last_notice == "server is shutting down":
+                if self._last_notice.startswith(CHAT_DISCONNECTED) or self._last_notice == CHAT_SHUTDOWN:
                     return "the server said: " + escape(self._last_notice)
                 return "closed by the server"
             lines = splitter.feed(data)
@@ -345,11 +346,11 @@ class ChatConsole:
                 text = f"{self.target} refused us: {self.refused}"
                 self._remember(text)
                 await self._print([("class:error", "-- " + escape(text))])
-                self.stop(1)
+                self.stop(EXIT_PROTOCOL)
                 return
             self.show_local(f"connection to {self.target} lost: {reason}", "class:error")
             if not self.reconnect:
-                self.stop(1)
+                self.stop(EXIT_PROTOCOL)
                 return
             self.show_local("reconnecting automatically; press Enter to retry now, Ctrl-D to leave")
             delay = BACKOFF_FIRST
@@ -366,8 +367,8 @@ class ChatConsole:
                 self._invalidate()
                 try:
                     reader, writer = await open_stream(self.target, self.connect_timeout)
-                except (OSError, TimeoutError) as e:
-                    self.status = describe(e, self.connect_timeout)
+                except ClientError as e:
+                    self.status = e.message
                     self.show_local(f"reconnect failed: {self.status}", "class:error")
                     delay = min(delay * 2, BACKOFF_MAX)
                     continue

@@ -1,89 +1,58 @@
 """
-Where the chat client connects to, and what it says when it cannot.
+The chat console's connection: asyncio streams to a L{Target}.
 
-Shared by the interactive console (asyncio streams) and the plain line mode
-(a blocking-then-nonblocking socket): one way to name a target, one way to
-turn a failed connect into a single plain line.
+The same grammar, order of addresses, failure wording and exit codes as
+L{socksvc.client.target.connect} (which the plain line mode uses): only the
+waiting is asyncio's, so the console keeps answering keys while it
+connects or reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 
-import attrs
+from socksvc.client.target import Attempts, Target, addresses, nodelay, resolve_failed
 
-
-@attrs.frozen
-class Target:
-    """A chat server: TCP C{host}:C{port}, or a UNIX socket C{path}."""
-
-    host: str = "localhost"
-    port: int = 7070
-    path: str | None = None
-
-    @classmethod
-    def parse(cls, host: str, port: int) -> Target:
-        """C{host} may be ``unix:PATH`` (then C{port} is ignored)."""
-        if host.startswith("unix:"):
-            return cls(host, port, host[len("unix:") :])
-        return cls(host, port)
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return f"unix:{self.path}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-
-def describe(exc: BaseException, timeout: float | None = None) -> str:
-    """A failed connect or a lost connection in a few plain words."""
-    if isinstance(exc, socket.gaierror):
-        if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
-            return "unknown host"
-        return f"cannot resolve host ({exc.strerror})"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return f"timed out after {timeout:g}s" if timeout else "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset by the server"
-    if isinstance(exc, FileNotFoundError):
-        return "no such socket"
-    if isinstance(exc, OSError):
-        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            return "host unreachable"
-        return exc.strerror or str(exc) or type(exc).__name__
-    return str(exc) or type(exc).__name__
-
-
-def connect_socket(target: Target, timeout: float) -> socket.socket:
-    """A connected blocking socket to C{target}; raises OSError/TimeoutError."""
-    if target.path is not None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(target.path)
-        except BaseException:
-            sock.close()
-            raise
-    else:
-        sock = socket.create_connection((target.host, target.port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(None)
-    return sock
+STREAM_LIMIT = 1 << 20
+"""asyncio's buffer limit for the console's reader (a line is bounded by the splitter as well)."""
 
 
 async def open_stream(target: Target, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """asyncio streams to C{target}; raises OSError/TimeoutError."""
+    """
+    asyncio streams to C{target}; a failure raises the one
+    L{socksvc.client.common.ClientError} that L{socksvc.client.target.connect}
+    would raise.
+    """
+    loop = asyncio.get_running_loop()
+    attempts = Attempts(target, timeout)
     if target.path is not None:
-        coro = asyncio.open_unix_connection(target.path, limit=1 << 20)
-    else:
-        coro = asyncio.open_connection(target.host, target.port, limit=1 << 20)
-    reader, writer = await asyncio.wait_for(coro, timeout)
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return reader, writer
+        try:
+            return await asyncio.wait_for(asyncio.open_unix_connection(target.path, limit=STREAM_LIMIT), timeout)
+        except (OSError, TimeoutError) as e:
+            attempts.failed(e)
+            raise attempts.error() from None
+    deadline = loop.time() + timeout
+    try:
+        infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise resolve_failed(target, e) from None
+    for family, sockaddr in addresses(target, infos):
+        left = deadline - loop.time()
+        if left <= 0:
+            attempts.failed(TimeoutError())
+            break
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, sockaddr), left)
+        except (OSError, TimeoutError) as e:
+            sock.close()
+            attempts.failed(e)
+            continue
+        except BaseException:  # cancelled (the user left while we were connecting)
+            sock.close()
+            raise
+        nodelay(sock)
+        return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+    raise attempts.error()

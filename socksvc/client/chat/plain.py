@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from socksvc.client.chat.format import decode, plain
-from socksvc.client.common import refusal
+from socksvc.client.chat.format import classify, decode, escape, plain
+from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, ClientError, refusal
+from socksvc.client.target import Target, connection_lost, refused
 from socksvc.util.lines import LineSplitter, TooLong
+from socksvc.wire import CHAT_DISCONNECTED, CHAT_QUIT, CHAT_SHUTDOWN
 
 MAX_LINE = 1 << 20
 """Longest server line shown (longer ones are replaced by a note)."""
@@ -34,22 +36,23 @@ SEND_BUFFER_MAX = 1 << 16
 
 def run_plain(
     sock: socket.socket,
+    target: Target,
     *,
     stdin_fd: int,
     stdout: BinaryIO,
     nick: str | None = None,
     drain: float = 2.0,
     timestamps: bool = False,
-    warn: Callable[[str], None] = lambda message: None,
     clock: Callable[[], float] = time.monotonic,
-    server: str = "the server",
 ) -> int:
     """
     Chat over the connected C{sock} until stdin ends (then drain) or the
-    server closes. Returns the exit code: 0, or 1 if the connection failed
-    or the server refused us (its first line is C{socksvc: REASON}: the
-    access list or a connection limit; reported through C{warn} as
-    C{SERVER refused us: REASON}, not printed as a chat line).
+    server closes. Returns 0 when stdin ended and the server let us go;
+    anything else raises L{ClientError} (exit 6): the daemon refused us (its
+    first line is C{socksvc: REASON}: the access list or a connection limit;
+    never printed as a chat line), the connection failed, or the server
+    closed it other than in answer to our C{/quit} (with its reason, C{-!-
+    Disconnected: REASON}, when it gave one).
     """
     sock.setblocking(False)
     out = bytearray()
@@ -59,33 +62,34 @@ def run_plain(
     stdin_open = True
     stdin_tail = b""  # the last byte read from stdin, to end a final unterminated line
     deadline: float | None = None
-    status = 0
     first = True  # no line from the server yet: the first may be a refusal
+    last_notice = ""  # the server's last notice: why it closed, when it says
 
-    def show(lines: list[bytes | TooLong]) -> bool:
-        nonlocal first, status
+    def show(lines: list[bytes | TooLong]) -> None:
+        nonlocal first, last_notice
         text = []
         if first and lines:
             first = False
             line = lines[0]
             reason = None if isinstance(line, TooLong) else refusal(line)
             if reason is not None:
-                warn(f"{server} refused us: {reason}")
-                status = 1
-                return False
+                raise refused(target, reason)
         for line in lines:
             if isinstance(line, TooLong):
                 text.append("-!- (a line longer than 1 MiB was skipped)")
-            else:
-                text.append(plain(decode(line), time.strftime("%H:%M") if timestamps else ""))
+                continue
+            decoded = decode(line)
+            said = classify(decoded)
+            if said.kind == "notice" and not said.history:
+                last_notice = said.text
+            text.append(plain(decoded, time.strftime("%H:%M") if timestamps else ""))
         if not text:
-            return True
+            return
         try:
             stdout.write(("\n".join(text) + "\n").encode("utf-8"))
             stdout.flush()
-        except (BrokenPipeError, ValueError):
-            return False
-        return True
+        except ValueError:  # closed under us: as a closed pipe (the command line exits 1, quietly)
+            raise BrokenPipeError() from None
 
     try:
         while True:
@@ -103,9 +107,7 @@ def run_plain(
                 except BlockingIOError:
                     sent = 0
                 except OSError as e:
-                    warn(f"connection lost: {e.strerror or e}")
-                    status = 1
-                    break
+                    raise connection_lost(target, e) from None
                 del out[:sent]
                 if sent and not stdin_open:
                     deadline = clock() + drain  # drain counts from the last byte sent
@@ -126,17 +128,22 @@ def run_plain(
                 except BlockingIOError:
                     continue
                 except OSError as e:
-                    warn(f"connection lost: {e.strerror or e}")
-                    status = 1
-                    break
+                    raise connection_lost(target, e) from None
                 if not data:
                     rest = splitter.feed(b"\n") if splitter.pending else []
                     show(rest)
-                    if stdin_open and not status:
-                        warn("the server closed the connection")
+                    if last_notice != CHAT_QUIT:
+                        raise closed(target, last_notice)
                     break
-                if not show(splitter.feed(data)):
-                    break
+                show(splitter.feed(data))
     finally:
         sock.close()
-    return status
+    return EXIT_OK
+
+
+def closed(target: Target, notice: str) -> ClientError:
+    """The error for a server that closed the connection without our C{/quit}: exit 6."""
+    why = notice[len(CHAT_DISCONNECTED) :] if notice.startswith(CHAT_DISCONNECTED) else ""
+    if notice == CHAT_SHUTDOWN:
+        why = notice
+    return ClientError(f"{target} closed the connection" + (f": {escape(why)}" if why else ""), EXIT_PROTOCOL)
