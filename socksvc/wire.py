@@ -38,8 +38,14 @@ CHAT_COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/
 
 CHAT_NOTICE = "-!- "
 """A server notice: joins, parts, quits, renames, topics, errors."""
-CHAT_ERROR = CHAT_NOTICE + "error: "
+CHAT_ERROR_TEXT = "error: "
+"""How a notice's text starts when it reports an error in what the member sent."""
+CHAT_ERROR = CHAT_NOTICE + CHAT_ERROR_TEXT
 """A notice that reports an error in what the member sent."""
+CHAT_NICK_ACCEPTED = "You are now known as "
+"""The notice text, then the nickname, when a C{/nick} (or a first line) was accepted."""
+CHAT_NICK_REFUSED = CHAT_ERROR_TEXT + "nickname refused: "
+"""The notice text, then the reason (taken, reserved, too long, ...), when a nickname was not accepted."""
 CHAT_PRIVATE_SENT = "-> "
 """Starts the confirmation of a private message the member sent: C{-> *nick* text}."""
 CHAT_HISTORY = "history"

@@ -45,7 +45,7 @@ from socksvc.client.chat.format import (
     nick_colour,
     plain,
 )
-from socksvc.client.common import EXIT_CONNECT, EXIT_NOT_FOUND, EXIT_PROTOCOL, EXIT_USAGE, ClientError
+from socksvc.client.common import EXIT_CONNECT, EXIT_NOT_FOUND, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE, ClientError
 from socksvc.client.main import run as client_run
 from socksvc.client.target import Target, connect, describe, target_from
 
@@ -683,6 +683,93 @@ def plain_client(port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
                 f.close()
 
 
+def test_plain_mode_a_refused_nick_is_an_error_and_nothing_is_sent(server: FakeChatServer) -> None:
+    """The scripted client of the issue: its nick is taken, so it must fail, and its message is never a nick."""
+    holder = LineClient(server.port, "deploybot")
+    try:
+        got = run_client("127.0.0.1", str(server.port), "--nick", "deploybot", stdin=b"deploy finished\n")
+    finally:
+        holder.close()
+    assert got.returncode == EXIT_PROTOCOL
+    assert got.stderr.decode() == (f"socksvc: 127.0.0.1 port {server.port} refused the nickname 'deploybot': taken\n")
+    assert "-!- error: nickname refused: taken" in got.stdout.decode().splitlines()
+    assert "deploy finished" not in [line for _, line in server.received]
+
+
+def _one_peer(listener: socket.socket) -> socket.socket:
+    listener.settimeout(20)
+    peer, _ = listener.accept()
+    peer.settimeout(20)
+    return peer
+
+
+def _recv_line(peer: socket.socket, buf: bytearray) -> bytes:
+    while b"\n" not in buf:
+        chunk = peer.recv(4096)
+        assert chunk, f"closed; got {bytes(buf)!r}"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line
+
+
+def test_plain_mode_holds_stdin_until_the_nick_is_taken() -> None:
+    """A server that is slow to answer /nick: no line of stdin reaches it before its answer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        proc = subprocess.Popen(
+            [PY, "-m", "socksvc.client.main", "chat", "127.0.0.1", str(port), "--nick", "alice"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"hello\n")
+            proc.stdin.flush()  # stdin is ready at once, and stays open
+            peer = _one_peer(listener)
+            with peer:
+                buf = bytearray()
+                assert _recv_line(peer, buf) == b"/nick alice"
+                assert select.select([peer], [], [], 0.5)[0] == [], "sent before the nick was accepted"
+                peer.sendall(b"-!- You are now known as alice\r\n")
+                assert _recv_line(peer, buf) == b"hello"
+                proc.stdin.close()
+                assert _recv_line(peer, buf) == b"/quit"
+                peer.sendall(b"-!- Disconnected: quit\r\n")
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f is not None:
+                    f.close()
+
+
+def test_plain_mode_no_answer_to_the_nick_times_out() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        proc = subprocess.Popen(
+            [PY, "-m", "socksvc.client.main", "chat", "127.0.0.1", str(port), "--nick", "alice", "-t", "0.5"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        peer = _one_peer(listener)
+        with peer:
+            _out, err = proc.communicate(b"hello\n", timeout=20)
+            peer.settimeout(5)
+            got = b""
+            while chunk := peer.recv(4096):
+                got += chunk
+    assert proc.returncode == EXIT_TIMEOUT
+    assert err.decode() == f"socksvc: no answer to /nick from 127.0.0.1 port {port} within 0.5 s\n"
+    assert got == b"/nick alice\n"  # and never "hello"
+
+
 def test_plain_mode_end_to_end(server: FakeChatServer) -> None:
     """stdin is a pipe: plain mode. Talk both ways, then stdin ends: /quit, exit 0."""
     with plain_client(server.port, "--nick", "alice") as proc:
@@ -972,6 +1059,23 @@ def test_plain_mode_against_the_real_daemon(real_chat_port: int) -> None:
         assert b"<alice> hello bob\n" in got and b"* alice waves\n" in got
         bob.stdin.close()
         assert bob.wait(10) == 0
+
+
+def test_plain_mode_refused_nicks_against_the_real_daemon(real_chat_port: int) -> None:
+    port = real_chat_port
+    holder = LineClient(port, "deploybot")
+    try:
+        for nick, reason in (("deploybot", "deploybot is taken"), ("admin", "")):
+            got = run_client("127.0.0.1", str(port), "--nick", nick, stdin=b"deployed\n")
+            assert got.returncode == EXIT_PROTOCOL, got.stderr
+            err = got.stderr.decode()
+            assert err.startswith(f"socksvc: 127.0.0.1 port {port} refused the nickname {nick!r}: {reason}")
+            assert err.count("\n") == 1
+        holder.send("/who")
+        who = holder.wait_for("-!- Members of")
+        assert "deployed" not in who  # the message line never became a nickname
+    finally:
+        holder.close()
 
 
 def test_console_against_the_real_daemon(real_chat_port: int) -> None:

@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p,
         CHAT_PORT,
         timeout=DEFAULT_TIMEOUT,
-        timeout_help="seconds to wait for a connection",
+        timeout_help="seconds to wait for a connection, and in plain mode for the answer to --nick",
     )
     p.add_argument("--nick", "-n", metavar="NAME", type=_nick, help="take this nickname on connect (and on reconnect)")
     p.add_argument("--no-color", "--no-colour", dest="color", action="store_false", help="no colours (or set NO_COLOR)")
@@ -89,6 +89,7 @@ def run_plain_mode(target: Target, args: argparse.Namespace) -> int:
         stdin_fd=sys.stdin.fileno(),
         stdout=sys.stdout.buffer,
         nick=args.nick,
+        answer_timeout=args.timeout,
         drain=args.drain,
         timestamps=args.timestamps,
     )

@@ -61,7 +61,7 @@ from socksvc.client.chat.net import open_stream
 from socksvc.client.common import EXIT_PROTOCOL, ClientError, refusal
 from socksvc.client.target import Target, describe
 from socksvc.util.lines import LineSplitter, TooLong
-from socksvc.wire import CHAT_COMMANDS, CHAT_DISCONNECTED, CHAT_SHUTDOWN
+from socksvc.wire import CHAT_COMMANDS, CHAT_DISCONNECTED, CHAT_NICK_ACCEPTED, CHAT_NICK_REFUSED, CHAT_SHUTDOWN
 
 MAX_LINE = 1 << 20
 BACKOFF_FIRST = 1.0
@@ -69,7 +69,7 @@ BACKOFF_MAX = 30.0
 QUIT_WAIT = 2.0
 """After /quit, how long to wait for the server to close before leaving anyway."""
 
-_KNOWN_AS = re.compile(r"You are now known as (\S+)")
+_KNOWN_AS = re.compile(re.escape(CHAT_NICK_ACCEPTED) + r"(\S+)")
 _IN_ROOM = re.compile(r"You are now in (\S+) \(\d+ members?\)")
 
 
@@ -219,7 +219,7 @@ class ChatConsole:
         if m is not None:
             self.nick = m.group(1)
             self.registered = True
-        elif text.startswith("error: nickname refused") and not self.registered:
+        elif text.startswith(CHAT_NICK_REFUSED) and not self.registered:
             self.nick = ""
         elif (m := _IN_ROOM.fullmatch(text)) is not None:
             rejoin, self._rejoin = self._rejoin, None

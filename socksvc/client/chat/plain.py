@@ -4,7 +4,9 @@ Plain line mode: the chat client for scripts (stdin is not a terminal).
 Lines read from stdin are sent as they are; every line the server sends is
 written to stdout, escaped (no control character from the network ever reaches
 stdout) and otherwise unchanged, so scripts can parse the documented formats.
-When stdin ends, the client sends ``/quit`` and waits for the server to close
+With a nickname given, ``/nick NAME`` goes first and stdin waits for the
+server's answer, so a line of stdin is never tried as a nickname and a
+refused nickname is an error. When stdin ends, the client sends ``/quit`` and waits for the server to close
 (so the replies to the last lines still arrive), but no longer than C{drain}
 seconds after the last byte it managed to send; when the server closes first,
 the client exits at once.
@@ -23,10 +25,17 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from socksvc.client.chat.format import classify, decode, escape, plain
-from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, ClientError, refusal
+from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, EXIT_TIMEOUT, ClientError, refusal
 from socksvc.client.target import Target, connection_lost, refused
 from socksvc.util.lines import LineSplitter, TooLong
-from socksvc.wire import CHAT_DISCONNECTED, CHAT_QUIT, CHAT_SHUTDOWN
+from socksvc.wire import (
+    CHAT_DISCONNECTED,
+    CHAT_ERROR_TEXT,
+    CHAT_NICK_ACCEPTED,
+    CHAT_NICK_REFUSED,
+    CHAT_QUIT,
+    CHAT_SHUTDOWN,
+)
 
 MAX_LINE = 1 << 20
 """Longest server line shown (longer ones are replaced by a note)."""
@@ -41,14 +50,19 @@ def run_plain(
     stdin_fd: int,
     stdout: BinaryIO,
     nick: str | None = None,
+    answer_timeout: float = 10.0,
     drain: float = 2.0,
     timestamps: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """
     Chat over the connected C{sock} until stdin ends (then drain) or the
-    server closes. Returns 0 when stdin ended and the server let us go;
-    anything else raises L{ClientError} (exit 6): the daemon refused us (its
+    server closes. With C{nick}, C{/nick NICK} goes first and stdin is not
+    read until the server has answered it: no line of stdin is ever taken
+    as a nickname; a refused nickname is an error (exit 6), no answer within
+    C{answer_timeout} seconds too (exit 5). Returns 0 when stdin ended and
+    the server let us go; anything else raises L{ClientError} (exit 6): the
+    daemon refused us (its
     first line is C{socksvc: REASON}: the access list or a connection limit;
     never printed as a chat line), the connection failed, or the server
     closed it other than in answer to our C{/quit} (with its reason, C{-!-
@@ -56,8 +70,10 @@ def run_plain(
     """
     sock.setblocking(False)
     out = bytearray()
+    answer_by: float | None = None  # waiting for the answer to /nick until then
     if nick:
         out += b"/nick " + nick.encode("utf-8") + b"\n"
+        answer_by = clock() + answer_timeout
     splitter = LineSplitter(MAX_LINE)
     stdin_open = True
     stdin_tail = b""  # the last byte read from stdin, to end a final unterminated line
@@ -66,8 +82,9 @@ def run_plain(
     last_notice = ""  # the server's last notice: why it closed, when it says
 
     def show(lines: list[bytes | TooLong]) -> None:
-        nonlocal first, last_notice
+        nonlocal first, last_notice, answer_by
         text = []
+        refusal_text = None
         if first and lines:
             first = False
             line = lines[0]
@@ -82,7 +99,14 @@ def run_plain(
             said = classify(decoded)
             if said.kind == "notice" and not said.history:
                 last_notice = said.text
+                if answer_by is not None and refusal_text is None:
+                    if said.text.startswith(CHAT_NICK_ACCEPTED):
+                        answer_by = None  # stdin may be read now
+                    elif said.text.startswith(CHAT_ERROR_TEXT):
+                        refusal_text = said.text
             text.append(plain(decoded, time.strftime("%H:%M") if timestamps else ""))
+            if refusal_text is not None:
+                break  # the lines up to the refusal are shown; we are leaving
         if not text:
             return
         try:
@@ -90,15 +114,20 @@ def run_plain(
             stdout.flush()
         except ValueError:  # closed under us: as a closed pipe (the command line exits 1, quietly)
             raise BrokenPipeError() from None
+        if refusal_text is not None:
+            raise nick_refused(target, nick or "", refusal_text)
 
     try:
         while True:
             readers: list[int | socket.socket] = [sock]
-            if stdin_open and len(out) < SEND_BUFFER_MAX:
+            if stdin_open and answer_by is None and len(out) < SEND_BUFFER_MAX:
                 readers.append(stdin_fd)
             writers = [sock] if out else []
-            timeout = None if deadline is None else max(0.0, deadline - clock())
+            until = deadline if answer_by is None else answer_by
+            timeout = None if until is None else max(0.0, until - clock())
             ready_r, ready_w, _ = select.select(readers, writers, [], timeout)
+            if answer_by is not None and clock() >= answer_by and not ready_r:
+                raise ClientError(f"no answer to /nick from {target} within {answer_timeout:g} s", EXIT_TIMEOUT)
             if not ready_r and not ready_w and deadline is not None and clock() >= deadline:
                 break
             if sock in ready_w:
@@ -139,6 +168,13 @@ def run_plain(
     finally:
         sock.close()
     return EXIT_OK
+
+
+def nick_refused(target: Target, nick: str, notice: str) -> ClientError:
+    """The error for a C{--nick} the server did not take (taken, reserved, not allowed): exit 6."""
+    reason = notice[len(CHAT_NICK_REFUSED) :] if notice.startswith(CHAT_NICK_REFUSED) else notice
+    reason = reason.removeprefix(CHAT_ERROR_TEXT)
+    return ClientError(f"{target} refused the nickname {escape(repr(nick))}: {escape(reason)}", EXIT_PROTOCOL)
 
 
 def closed(target: Target, notice: str) -> ClientError:
