@@ -31,6 +31,11 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 """Service name -> the loopback port of the embedded default (and the client's default)."""
 
+# -- reverse ---------------------------------------------------------------------
+
+REVERSE_TOO_LONG = "error: line longer than {max_line} bytes"
+"""The reverse service's last line (then CRLF, then it closes) for a line over its C{max_line}."""
+
 # -- chat ------------------------------------------------------------------------
 
 CHAT_COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/help", "/quit")

@@ -231,6 +231,43 @@ def test_reverse_many_lines(svc: Daemon, capsysbinary: Any, feed: Callable[[byte
     assert out.split(b"\n")[:-1] == [line[::-1] for line in lines]
 
 
+SHORT_LINES = """
+[services.reverse]
+listen = ["tcp:0:interface=127.0.0.1"]
+max_line = 16
+"""
+
+
+@pytest.fixture(scope="module")
+def short_lines() -> Iterator[Daemon]:
+    with daemon(SHORT_LINES) as d:
+        yield d
+
+
+@pytest.mark.parametrize("size", [17, 100, 1 << 20])
+def test_reverse_a_line_over_the_servers_limit_is_exit_6(short_lines: Daemon, capsysbinary: Any, size: int) -> None:
+    port = short_lines.port("reverse")
+    code, out, err = run(["reverse", "127.0.0.1", str(port), "x" * size], capsysbinary)
+    assert (code, out) == (EXIT_PROTOCOL, b"")
+    one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} answered line 1: error: line longer than 16 bytes")
+
+
+def test_reverse_lines_before_the_long_one_are_printed(
+    short_lines: Daemon, capsysbinary: Any, feed: Callable[[bytes], None]
+) -> None:
+    port = short_lines.port("reverse")
+    feed(b"abc\ndef\n" + b"y" * 5000 + b"\nnever answered\n")
+    code, out, err = run(["reverse", "127.0.0.1", str(port)], capsysbinary)
+    assert (code, out) == (EXIT_PROTOCOL, b"cba\nfed\n")
+    one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} answered line 3: error: line longer than 16 bytes")
+
+
+def test_reverse_text_that_reverses_to_the_error_line_is_a_reply(svc: Daemon, capsysbinary: Any) -> None:
+    text = "error: line longer than 16 bytes"[::-1]
+    code, out, err = run(["reverse", "127.0.0.1", str(svc.port("reverse")), text], capsysbinary)
+    assert (code, out, err) == (EXIT_OK, b"error: line longer than 16 bytes\n", "")
+
+
 # -- UNIX sockets: the same grammar for every stream command ----------------------
 
 

@@ -171,6 +171,42 @@ def test_refusal_parser_reads_the_daemons_line(reason: str) -> None:
     assert refusal(b" " + line) is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=8),
+    st.lists(st.integers(1, 50), max_size=10),
+)
+def test_reverse_meter_shows_replies_whole_whatever_the_chunks(lines: list[bytes], cuts: list[int]) -> None:
+    """However the replies are cut into reads, what is shown is the replies, and each is counted once."""
+    from socksvc.client.exchange import TOO_LONG, ReverseMeter
+
+    lines = [line for line in lines if not TOO_LONG.fullmatch(line.rstrip(b"\r")) and not line.startswith(REFUSAL)]
+    meter = ReverseMeter()
+    meter.on_sent(b"".join(line[::-1] + b"\n" for line in lines))
+    replies = b"".join(line + b"\n" for line in lines)
+    shown, at = b"", 0
+    for cut in [*cuts, len(replies)]:
+        shown += meter.on_received(replies[at : at + cut])
+        at += cut
+    shown += meter.on_received(replies[at:]) + meter.flush()
+    assert shown == replies
+    assert (meter.sent, meter.received, meter.owed()) == (len(lines), len(lines), False)
+
+
+def test_reverse_meter_holds_back_the_servers_error_line_however_it_is_cut() -> None:
+    from socksvc.client.exchange import ReverseMeter, ServerSaid
+
+    reply = b"cba\nerror: line longer than 16 bytes\r\n"
+    for cut in range(1, len(reply)):
+        meter = ReverseMeter()
+        meter.on_sent(b"abc\n" + b"x" * 40 + b"\n")
+        shown = meter.on_received(reply[:cut])
+        with pytest.raises(ServerSaid) as e:
+            meter.on_received(reply[cut:])
+        assert shown + e.value.before == b"cba\n"
+        assert (e.value.text, e.value.line) == ("error: line longer than 16 bytes", 2)
+
+
 # -- chat ----------------------------------------------------------------------------
 
 

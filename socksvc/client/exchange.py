@@ -13,6 +13,7 @@ differs, or a refusal line, never reaches the output.
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import time
@@ -21,7 +22,7 @@ from typing import Any, BinaryIO
 
 from socksvc.client.common import EXIT_PROTOCOL, EXIT_TIMEOUT, REFUSAL_MAX, ClientError, refusal
 from socksvc.client.target import Target, connection_lost, refused
-from socksvc.wire import REFUSAL
+from socksvc.wire import REFUSAL, REVERSE_TOO_LONG
 
 CHUNK = 65536
 MAX_PENDING = 4 * CHUNK  # unsent input we hold before we stop reading stdin
@@ -107,48 +108,99 @@ class EchoMeter(Meter):
         return super().refusal()
 
 
-class LineMeter(Meter):
-    """A reply line for every line sent."""
-
-    def on_sent(self, data: bytes) -> None:
-        self._keep_sent(data)
-        self.sent += data.count(b"\n")
-
-    def on_received(self, data: bytes) -> bytes:
-        self.keep_received(data)
-        self.received += data.count(b"\n")
-        return data
+_TOO_LONG_HEAD, _TOO_LONG_TAIL = REVERSE_TOO_LONG.encode("ascii").split(b"{max_line}")
+TOO_LONG = re.compile(re.escape(_TOO_LONG_HEAD) + rb"\d{1,19}" + re.escape(_TOO_LONG_TAIL))
+"""The reverse service's last line for a line over its C{max_line} (then it closes)."""
+TOO_LONG_MAX = len(_TOO_LONG_HEAD) + 19 + len(_TOO_LONG_TAIL) + 2
+"""The longest that line can be, with its CRLF."""
 
 
-class ReverseMeter(LineMeter):
+class ServerSaid(Exception):
+    """Raised by a meter: the server answered a line with its error line (the text, safe to print)."""
+
+    def __init__(self, text: str, line: int, before: bytes = b"") -> None:
+        super().__init__(text)
+        self.text = text
+        self.line = line
+        self.before = before
+        """The replies received before that line, to show."""
+
+
+class ReverseMeter(Meter):
     """
-    Lines, and the first reply line is held back until it is whole, so a
-    refusal line (C{socksvc: REASON}) is reported as an error, not printed
-    as if it were the reversed text.
+    A reply line for every line sent. A reply line is held back until it is
+    whole while it may still be one of the server's own lines rather than a
+    reversed one: the daemon's refusal (C{socksvc: REASON}, the first line
+    only) raises L{Mismatch}; the reverse service's error for a line over
+    its C{max_line} (L{TOO_LONG}) raises L{ServerSaid}. Neither is printed as
+    if it were reversed text, unless the line we sent reads that way
+    reversed (then it is the reply).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.held: bytearray | None = bytearray()  # None once the first line is shown
+        self.line = bytearray()  # the start of the reply line being received, while held
+        self.holding = True  # is the current reply line held back?
+        self.sending = bytearray()  # the start of the line being sent (enough to tell a look-alike)
+        self.sending_len = 0
+        self.lookalikes: set[int] = set()  # lines sent that, reversed, read as the server's error line
+
+    def on_sent(self, data: bytes) -> None:
+        self._keep_sent(data)
+        for piece in _pieces(data):
+            self.sending_len += len(piece)
+            if len(self.sending) < TOO_LONG_MAX:
+                self.sending += piece[: TOO_LONG_MAX - len(self.sending)]
+            if piece.endswith(b"\n"):
+                if self.sending_len <= TOO_LONG_MAX and TOO_LONG.fullmatch(_bare(self.sending)[::-1]):
+                    self.lookalikes.add(self.sent)
+                self.sent += 1
+                self.sending.clear()
+                self.sending_len = 0
 
     def on_received(self, data: bytes) -> bytes:
-        data = super().on_received(data)
-        if self.held is None:
-            return data
-        self.held += data
-        if not decided(self.held):
-            return b""
-        return self._release()
+        self.keep_received(data)
+        shown = bytearray()
+        for piece in _pieces(data):
+            whole = piece.endswith(b"\n")
+            try:
+                if not self.holding:
+                    shown += piece
+                else:
+                    self.line += piece
+                    if whole:
+                        shown += self._release()
+                    elif not self._may_be_the_servers(self.line):
+                        shown += self._release()
+                        self.holding = False
+            except ServerSaid as e:
+                e.before = bytes(shown)
+                raise
+            if whole:
+                self.received += 1
+                self.holding = True
+        return bytes(shown)
+
+    def _may_be_the_servers(self, line: bytearray) -> bool:
+        if self.received == 0 and not decided(line):
+            return True
+        if len(line) > TOO_LONG_MAX:
+            return False
+        head = bytes(line[: len(_TOO_LONG_HEAD)])
+        return _TOO_LONG_HEAD.startswith(head)
 
     def _release(self) -> bytes:
-        if self.refusal() is not None:
+        """The held line, judged: shown, or raised as the server's own line."""
+        line = bytes(self.line)
+        self.line.clear()
+        if self.received == 0 and self.refusal() is not None:
             raise Mismatch()  # the caller reports the refusal
-        held = bytes(self.held or b"")
-        self.held = None
-        return held
+        if TOO_LONG.fullmatch(_bare(line)) and self.received not in self.lookalikes:
+            raise ServerSaid(_bare(line).decode("ascii"), self.received + 1)
+        return line
 
     def flush(self) -> bytes:
-        return b"" if self.held is None else self._release()
+        return self._release() if self.line else b""
 
     def refusal(self) -> str | None:
         reason = super().refusal()
@@ -158,6 +210,18 @@ class ReverseMeter(LineMeter):
         if newline and first.rstrip(b"\r")[::-1].startswith(REFUSAL):
             return None  # our own first line, reversed, reads "socksvc: ..."
         return reason
+
+
+def _pieces(data: bytes) -> list[bytes]:
+    """C{data} cut after each LF (the last piece may have none)."""
+    pieces = data.split(b"\n")
+    last = pieces.pop()
+    return [piece + b"\n" for piece in pieces] + ([last] if last else [])
+
+
+def _bare(line: bytes | bytearray) -> bytes:
+    """A line without its line end."""
+    return bytes(line).rstrip(b"\n").rstrip(b"\r")
 
 
 def exchange(
@@ -230,7 +294,7 @@ def exchange(
                 reason = meter.refusal()
                 if reason is not None:
                     raise refused(target, reason)
-                rest = meter.flush()
+                rest = _flushed(target, meter)
                 if rest:
                     sink(rest)
                 if pending or meter.owed():
@@ -239,9 +303,7 @@ def exchange(
                     return
                 raise ClientError(f"{target} closed the connection", EXIT_PROTOCOL)
             if chunk:
-                shown = _received(target, meter, chunk)
-                if shown:
-                    sink(shown)
+                _received(target, meter, chunk, sink)
                 progress = time.monotonic()
         if fd is not None and fd in ready_r:
             more = os.read(fd, CHUNK)
@@ -264,16 +326,38 @@ def _fileno(source: BinaryIO | None) -> int | None:
         return None
 
 
-def _received(target: Target, meter: Meter, chunk: bytes) -> bytes:
-    """What of C{chunk} to show; a refusal line (or an echo that differs) raises instead."""
+def _received(target: Target, meter: Meter, chunk: bytes, sink: Callable[[bytes], None]) -> None:
+    """
+    Hand what of C{chunk} is to be shown to C{sink}; a refusal line, an echo
+    that differs or the server's error line raises instead (after the
+    replies before it are shown).
+    """
     try:
         shown = meter.on_received(chunk)
+    except ServerSaid as e:
+        if e.before:
+            sink(e.before)
+        raise said(target, e) from None
     except Mismatch:
         reason = meter.refusal()
         if reason is not None:
             raise refused(target, reason) from None
         raise Differs(f"the reply from {target} differs from what was sent", EXIT_PROTOCOL) from None
-    return shown
+    if shown:
+        sink(shown)
+
+
+def _flushed(target: Target, meter: Meter) -> bytes:
+    """What the meter still held when the server closed (it may be the server's error line)."""
+    try:
+        return meter.flush()
+    except ServerSaid as e:
+        raise said(target, e) from None
+
+
+def said(target: Target, error: ServerSaid) -> ClientError:
+    """The error for a server that answered a line with its own error line (exit 6)."""
+    return ClientError(f"{target} answered line {error.line}: {error.text}", EXIT_PROTOCOL)
 
 
 def lost(target: Target, error: OSError, sock: socket.socket | None = None, meter: Meter | None = None) -> ClientError:
@@ -290,7 +374,12 @@ def lost(target: Target, error: OSError, sock: socket.socket | None = None, mete
                 break
             if not more:
                 break
-            meter.keep_received(more)
+            try:
+                meter.on_received(more)  # not shown: we are failing; only to find the server's last word
+            except ServerSaid as e:
+                return said(target, e)
+            except Mismatch:
+                pass  # kept: refusal() below reads it
         reason = meter.refusal()
         if reason is not None:
             return refused(target, reason)
