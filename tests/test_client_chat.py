@@ -45,7 +45,15 @@ from socksvc.client.chat.format import (
     nick_colour,
     plain,
 )
-from socksvc.client.common import EXIT_CONNECT, EXIT_NOT_FOUND, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE, ClientError
+from socksvc.client.common import (
+    EXIT_CONNECT,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_PROTOCOL,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    ClientError,
+)
 from socksvc.client.main import run as client_run
 from socksvc.client.target import Target, connect, describe, target_from
 
@@ -890,6 +898,31 @@ def test_console_types_receives_and_quits_with_ctrl_d(server: FakeChatServer) ->
         assert server.lines("alice")[-1] == "/quit"
 
     _console_session(server.port, body, nick="alice")
+
+
+def test_console_ctrl_c_on_an_empty_line_leaves_cleanly_with_130(server: FakeChatServer) -> None:
+    async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
+        await apoll(lambda: console.registered, what="registration")
+        pipe.send_text("half")
+        await apoll(lambda: console.session.default_buffer.text == "half", what="typed text")
+        pipe.send_text("\x03")  # Ctrl-C on a line with text clears it
+        await apoll(lambda: console.session.default_buffer.text == "", what="the line cleared")
+        assert not task.done()
+        pipe.send_text("\x03")  # Ctrl-C on an empty line leaves: /quit, then 130 as every command
+        assert await asyncio.wait_for(task, 10) == EXIT_INTERRUPTED
+        assert server.lines("alice")[-1] == "/quit"
+
+    _console_session(server.port, body, nick="alice")
+
+
+def test_plain_mode_ctrl_c_exits_130_quietly(server: FakeChatServer) -> None:
+    with plain_client(server.port, "--nick", "alice") as proc:
+        got = bytearray()
+        read_until(proc.stdout, b"You are now known as alice", got)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == EXIT_INTERRUPTED
+        assert proc.stderr is not None
+        assert proc.stderr.read() == b""
 
 
 def test_console_nick_prompt_history_and_quit_command(server: FakeChatServer) -> None:

@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -252,8 +253,28 @@ def test_ctrl_c_still_prints_the_summary(
 
     monkeypatch.setattr(client.Pinger, "probe", probe)
     code, out, _ = socksvc(capsys, "127.0.0.1", str(d.port("echo", "udp")), "-c", "0", "-i", "0")
-    assert code == 0
+    assert code == 130  # interrupted, as every command: not 0, even though replies came
     assert "2 datagrams sent, 2 received, 0.0% loss" in out
+
+
+def test_ctrl_c_exits_130_with_the_summary(d: Daemon) -> None:
+    """The real thing: SIGINT to `socksvc udp -c 0` in its pause between probes."""
+    port = str(d.port("echo", "udp"))
+    cmd = [sys.executable, "-m", "socksvc.client.main", "udp", "127.0.0.1", port, "-c", "0", "-i", "30"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("UDP ECHO ")
+        assert "seq=1 " in proc.stdout.readline()  # now in its 30 s pause
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err == ""
+    assert re.search(r"^1 datagrams? sent, 1 received", out, re.M)
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")

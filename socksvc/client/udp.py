@@ -267,6 +267,7 @@ class Pinger:
             self.say(f"UDP ECHO {name} ({show_addr(self.family, self.sockaddr)}): {size} bytes per datagram")
         seq = 0
         refused_only = True
+        interrupted = False
         try:
             while args.count == 0 or seq < args.count:
                 seq += 1
@@ -298,10 +299,13 @@ class Pinger:
                     self.pause(started)
         except KeyboardInterrupt:
             self.say("")
+            interrupted = True
         finally:
             self.close()
         for line in self.stats.summary(name):
             self.say(line)
+        if interrupted:
+            raise KeyboardInterrupt  # the summary is out; exit 130, as every command
         return EXIT_OK if self.stats.received else EXIT_LOSS
 
 

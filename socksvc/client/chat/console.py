@@ -58,7 +58,7 @@ from socksvc.client.chat.format import (
     own_line,
 )
 from socksvc.client.chat.net import open_stream
-from socksvc.client.common import EXIT_PROTOCOL, ClientError, refusal
+from socksvc.client.common import EXIT_INTERRUPTED, EXIT_PROTOCOL, ClientError, refusal
 from socksvc.client.target import Target, describe
 from socksvc.util.lines import LineSplitter, TooLong
 from socksvc.wire import CHAT_COMMANDS, CHAT_DISCONNECTED, CHAT_NICK_ACCEPTED, CHAT_NICK_REFUSED, CHAT_SHUTDOWN
@@ -260,7 +260,8 @@ class ChatConsole:
             buffer = event.app.current_buffer
             if buffer.text:
                 buffer.reset()
-            else:
+            else:  # leave cleanly, as Ctrl-D does, but exit 130 as every command does on Ctrl-C
+                self.exit_code = EXIT_INTERRUPTED
                 event.app.exit(exception=EOFError())
 
         @kb.add("enter", filter=has_focus(DEFAULT_BUFFER))
