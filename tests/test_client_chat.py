@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1052,6 +1053,41 @@ def test_sigterm_under_tmux_quits_cleanly_and_restores_the_terminal(server: Fake
         assert "echo" in settings and "icanon" in settings  # not left in raw mode
     finally:
         term.close()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize("layout", ["leader", "child"])
+def test_closing_the_terminal_quits_cleanly(server: FakeChatServer, tmp_path: Any, layout: str) -> None:
+    """
+    The terminal window closed: the pane's pty goes away (input ends, output
+    fails with EIO) and SIGHUP comes, first or a moment later. The client
+    says /quit all the same, so the room sees a clean quit. As the
+    session's leader (exec'd by the pane's shell) and as a shell's child.
+    """
+    pid = tmp_path / "pid"
+    client = f"{PY} -m socksvc.client.main chat 127.0.0.1 {server.port} --nick hugo"
+    inner = f"sh -c 'echo $$ > {pid}; exec {client}'"
+    command = f"cd {ROOT} && " + (inner if layout == "leader" else f"{inner}; echo the shell outlives it")
+    term = Tmux(command, str(tmp_path / "tmux.sock"))
+    try:
+        poll(lambda: any(line.startswith("hugo>") for line in term.screen()), what="the prompt")
+        term.tmux("kill-session", "-t", "t")  # as a closed window
+        poll(lambda: server.lines("hugo")[-1:] == ["/quit"], what="the client's /quit")
+        poll(lambda: not _alive(int(pid.read_text())), what="the client to exit")
+    finally:
+        term.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
+from typing import TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session, get_app_session, run_in_terminal
@@ -154,6 +156,10 @@ class ChatConsole:
         self.session: PromptSession[str] | None = None
         self._stopped = False
         self._quit_line: str | None = None
+        self._quit_sent = False
+        self.hung_up = False
+        """SIGHUP came: the terminal is gone."""
+        self._terminals: list[TextIO] = []
         self._net: asyncio.Task[None] | None = None
         self._out: Output | None = None
         self.refused: str | None = None
@@ -170,6 +176,10 @@ class ChatConsole:
         print in the order asked; the network side awaits the future, so a
         slow terminal slows reading from the server rather than queueing.
         """
+        if self.hung_up:  # no terminal to print on
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         output = self._out or get_app_session().output
         depth = self.color_depth or output.get_default_color_depth()
 
@@ -284,8 +294,7 @@ class ChatConsole:
         """Leave the prompt loop (from the network side)."""
         self.exit_code = code
         self._stopped = True
-        if self.session is not None and self.session.app.is_running:
-            self.session.app.exit(exception=EOFError())
+        self._leave()
 
     # ------------------------------------------------------------ network
 
@@ -392,8 +401,7 @@ class ChatConsole:
         if command == "/quit":
             self.quitting = True
             self._quit_line = line
-            if self.session is not None and self.session.app.is_running:
-                self.session.app.exit(exception=EOFError())
+            self._leave()
             return
         if self.writer is None:
             if line.strip():
@@ -419,12 +427,18 @@ class ChatConsole:
             self._print([("class:local", escape(line))])
         self.send(line)
 
+    def say_quit(self, line: str | None = None) -> None:
+        """Send C{/quit} (with the user's reason) once; nothing here waits or touches the terminal."""
+        self.quitting = True
+        if not self._quit_sent and self.writer is not None and not self.writer.is_closing():
+            self._quit_sent = True
+            self.send(line or "/quit")
+
     async def quit(self, line: str | None = None) -> None:
         """Send /quit (with the user's reason), wait briefly for the close, leave."""
-        self.quitting = True
+        self.say_quit(line)
         writer = self.writer
         if writer is not None and not writer.is_closing():
-            self.send(line or "/quit")
             try:
                 await asyncio.wait_for(writer.drain(), QUIT_WAIT)
             except (OSError, TimeoutError):
@@ -447,6 +461,7 @@ class ChatConsole:
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         self.retry_now = asyncio.Event()
         self._out = get_app_session().output
+        self._terminals = _terminals()
         self.session = PromptSession(
             history=InMemoryHistory(),
             bottom_toolbar=self.toolbar,
@@ -461,10 +476,11 @@ class ChatConsole:
         self._net = asyncio.create_task(self.network(reader, writer))
         loop = asyncio.get_running_loop()
         handled = []
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            # Leave as Ctrl-D does (send /quit, put the terminal back), not mid-redraw.
+        # SIGTERM: leave as Ctrl-D does (send /quit, put the terminal back), not mid-redraw.
+        # SIGHUP: the terminal is gone: /quit first, then leave without drawing anything.
+        for sig, handler in ((signal.SIGTERM, self._leave), (signal.SIGHUP, self._hang_up)):
             try:
-                loop.add_signal_handler(sig, self._leave)
+                loop.add_signal_handler(sig, handler)
                 handled.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
@@ -475,6 +491,12 @@ class ChatConsole:
                 await self.session.prompt_async(self.prompt_text)
             except (EOFError, KeyboardInterrupt):
                 pass
+            except OSError:
+                # The terminal went away under the prompt (its input ended, its
+                # last redraw failed with EIO) before SIGHUP came: the same.
+                self._terminal_gone()
+            if self.session.app.input.closed:  # a terminal's input ends only when it hangs up
+                self._terminal_gone()
             if not self._stopped:
                 await self.quit(self._quit_line)
         finally:
@@ -488,8 +510,53 @@ class ChatConsole:
                 self.writer.close()
             for sig in handled:
                 loop.remove_signal_handler(sig)
+            if self.hung_up:  # its SIGHUP may still be on the way: we are leaving already
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
         return self.exit_code
 
     def _leave(self) -> None:
-        if self.session is not None and self.session.app.is_running:
-            self.session.app.exit(exception=EOFError())
+        """End the prompt (once: Ctrl-D, /quit, SIGTERM, SIGHUP and the network side may all ask)."""
+        app = self.session.app if self.session is not None else None
+        if app is not None and app.is_running and app.future is not None and not app.future.done():
+            app.exit(exception=EOFError())
+
+    def _hang_up(self) -> None:
+        """SIGHUP: the terminal (window) is gone."""
+        self._terminal_gone()
+        self._leave()
+
+    def _terminal_gone(self) -> None:
+        """
+        The terminal went away (SIGHUP, or its input ended or failed first):
+        send C{/quit} at once, before anything can wait on the dead terminal;
+        nothing more is drawn (L{_print}), and what prompt_toolkit still
+        writes goes to /dev/null instead of failing.
+        """
+        if not self.hung_up:
+            self.hung_up = True
+            self.say_quit()
+            _to_nowhere(self._terminals)
+
+
+def _terminals() -> list[TextIO]:
+    """Which of stdout and stderr are the terminal (looked at while it is still there)."""
+    found = []
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if stream.isatty():
+                found.append(stream)
+    return found
+
+
+def _to_nowhere(streams: list[TextIO]) -> None:
+    """Point the descriptors of C{streams} at /dev/null: their terminal has gone away."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        for stream in streams:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
