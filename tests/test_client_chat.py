@@ -441,9 +441,9 @@ def test_tab_completes_commands_and_seen_nicknames() -> None:
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from socksvc.client.chat.console import _Completer
+    from socksvc.client.chat.terminal import ChatCompleter
 
-    completer = _Completer(lambda: ["bob", "Bobby", "carol"])
+    completer = ChatCompleter(lambda: ["bob", "Bobby", "carol"])
 
     def complete(text: str) -> list[str]:
         return [c.text for c in completer.get_completions(Document(text), CompleteEvent(completion_requested=True))]

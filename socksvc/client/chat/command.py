@@ -96,8 +96,9 @@ def run_plain_mode(target: Target, args: argparse.Namespace) -> int:
 
 
 async def _run_console(target: Target, args: argparse.Namespace) -> int:
-    from socksvc.client.chat.console import ChatConsole, terminal_input
+    from socksvc.client.chat.console import ChatConsole
     from socksvc.client.chat.net import open_stream
+    from socksvc.client.chat.terminal import terminal_input
 
     reader, writer = await open_stream(target, args.timeout)
     color = args.color and not os.environ.get("NO_COLOR")

@@ -15,34 +15,25 @@ cannot promise. asyncio streams give the same non-blocking I/O with no such
 ordering rule. The daemon stays Twisted all the way.
 
 Lost connection: said plainly on its own line, the toolbar turns red, and the
-client reconnects by itself with exponential backoff (1 s doubling to 30 s);
-Enter on an empty line retries at once. After a reconnect it takes its
-nickname again and rejoins the room the user last /joined.
+client reconnects by itself (L{socksvc.client.chat.link}, the network half);
+Enter on an empty line retries at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
 import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable
 from typing import TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session, get_app_session, run_in_terminal
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.document import Document
 from prompt_toolkit.enums import DEFAULT_BUFFER
 from prompt_toolkit.filters import has_focus
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
-from prompt_toolkit.input.vt100 import Vt100Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import ColorDepth, Output
 from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
@@ -55,68 +46,18 @@ from socksvc.client.chat.format import (
     classify,
     decode,
     escape,
-    fold_nick,
     fragments,
     own_line,
 )
-from socksvc.client.chat.net import open_stream
-from socksvc.client.common import EXIT_INTERRUPTED, EXIT_PROTOCOL, ClientError, refusal
-from socksvc.client.target import Target, describe
-from socksvc.util.lines import LineSplitter, TooLong
-from socksvc.wire import CHAT_COMMANDS, CHAT_DISCONNECTED, CHAT_NICK_ACCEPTED, CHAT_NICK_REFUSED, CHAT_SHUTDOWN
-
-MAX_LINE = 1 << 20
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
-QUIT_WAIT = 2.0
-"""After /quit, how long to wait for the server to close before leaving anyway."""
-
-_KNOWN_AS = re.compile(re.escape(CHAT_NICK_ACCEPTED) + r"(\S+)")
-_IN_ROOM = re.compile(r"You are now in (\S+) \(\d+ members?\)")
+from socksvc.client.chat.link import Link
+from socksvc.client.chat.terminal import ChatCompleter, terminals, to_nowhere
+from socksvc.client.common import EXIT_INTERRUPTED
+from socksvc.client.target import Target
+from socksvc.util.lines import TooLong
 
 
-class _StayRawInput(Vt100Input):
-    """
-    Terminal input that stays in raw mode while lines are printed above the
-    prompt. prompt_toolkit's run_in_terminal switches the tty to cooked mode
-    around each print (meant for running other programs), and in cooked mode
-    the tty itself echoes keys typed at that moment onto the screen, in the
-    middle of the output. We only print, so raw mode is right throughout.
-    """
-
-    def cooked_mode(self) -> AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-
-def terminal_input() -> Input:
-    """prompt_toolkit input for the real terminal on stdin (see L{_StayRawInput})."""
-    return _StayRawInput(sys.stdin)
-
-
-class _Completer(Completer):
-    """Tab completes commands at the start of a line and nicknames seen so far."""
-
-    def __init__(self, nicks: Callable[[], Iterable[str]]) -> None:
-        self.nicks = nicks
-
-    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
-        word = document.get_word_before_cursor(WORD=True)
-        before = document.text_before_cursor
-        if before.startswith("/") and " " not in before:
-            for cmd in CHAT_COMMANDS:
-                if cmd.startswith(before.lower()):
-                    yield Completion(cmd + " ", start_position=-len(before))
-            return
-        if not word:
-            return
-        folded = word.casefold()
-        for nick in sorted(self.nicks()):
-            if nick.casefold().startswith(folded) and nick != word:
-                yield Completion(nick, start_position=-len(word))
-
-
-class ChatConsole:
-    """One interactive chat session (possibly over several connections)."""
+class ChatConsole(Link):
+    """One interactive chat session (possibly over several connections): the terminal half."""
 
     def __init__(
         self,
@@ -130,40 +71,21 @@ class ChatConsole:
         input: Input | None = None,
         output: Output | None = None,
     ) -> None:
-        self.target = target
-        self.nick = nick or ""
-        """The nickname we have (or asked for, before the server said yes)."""
-        self.registered = False
-        self.room: str | None = None
-        """The room the server last said we are in; rejoined after a reconnect."""
-        self._rejoin: str | None = None
-        self._last_notice = ""
-        self.reconnect = reconnect
+        super().__init__(target, nick=nick, reconnect=reconnect, connect_timeout=connect_timeout)
         self.timestamps = timestamps
-        self.connect_timeout = connect_timeout
         self.color_depth = None if color else ColorDepth.DEPTH_1_BIT
         self.style = Style.from_dict(STYLE_RULES)
         self._input = input
         self._output = output
-        self.state = "connecting"
-        self.status = ""
-        self.retry_at = 0.0
         self.exit_code = 0
-        self.quitting = False
         self.seen: dict[str, None] = {}  # nicknames seen, for completion (ordered, bounded)
-        self.writer: asyncio.StreamWriter | None = None
-        self.retry_now = asyncio.Event()
         self.session: PromptSession[str] | None = None
         self._stopped = False
         self._quit_line: str | None = None
-        self._quit_sent = False
         self.hung_up = False
         """SIGHUP came: the terminal is gone."""
         self._terminals: list[TextIO] = []
-        self._net: asyncio.Task[None] | None = None
         self._out: Output | None = None
-        self.refused: str | None = None
-        """The reason when the server's first line on this connection was a refusal (C{socksvc: REASON})."""
         self.shown: list[ChatLine | str] = []
         """Every line shown, most recent last (bounded); for tests and /last."""
 
@@ -197,6 +119,10 @@ class ChatConsole:
         self._remember(text)
         self._print([(style, "-- " + escape(text))])
 
+    async def show_error(self, text: str) -> None:
+        self._remember(text)
+        await self._print([("class:error", "-- " + escape(text))])
+
     def _remember(self, item: ChatLine | str) -> None:
         self.shown.append(item)
         if len(self.shown) > 1000:
@@ -221,25 +147,6 @@ class ChatConsole:
                     del self.seen[next(iter(self.seen))]
             frags += [*fragments(line, self.nick, local_time), ("", "\n")]
         return self._print(frags[:-1]) if frags else None
-
-    def _learn(self, text: str) -> None:
-        """Follow our own state from the server's notices (see docs/chat.md)."""
-        self._last_notice = text
-        m = _KNOWN_AS.fullmatch(text)
-        if m is not None:
-            self.nick = m.group(1)
-            self.registered = True
-        elif text.startswith(CHAT_NICK_REFUSED) and not self.registered:
-            self.nick = ""
-        elif (m := _IN_ROOM.fullmatch(text)) is not None:
-            rejoin, self._rejoin = self._rejoin, None
-            self.room = m.group(1)
-            if rejoin is not None and fold_nick(rejoin) != fold_nick(self.room):
-                # After a reconnect the server puts us in its first room: go back.
-                self.send(f"/join {rejoin}")
-        else:
-            return
-        self._invalidate()
 
     # ------------------------------------------------------------ prompt
 
@@ -296,95 +203,6 @@ class ChatConsole:
         self._stopped = True
         self._leave()
 
-    # ------------------------------------------------------------ network
-
-    def send(self, line: str) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(line.encode("utf-8") + b"\n")
-
-    def _on_connect(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.state = "connected"
-        self.registered = False
-        self._rejoin = self.room
-        if self.nick:
-            self.send(f"/nick {self.nick}")
-        self._invalidate()
-
-    async def _pump(self, reader: asyncio.StreamReader) -> str:
-        """Show what the server sends until it stops; return why it stopped."""
-        self._last_notice = ""
-        self.refused = None
-        splitter = LineSplitter(MAX_LINE)
-        first = True  # the first line may be the daemon's refusal ("socksvc: REASON")
-        while True:
-            try:
-                data = await reader.read(65536)
-            except OSError as e:
-                return describe(e)
-            if not data:
-                if splitter.pending:
-                    await self._shown(self.show_lines(splitter.feed(b"\n")))
-                if self._last_notice.startswith(CHAT_DISCONNECTED) or self._last_notice == CHAT_SHUTDOWN:
-                    return "the server said: " + escape(self._last_notice)
-                return "closed by the server"
-            lines = splitter.feed(data)
-            if first and lines:
-                first = False
-                if not isinstance(lines[0], TooLong) and (reason := refusal(lines[0])) is not None:
-                    self.refused = reason
-                    return f"refused: {reason}"
-            await self._shown(self.show_lines(lines))
-
-    @staticmethod
-    async def _shown(printing: Awaitable[None] | None) -> None:
-        if printing is not None:
-            await printing
-
-    async def network(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            self._on_connect(writer)
-            reason = await self._pump(reader)
-            self.writer = None
-            writer.close()
-            if self.quitting:
-                return
-            self.state = "disconnected"
-            self.status = reason
-            if self.refused is not None and not self.registered:
-                # The daemon's access list or connection limits: say so plainly and leave.
-                text = f"{self.target} refused us: {self.refused}"
-                self._remember(text)
-                await self._print([("class:error", "-- " + escape(text))])
-                self.stop(EXIT_PROTOCOL)
-                return
-            self.show_local(f"connection to {self.target} lost: {reason}", "class:error")
-            if not self.reconnect:
-                self.stop(EXIT_PROTOCOL)
-                return
-            self.show_local("reconnecting automatically; press Enter to retry now, Ctrl-D to leave")
-            delay = BACKOFF_FIRST
-            while True:
-                self.state = "waiting"
-                self.retry_at = time.monotonic() + delay
-                self.retry_now.clear()
-                self._invalidate()
-                try:
-                    await asyncio.wait_for(self.retry_now.wait(), delay)
-                except TimeoutError:
-                    pass
-                self.state = "connecting"
-                self._invalidate()
-                try:
-                    reader, writer = await open_stream(self.target, self.connect_timeout)
-                except ClientError as e:
-                    self.status = e.message
-                    self.show_local(f"reconnect failed: {self.status}", "class:error")
-                    delay = min(delay * 2, BACKOFF_MAX)
-                    continue
-                self.show_local(f"reconnected to {self.target}")
-                break
-
     # ------------------------------------------------------------ input
 
     def handle_input(self, text: str) -> None:
@@ -427,28 +245,6 @@ class ChatConsole:
             self._print([("class:local", escape(line))])
         self.send(line)
 
-    def say_quit(self, line: str | None = None) -> None:
-        """Send C{/quit} (with the user's reason) once; nothing here waits or touches the terminal."""
-        self.quitting = True
-        if not self._quit_sent and self.writer is not None and not self.writer.is_closing():
-            self._quit_sent = True
-            self.send(line or "/quit")
-
-    async def quit(self, line: str | None = None) -> None:
-        """Send /quit (with the user's reason), wait briefly for the close, leave."""
-        self.say_quit(line)
-        writer = self.writer
-        if writer is not None and not writer.is_closing():
-            try:
-                await asyncio.wait_for(writer.drain(), QUIT_WAIT)
-            except (OSError, TimeoutError):
-                pass
-            if self._net is not None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(self._net), QUIT_WAIT)
-                except (TimeoutError, asyncio.CancelledError, Exception):
-                    pass
-
     # ------------------------------------------------------------ main
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
@@ -461,14 +257,14 @@ class ChatConsole:
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         self.retry_now = asyncio.Event()
         self._out = get_app_session().output
-        self._terminals = _terminals()
+        self._terminals = terminals()
         self.session = PromptSession(
             history=InMemoryHistory(),
             bottom_toolbar=self.toolbar,
             style=self.style,
             color_depth=self.color_depth,
             key_bindings=self._key_bindings(),
-            completer=_Completer(lambda: self.seen),
+            completer=ChatCompleter(lambda: self.seen),
             complete_while_typing=False,
             refresh_interval=1.0,
             erase_when_done=True,
@@ -535,28 +331,4 @@ class ChatConsole:
         if not self.hung_up:
             self.hung_up = True
             self.say_quit()
-            _to_nowhere(self._terminals)
-
-
-def _terminals() -> list[TextIO]:
-    """Which of stdout and stderr are the terminal (looked at while it is still there)."""
-    found = []
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            if stream.isatty():
-                found.append(stream)
-    return found
-
-
-def _to_nowhere(streams: list[TextIO]) -> None:
-    """Point the descriptors of C{streams} at /dev/null: their terminal has gone away."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        return
-    try:
-        for stream in streams:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                os.dup2(devnull, stream.fileno())
-    finally:
-        os.close(devnull)
+            to_nowhere(self._terminals)
