@@ -813,6 +813,7 @@ def test_plain_mode_fails_when_the_server_closes_first(server: FakeChatServer) -
     with plain_client(server.port) as proc:
         got = bytearray()
         read_until(proc.stdout, b"Choose a nickname", got)
+        poll(lambda: server.connected() == 1, what="the server to list the client")
         server.drop_all()
         assert proc.wait(10) == EXIT_PROTOCOL
         assert proc.stderr is not None
@@ -823,6 +824,7 @@ def test_plain_mode_passes_on_the_servers_reason_for_closing(server: FakeChatSer
     with plain_client(server.port) as proc:
         got = bytearray()
         read_until(proc.stdout, b"Choose a nickname", got)
+        poll(lambda: server.connected() == 1, what="the server to list the client")
         server.send_all(b"-!- Disconnected: flooding\r\n")
         read_until(proc.stdout, b"Disconnected: flooding", got)
         server.drop_all()
