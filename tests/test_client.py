@@ -526,6 +526,37 @@ def test_usage_errors(capsysbinary: Any, argv: list[str], fragment: str) -> None
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["echo", "hello"], " (to send a message: socksvc echo HOST PORT MESSAGE, or pipe it on stdin)"),
+        (["reverse", "stressed"], " (to reverse text: socksvc reverse HOST PORT TEXT, or pipe lines on stdin)"),
+        (["udp", "ping"], " (to send a message: socksvc udp HOST PORT MESSAGE)"),
+        (["greet", "hello"], ""),  # nothing else it could have meant
+        (["echo", "hello", "7007"], ""),  # HOST and PORT given: a host it is
+    ],
+)
+def test_a_lone_word_that_is_no_host_gets_a_hint(
+    capsysbinary: Any, monkeypatch: pytest.MonkeyPatch, argv: list[str], hint: str
+) -> None:
+    asked = unknown_names(monkeypatch)
+    code, out, err = run(argv, capsysbinary)
+    assert (code, out) == (EXIT_NOT_FOUND, b"")
+    word = argv[1]
+    one_error_line(err, re.escape(f"socksvc: cannot resolve host '{word}': name or service not known{hint}"))
+    assert asked == [word]
+
+
+@pytest.mark.parametrize("command", ["echo", "greet", "reverse", "udp", "chat", "lookup"])
+def test_extra_arguments_get_the_commands_own_usage(capsysbinary: Any, command: str) -> None:
+    code, out, err = run([command, "a", "b", "c", "d", "e"], capsysbinary)
+    assert (code, out) == (EXIT_USAGE, b"")
+    assert err.startswith(f"usage: socksvc {command} ")
+    assert err.splitlines()[-1] == f"socksvc {command}: error: unrecognized arguments: " + " ".join(
+        ["a", "b", "c", "d", "e"][{"greet": 2, "chat": 2, "lookup": 1}.get(command, 3) :]
+    )
+
+
 def test_unknown_service_name(capsysbinary: Any) -> None:
     code, _, err = run(["echo", "localhost", "no-such-service-name"], capsysbinary)
     assert code == EXIT_NOT_FOUND
