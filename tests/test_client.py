@@ -162,7 +162,7 @@ def test_echo_count_prints_each_round_and_min_avg_max(svc: Daemon, capsysbinary:
     assert text.startswith(f"ECHO 127.0.0.1 port {port} (127.0.0.1): 4 bytes, 4 round trips\n")
     assert re.findall(r"seq=(\d+)", text) == ["1", "2", "3", "4"]
     assert f"4 bytes from 127.0.0.1 port {port}: seq=1 time=" in text
-    assert "4 sent, 4 received, 0% lost" in text
+    assert re.search(r"^4 messages sent, 4 received, 0\.0% loss, time \d+ ms$", text, re.M)
     m = re.search(r"rtt min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+) ms", text)
     assert m is not None
     lo, avg, hi = (float(x) for x in m.groups())
@@ -170,6 +170,17 @@ def test_echo_count_prints_each_round_and_min_avg_max(svc: Daemon, capsysbinary:
     assert lo == pytest.approx(min(rtts), abs=0.001)
     assert hi == pytest.approx(max(rtts), abs=0.001)
     assert lo <= avg <= hi
+
+
+def test_echo_count_says_one_in_the_singular(svc: Daemon, capsysbinary: Any) -> None:
+    port = svc.port("echo")
+    code, out, err = run(["echo", "127.0.0.1", str(port), "x", "--count", "1"], capsysbinary)
+    assert (code, err) == (EXIT_OK, "")
+    lines = out.decode().splitlines()
+    assert lines[0] == f"ECHO 127.0.0.1 port {port} (127.0.0.1): 1 byte, 1 round trip"
+    assert lines[1].startswith(f"1 byte from 127.0.0.1 port {port}: seq=1 time=")
+    assert lines[2] == f"--- 127.0.0.1 port {port} echo statistics ---"
+    assert re.fullmatch(r"1 message sent, 1 received, 0\.0% loss, time \d+ ms", lines[3])
 
 
 def test_echo_count_with_interval_and_stdin_payload(
@@ -194,7 +205,7 @@ def test_echo_count_against_a_wrong_reply_fails(svc: Daemon, capsysbinary: Any) 
     code, out, err = run(["echo", "127.0.0.1", str(svc.port("greeting")), "x" * 26, "-c", "3"], capsysbinary)
     assert code == EXIT_PROTOCOL
     one_error_line(err, r"socksvc: reply 1 from 127\.0\.0\.1 port \d+ differs from what was sent \(26 bytes\)")
-    assert b"1 sent, 0 received, 100% lost" in out  # the summary still comes
+    assert b"1 message sent, 0 received, 100.0% loss, time " in out  # the summary still comes
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback on this host")
@@ -488,7 +499,7 @@ def test_ctrl_c_during_count_prints_the_summary(svc: Daemon) -> None:
     rest, err = proc.communicate(timeout=20)
     assert proc.returncode == EXIT_INTERRUPTED
     assert err == b""
-    assert b"1 sent, 1 received, 0% lost" in rest
+    assert b"1 message sent, 1 received, 0.0% loss, time " in rest
 
 
 def test_closed_stdout_is_quiet(svc: Daemon) -> None:

@@ -91,7 +91,7 @@ def test_echo_count_reports_the_refusal(denied: Daemon, capsysbinary: Any, messa
     assert code == EXIT_PROTOCOL
     one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} refused us: access denied")
     assert b"access denied" not in out
-    assert b"1 sent, 0 received, 100% lost" in out  # the summary still comes
+    assert b"1 message sent, 0 received, 100.0% loss, time " in out  # the summary still comes
 
 
 def test_too_many_connections_from_our_address(open_svc: Daemon) -> None:

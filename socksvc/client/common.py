@@ -149,3 +149,25 @@ def say(text: str) -> None:
     out = stdout()
     out.write(text.encode("utf-8", "replace") + b"\n")
     out.flush()
+
+
+def plural(count: int, noun: str) -> str:
+    """C{count} and C{noun}, in the plural unless the count is 1: C{1 byte}, C{0 bytes}, C{2 round trips}."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def statistics(name: str, noun: str, sent: int, received: int, rtts_ms: list[float], elapsed: float) -> list[str]:
+    """
+    The closing lines of a ping-like run, in one wording for echo --count
+    and udp: C{--- NAME statistics ---}, C{N NOUNs sent, N received, N.N%
+    loss, time N ms}, and the round-trip times when any came back.
+    """
+    loss = 0.0 if sent == 0 else 100.0 * (sent - received) / sent
+    lines = [
+        f"--- {name} statistics ---",
+        f"{plural(sent, noun)} sent, {received} received, {loss:.1f}% loss, time {elapsed * 1000:.0f} ms",
+    ]
+    if rtts_ms:
+        avg = sum(rtts_ms) / len(rtts_ms)
+        lines.append(f"rtt min/avg/max = {min(rtts_ms):.3f}/{avg:.3f}/{max(rtts_ms):.3f} ms")
+    return lines

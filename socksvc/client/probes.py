@@ -20,8 +20,10 @@ from socksvc.client.common import (
     argv_bytes,
     parse_count,
     parse_nonnegative,
+    plural,
     refusal,
     say,
+    statistics,
     stdin,
     stdout,
     usage_error,
@@ -81,7 +83,7 @@ def _echo_count(args: argparse.Namespace, target: Target) -> int:
     with connect(target, args.timeout) as sock:
         address = peer(sock, target)
         via = "" if address.path is not None else f" ({address.host})"
-        say(f"ECHO {target}{via}: {len(payload)} bytes, {args.count} round trips")
+        say(f"ECHO {target}{via}: {plural(len(payload), 'byte')}, {plural(args.count, 'round trip')}")
         try:
             for seq in range(1, args.count + 1):
                 if seq > 1 and args.interval:
@@ -97,19 +99,15 @@ def _echo_count(args: argparse.Namespace, target: Target) -> int:
                     ) from None
                 rtt = (time.perf_counter() - t0) * 1000.0
                 times.append(rtt)
-                say(f"{len(got)} bytes from {address}: seq={seq} time={rtt:.3f} ms")
+                say(f"{plural(len(got), 'byte')} from {address}: seq={seq} time={rtt:.3f} ms")
         finally:
             _summary(target, rounds, times, time.monotonic() - start)
     return EXIT_OK
 
 
 def _summary(target: Target, rounds: int, times: list[float], elapsed: float) -> None:
-    say(f"--- {target} echo statistics ---")
-    loss = 0 if rounds == 0 else round(100 * (rounds - len(times)) / rounds)
-    say(f"{rounds} sent, {len(times)} received, {loss}% lost, time {elapsed * 1000:.0f} ms")
-    if times:
-        avg = sum(times) / len(times)
-        say(f"rtt min/avg/max = {min(times):.3f}/{avg:.3f}/{max(times):.3f} ms")
+    for line in statistics(f"{target} echo", "message", rounds, len(times), times, elapsed):
+        say(line)
 
 
 # -- greet ---------------------------------------------------------------------
