@@ -29,6 +29,7 @@ from socksvc.client.common import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
+from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon, has_ipv6_loopback
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")

@@ -57,6 +57,7 @@ from socksvc.client.common import (
 )
 from socksvc.client.main import run as client_run
 from socksvc.client.target import Target, connect, describe, target_from
+from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -25,6 +25,7 @@ from socksvc.client.target import Target, connect
 from socksvc.util.visible import UNSAFE_STRICT, is_safe
 from socksvc.wire import REFUSAL
 from tests import test_client
+from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon
 from tests.test_client import one_error_line, run
 
