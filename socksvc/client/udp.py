@@ -314,6 +314,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     pinger = Pinger(args, out or sys.stdout)
     try:
         return pinger.run()
+    except BrokenPipeError:
+        raise  # our standard output was closed, not the socket: the command line exits 1, quietly
     except OSError as e:
         where = show_addr(pinger.sockaddr) if pinger.sockaddr is not None else str(args.host)
         raise ClientError(f"udp {where}: {describe(e)}") from None
