@@ -583,7 +583,7 @@ def test_script_help_lists_every_command() -> None:
     assert p.returncode == 0
     for command in ("echo", "greet", "reverse", "udp", "chat", "lookup"):
         assert re.search(rf"^\s+{command}\s", p.stdout.decode(), re.M), command
-    assert "exit codes:" in p.stdout.decode()
+    assert "exit codes (every command):" in p.stdout.decode()
 
 
 def test_script_version() -> None:

@@ -310,3 +310,24 @@ def test_130_lookup(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.Monke
 
     monkeypatch.setattr(socket, "getaddrinfo", interrupted)
     assert in_process(["lookup", "somewhere"], capfd) == (EXIT_INTERRUPTED, "", "")
+
+
+# -- one table ----------------------------------------------------------------------
+
+
+def test_docs_and_help_show_the_one_table() -> None:
+    """docs/client.md's exit-code table is EXIT_CODES word for word, and --help prints it."""
+    from socksvc.client.common import EXIT_CODES
+    from socksvc.client.main import build_parser
+
+    with open(os.path.join(ROOT, "docs", "client.md"), encoding="utf-8") as f:
+        doc = f.read()
+    table = doc[doc.index("| code | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
+    rows = {}
+    for row in table:
+        code, text = row.strip("|").split("|", 1)
+        rows[int(code)] = text.strip(" |")
+    assert rows == EXIT_CODES
+    help_text = " ".join(build_parser().format_help().split())
+    for code, text in EXIT_CODES.items():
+        assert f"{code} {text}" in help_text
