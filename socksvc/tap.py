@@ -15,8 +15,11 @@ from typing import Any
 
 from twisted.python import usage
 
-from socksvc.config import ConfigError, load
-from socksvc.daemon import DaemonService, StartupError
+from socksvc.config.loader import ConfigError
+from socksvc.daemon import reactor as socksvc_reactor
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.service import DaemonService
+from socksvc.services.catalogue import load
 
 
 class Options(usage.Options):
@@ -40,15 +43,13 @@ def choose_reactor() -> None:
     twistd installs a reactor while parsing its options only when given
     C{-r/--reactor}; otherwise the first import of C{twisted.internet.reactor}
     installs the platform default. Where that default would be epoll,
-    L{socksvc.reactor.SocksvcReactor} (the same reactor with a leaner read
+    L{socksvc.daemon.reactor.SocksvcReactor} (the same reactor with a leaner read
     dispatch) goes in its place. C{twist}, tests and C{twistd -r NAME} have
     installed one already and keep it.
     """
     if "twisted.internet.reactor" in sys.modules or not hasattr(select, "epoll"):
         return
-    from socksvc.reactor import install
-
-    install()
+    socksvc_reactor.install()
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> DaemonService:

@@ -33,9 +33,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
-from socksvc.config import loads
-from socksvc.policy import Policy, PolicySettings
-from socksvc.registry import ServiceContext, types
+from socksvc.config.schema import PolicySettings
+from socksvc.core.policy import Policy
+from socksvc.core.service import ServiceContext
+from socksvc.services.catalogue import loads, types
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -50,13 +51,7 @@ def context(type_name: str, body: str = "", *, clock: Clock | None = None, name:
     text = f'[services.{name}]\ntype = "{type_name}"\nlisten = ["{spec}"]\n{body}\n'
     cfg = loads(text, "<test>").service(name)
     clock = clock or Clock()
-    return ServiceContext(
-        name=name,
-        type=type_name,
-        settings=cfg.settings,
-        policy=Policy(name, cfg.policy, clock),
-        reactor=clock,
-    )
+    return types()[type_name].context(name, cfg.settings, Policy(name, cfg.policy, clock), clock, set())
 
 
 def policy_context(type_name: str, policy: PolicySettings, clock: Clock | None = None) -> ServiceContext:

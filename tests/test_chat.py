@@ -6,12 +6,14 @@ over StringTransport with a fake clock (see tests/test_chat_support.py).
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 from twisted.internet.error import ConnectionLost
 
-from socksvc.chat.service import ChatSettings
-from socksvc.config import DEFAULT_CONFIG, ConfigError, loads
+from socksvc.config.loader import DEFAULT_CONFIG, ConfigError
+from socksvc.services.catalogue import loads
+from socksvc.services.chat.service import ChatSettings
 from tests.test_chat_support import LINE, UNSAFE, Chat
 
 # -- connecting and nicknames ------------------------------------------------
@@ -29,7 +31,7 @@ def test_welcome_motd_and_nick_prompt() -> None:
 
 
 def test_welcome_waits_a_moment_for_the_nickname_to_share_one_write() -> None:
-    from socksvc.chat.state import WELCOME_HOLD
+    from socksvc.services.chat.state import WELCOME_HOLD
 
     chat = Chat()
     c = chat.connect(release=False)
@@ -141,7 +143,8 @@ def test_good_nicknames(name: str) -> None:
     c = Chat().connect()
     c.lines()
     c.send(name)
-    assert c.lines()[0] == f"-!- You are now known as {name}"
+    # kept as its PRECIS enforcement (NFKC): e + U+0301 is shown as é
+    assert c.lines()[0] == f"-!- You are now known as {unicodedata.normalize('NFKC', name)}"
 
 
 def test_nick_max_and_reserved_are_settings() -> None:
@@ -290,7 +293,7 @@ def test_timestamps() -> None:
     b.send("bob")
     a.lines()
     b.send("hi", "/me hops", "/msg alice x")
-    stamp = chat.state.stamp()
+    stamp = chat.state.fmt.stamp()
     assert a.lines() == [f"[{stamp}] <bob> hi", f"[{stamp}] * bob hops", f"[{stamp}] *bob* x"]
     assert b.lines()[-1] == f"[{stamp}] -> *alice* x"
 
@@ -401,7 +404,7 @@ def test_history_replay_marked_and_bounded() -> None:
     lines = b.lines()
     assert lines[0] == "-!- You are now known as carol"
     assert lines[1] == "-!- You are now in lobby (3 members)"
-    stamp = chat.state.stamp()
+    stamp = chat.state.fmt.stamp()
     assert lines[2:] == [
         f"[history {stamp}] <alice> two",
         f"[history {stamp}] * alice three",
@@ -722,11 +725,7 @@ def test_reconfigure_applies_to_live_state() -> None:
     new = loads(
         '[services.chat]\nlisten = ["tcp:0"]\nrooms = ["lobby", "news"]\nhistory = 2\ntimestamps = true'
     ).service("chat")
-    chat.ctx.settings = new.settings
-    from socksvc.chat.service import SERVICE_TYPE
-
-    assert SERVICE_TYPE.reconfigure is not None
-    SERVICE_TYPE.reconfigure(chat.ctx, new.settings)
+    chat.ctx.reconfigure(new.settings)  # what the daemon does on a reload
     assert chat.ctx.state is state
     assert [body for _, body in state.rooms["lobby"].history] == ["<alice> 3", "<alice> 4"]
     a.lines()
@@ -736,15 +735,12 @@ def test_reconfigure_applies_to_live_state() -> None:
 
 
 def test_stop_tells_everyone() -> None:
-    from socksvc.chat.service import SERVICE_TYPE
-
     chat = Chat()
     a = chat.connect("alice")
     anon = chat.connect()
     a.lines()
     anon.lines()
-    assert SERVICE_TYPE.stop is not None
-    SERVICE_TYPE.stop(chat.ctx)
+    chat.ctx.state.shutdown()  # what the daemon does on stop
     assert a.lines() == ["-!- server is shutting down"]
     assert anon.lines() == ["-!- server is shutting down"]
     assert a.transport.disconnecting
@@ -789,3 +785,11 @@ def test_all_delivered_lines_match_the_grammar() -> None:
     for line in a.all_lines() + b.all_lines():
         assert LINE.match(line), line
         assert not UNSAFE.search(line), line
+
+
+def test_the_console_completes_exactly_the_servers_commands() -> None:
+    """The command names the client completes (socksvc.wire) are the server's command surface."""
+    from socksvc.services.chat.commands import COMMANDS
+    from socksvc.wire import CHAT_COMMANDS
+
+    assert {f"/{name}" for name in COMMANDS} == set(CHAT_COMMANDS)

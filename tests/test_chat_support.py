@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from socksvc.chat.protocol import ChatProtocol
-from socksvc.registry import ServiceContext, types
+from socksvc.core.service import ServiceContext
+from socksvc.services.catalogue import types
+from socksvc.services.chat.protocol import ChatProtocol
 from tests.support import context, peer
 
 # Every line a client may receive (docs/chat.md), after an optional [HH:MM] stamp.
@@ -112,5 +114,6 @@ class Chat:
                 self.state.release_held()  # as the timer would, a moment later
         else:
             client.send(nick)
-            assert f"-!- You are now known as {nick}" in client.lines()
+            # A nickname is kept as its PRECIS enforcement: NFKC (docs/chat.md).
+            assert f"-!- You are now known as {unicodedata.normalize('NFKC', nick)}" in client.lines()
         return client

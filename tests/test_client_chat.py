@@ -373,7 +373,7 @@ def test_escape_leaves_nothing_a_terminal_interprets(text: str) -> None:
 @given(st.text())
 def test_client_and_server_escape_alike(text: str) -> None:
     # One rule (socksvc.util.visible): the client escapes what the server does, plus the bidi marks.
-    from socksvc.chat.sanitize import visible as server_visible
+    from socksvc.services.chat.sanitize import visible as server_visible
 
     no_marks = "".join(c for c in text if c not in "\u061c\u200e\u200f")
     assert escape(no_marks) == server_visible(no_marks)
@@ -1096,7 +1096,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def real_chat_port() -> Iterator[int]:
     """A real daemon's chat service (skipped while the chat type does not exist)."""
-    from socksvc.registry import types
+    from socksvc.services.catalogue import types
 
     if "chat" not in types():
         pytest.skip("the daemon has no chat service type yet")

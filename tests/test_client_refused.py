@@ -46,7 +46,7 @@ listen = ["tcp:0:interface=127.0.0.1"]
 
 @pytest.fixture(scope="module")
 def denied() -> Iterator[Daemon]:
-    from socksvc.registry import types
+    from socksvc.services.catalogue import types
 
     if "chat" not in types():
         pytest.skip("the daemon has no chat service type yet")

@@ -18,13 +18,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socksvc.config import DEFAULT_SOURCE, MAX_CONFIG_FILE, Config, ConfigError, DaemonSettings, load, loads
-from socksvc.echo import DEFAULT_DENY_SOURCE_PORTS, EchoSettings
-from socksvc.greeting import GreetingSettings
-from socksvc.policy import PolicySettings
-from socksvc.registry import types
-from socksvc.reverse import ReverseSettings
-from socksvc.settings import setting_fields
+from socksvc.config.loader import DEFAULT_SOURCE, MAX_CONFIG_FILE, Config, ConfigError
+from socksvc.config.schema import DaemonSettings, PolicySettings
+from socksvc.config.settings import setting_fields
+from socksvc.core.datagram import DEFAULT_DENY_SOURCE_PORTS
+from socksvc.services.catalogue import load, loads, types
+from socksvc.services.echo import EchoSettings
+from socksvc.services.greeting import GreetingSettings
+from socksvc.services.reverse import ReverseSettings
 
 ECHO = '[services.echo]\nlisten = ["tcp:0"]\n'
 

@@ -17,8 +17,9 @@ import pytest
 import pytest_twisted
 from twisted.logger import capturedLogs
 
-from socksvc.config import loads
-from socksvc.daemon import DaemonService, StartupError
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.service import DaemonService
+from socksvc.services.catalogue import loads
 from tests.conftest import refused, until
 from tests.support import TWISTD
 

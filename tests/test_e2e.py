@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from socksvc.config import load
+from socksvc.services.catalogue import load
 from tests.conftest import port_in_use
 from tests.support import Daemon, daemon, echo_round_trip, has_ipv6_loopback, recv_all, recv_exactly, start_daemon
 

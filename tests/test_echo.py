@@ -130,7 +130,7 @@ def test_iosim_half_close_flushes_everything_first() -> None:
 async def test_tcp_nodelay_and_half_close_on_real_tcp() -> None:
     from twisted.internet import reactor
 
-    from socksvc.echo import make_factory
+    from socksvc.services.echo import make_factory
 
     loop = Loopback(make_factory(context("echo", clock=reactor)))  # type: ignore[arg-type]
     try:
@@ -148,7 +148,7 @@ async def test_tcp_nodelay_and_half_close_on_real_tcp() -> None:
 async def test_a_client_that_never_reads_is_paused_not_buffered() -> None:
     from twisted.internet import reactor
 
-    from socksvc.echo import make_factory
+    from socksvc.services.echo import make_factory
 
     loop = Loopback(make_factory(context("echo", clock=reactor)))  # type: ignore[arg-type]
     try:

@@ -17,8 +17,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from socksvc.config import ConfigError, loads
-from socksvc.greeting import (
+from socksvc.config.loader import ConfigError
+from socksvc.services.catalogue import loads, types
+from socksvc.services.greeting import (
     HOSTNAME_TTL,
     MAX_MESSAGE,
     MAX_QUOTES_FILE,
@@ -26,9 +27,7 @@ from socksvc.greeting import (
     parse_message,
     parse_quotes,
     render,
-    renderer,
 )
-from socksvc.registry import types
 from tests.conftest import Loopback, until
 from tests.support import connect, context, peer, pumped, recv_all
 
@@ -294,10 +293,10 @@ def test_a_cut_ends_on_a_character_and_with_crlf(text: str, limit: int) -> None:
 
 def test_render_cuts_what_grew_after_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check assumes a hostname; one that grew since (or a 4-byte character at the edge) is cut cleanly."""
-    import socksvc.greeting
+    import socksvc.services.greeting
 
     ctx = context("greeting", 'message = "{hostname}"')
-    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: "h" + "\U0001f600" * 200)
+    monkeypatch.setattr(socksvc.services.greeting, "_hostname", lambda: "h" + "\U0001f600" * 200)
     got = render(ctx, "127.0.0.1:1", 0.0)
     assert len(got) <= MAX_MESSAGE and got.endswith(b"\r\n")
     assert got[:-2].decode("utf-8") == "h" + "\U0001f600" * 127
@@ -318,10 +317,10 @@ def test_a_peer_half_close_does_not_cut_the_message_short() -> None:
 
 
 def test_a_message_without_per_connection_fields_is_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socksvc.greeting
+    import socksvc.services.greeting
 
     looked_up: list[int] = []
-    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: looked_up.append(1) or "box")
+    monkeypatch.setattr(socksvc.services.greeting, "_hostname", lambda: looked_up.append(1) or "box")
     clock = Clock()
     ctx = context("greeting", 'message = "{service} on {hostname}"', clock=clock, name="motd")
     looked_up.clear()  # the config check renders it once
@@ -330,9 +329,9 @@ def test_a_message_without_per_connection_fields_is_rendered_once(monkeypatch: p
     assert render(ctx, "127.0.0.1:2", clock.seconds() + 1) is first  # the same bytes object: nothing redone
     assert looked_up == [1]
     # The hostname is looked up again after a while, and after a reload.
-    monkeypatch.setattr(socksvc.greeting, "_hostname", lambda: "renamed")
+    monkeypatch.setattr(socksvc.services.greeting, "_hostname", lambda: "renamed")
     assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"motd on renamed\r\n"
-    ctx.settings = attrs.evolve(ctx.settings, message="{hostname}!")
+    ctx.reconfigure(attrs.evolve(ctx.settings, message="{hostname}!"))
     assert render(ctx, "127.0.0.1:3", clock.seconds() + HOSTNAME_TTL) == b"renamed!\r\n"
 
 
@@ -342,7 +341,7 @@ def test_time_is_formatted_only_when_used_and_follows_the_clock() -> None:
     assert render(ctx, "q", 1_700_000_000.9) == b"2023-11-14T22:13:20Z q\r\n"
     assert render(ctx, "q", 1_700_000_001.0) == b"2023-11-14T22:13:21Z q\r\n"
     assert render(ctx, "q", 1_699_999_999.0) == b"2023-11-14T22:13:19Z q\r\n"
-    r = renderer(context("greeting", 'message = "{peer}"'))
+    r = context("greeting", 'message = "{peer}"').state
     r(peer="x", now=5.0)
     assert r._second is None  # no {time}: never formatted
 

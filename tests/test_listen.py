@@ -10,7 +10,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
-from socksvc.listen import ListenSpec, parse_listen, port_description, resolve_port, split_spec
+from socksvc.config.listen import ListenSpec, parse_listen, resolve_port, split_spec
+from socksvc.daemon.listener import port_description
 
 
 def test_tcp() -> None:

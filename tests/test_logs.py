@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from twisted.logger import LogLevel, capturedLogs, textFileLogObserver
 from twisted.python.failure import Failure
 
-from socksvc.daemon import StartupError
-from socksvc.logs import (
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.logs import (
     FastTextObserver,
     LogDestination,
     LogFileError,
@@ -173,8 +173,8 @@ def _application_observer(options: dict[str, Any] | None, log_format: str = "tex
     from twisted.internet.testing import MemoryReactorClock
     from twisted.logger import ILogObserver
 
-    from socksvc.config import loads
-    from socksvc.daemon import DaemonService
+    from socksvc.daemon.service import DaemonService
+    from socksvc.services.catalogue import loads
 
     config = loads(f'[daemon]\nlog_format = "{log_format}"\n[services.echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
     service = DaemonService(config, MemoryReactorClock(), handle_signals=False)

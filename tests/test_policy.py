@@ -23,30 +23,17 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, Logger, formatEvent
 from twisted.python.failure import Failure
 
-from socksvc import policy as policy_module
-from socksvc.policy import (
-    DENIED,
-    RATE_EXCEEDED,
-    TOO_MANY,
-    TOO_MANY_FROM_YOU,
-    AcceptErrorLog,
-    PolicySettings,
-    RateLimitedLog,
-    Refuser,
-    StreamProtocol,
-    TokenBucket,
-    Tracked,
-    address_allowed,
-    fd_warning,
-    format_peer,
-    guard_port,
-    host_ip,
-    peer_facts,
-    peer_ip,
-    raise_fd_limit,
-    source_key,
-)
-from socksvc.settings import parse_network
+from socksvc.config.schema import PolicySettings
+from socksvc.config.settings import parse_network
+from socksvc.core import policy as policy_module
+from socksvc.core.policy import DENIED, RATE_EXCEEDED, TOO_MANY, TOO_MANY_FROM_YOU, address_allowed
+from socksvc.core.protocols import Refuser, ServiceFactory, StreamProtocol, Tracked
+from socksvc.daemon import accept as accept_module
+from socksvc.daemon.accept import AcceptErrorLog, guard_port
+from socksvc.daemon.fdlimit import fd_warning, raise_fd_limit
+from socksvc.util import addresses as addresses_module
+from socksvc.util.addresses import format_peer, host_ip, peer_facts, peer_ip, source_key
+from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
 from tests.support import connect, context, peer
 
 # -- helpers -------------------------------------------------------------------
@@ -56,7 +43,9 @@ from tests.support import connect, context, peer
 def events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[LogEvent]]:
     """Every event the policy layer logs."""
     found: list[LogEvent] = []
-    monkeypatch.setattr(policy_module, "log", Logger(namespace="socksvc", observer=cast(Any, found.append)))
+    logger = Logger(namespace="socksvc", observer=cast(Any, found.append))
+    monkeypatch.setattr(policy_module, "log", logger)
+    monkeypatch.setattr(accept_module, "log", logger)
     yield found
 
 
@@ -567,7 +556,7 @@ class _NoDelayTransport(StringTransport):
 def _stream(cls: type[StreamProtocol]) -> tuple[StreamProtocol, _NoDelayTransport]:
     from tests.support import context, peer
 
-    proto = policy_module.ServiceFactory(context("echo"), cls).buildProtocol(peer())
+    proto = ServiceFactory(context("echo"), cls).buildProtocol(peer())
     assert isinstance(proto, cls)
     transport = _NoDelayTransport()
     proto.makeConnection(transport)
@@ -605,11 +594,11 @@ def test_peer_facts_are_peer_ip_and_source_key_remembered(host: object) -> None:
 
 
 def test_the_remembered_peer_facts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(policy_module, "_FACTS", {})
-    monkeypatch.setattr(policy_module, "_FACTS_MAX", 8)
+    monkeypatch.setattr(addresses_module, "_FACTS", {})
+    monkeypatch.setattr(addresses_module, "_FACTS_MAX", 8)
     for n in range(50):
         peer_facts(peer(f"10.0.0.{n}"))
-    assert len(policy_module._FACTS) <= 8
+    assert len(addresses_module._FACTS) <= 8
 
 
 def test_check_and_check_ip_agree() -> None:

@@ -333,12 +333,6 @@ def test_out_of_file_descriptors_keeps_serving_and_recovers() -> None:
 
 
 def test_out_of_file_descriptors_does_not_flood_the_log() -> None:
-    import inspect
-
-    import socksvc.daemon
-
-    if "guard_port" not in inspect.getsource(socksvc.daemon):
-        pytest.skip("socksvc/daemon.py does not call policy.guard_port yet (issue 5 report has the diff)")
     with limited_daemon(EMFILE_CONFIG, 48) as d:
         port = d.port("echo")
         served, _ = _fill(port)

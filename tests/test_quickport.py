@@ -1,5 +1,5 @@
 """
-socksvc.quickport: a TCP port whose factory may finish a connection before
+socksvc.daemon.quickport: a TCP port whose factory may finish a connection before
 any transport exists, and falls back to Twisted's own accept loop for the
 rest. Real loopback sockets throughout; the greeting's use of it is below.
 """
@@ -16,9 +16,10 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import globalLogPublisher
 
-from socksvc import quickport, writethrough
-from socksvc.quickport import QuickPort, quicken
-from socksvc.registry import types
+from socksvc.core import writethrough
+from socksvc.daemon import quickport
+from socksvc.daemon.quickport import QuickPort, quicken
+from socksvc.services.catalogue import types
 from tests.conftest import until
 from tests.support import context, has_ipv6_loopback
 

@@ -1,5 +1,5 @@
 """
-socksvc.reactor: Twisted's epoll reactor with a lean read dispatch.
+socksvc.daemon.reactor: Twisted's epoll reactor with a lean read dispatch.
 
 Twisted's own reactor conformance suites (TCP, UDP, UNIX, system events) run
 against L{SocksvcReactor} here, so the fast path must behave as the stock
@@ -21,7 +21,7 @@ from twisted.internet.test import test_core, test_tcp, test_udp, test_unix
 from twisted.python import log
 
 from socksvc import tap
-from socksvc.reactor import SocksvcReactor
+from socksvc.daemon.reactor import SocksvcReactor
 from tests.support import daemon
 
 LOG_PREFIX_DIFFERS = (
@@ -38,7 +38,7 @@ def _in_tmp_path(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _conformance(module: Any, name: str) -> dict[str, type]:
     base = getattr(module, name)
-    attrs: dict[str, Any] = {"_reactors": ["socksvc.reactor.SocksvcReactor"]}
+    attrs: dict[str, Any] = {"_reactors": ["socksvc.daemon.reactor.SocksvcReactor"]}
     if hasattr(base, "test_logPrefix"):
 
         def test_logPrefix(self: Any) -> None:
@@ -169,7 +169,7 @@ def test_choose_reactor_installs_socksvc_reactor_when_none_chosen() -> None:
         "from twisted.internet import reactor; print(type(reactor).__module__, type(reactor).__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.split() == ["socksvc.reactor", "SocksvcReactor"]
+    assert out.stdout.split() == ["socksvc.daemon.reactor", "SocksvcReactor"]
 
 
 def test_choose_reactor_keeps_an_installed_reactor() -> None:
@@ -185,12 +185,12 @@ def test_choose_reactor_keeps_an_installed_reactor() -> None:
 def test_twistd_uses_socksvc_reactor_by_default() -> None:
     with daemon(None) as d:
         d.read(until="services on")
-    assert "reactor class: socksvc.reactor.SocksvcReactor." in d.output
+    assert "reactor class: socksvc.daemon.reactor.SocksvcReactor." in d.output
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("epoll", "twisted.internet.epollreactor.EPollReactor"), ("socksvc", "socksvc.reactor.SocksvcReactor")],
+    [("epoll", "twisted.internet.epollreactor.EPollReactor"), ("socksvc", "socksvc.daemon.reactor.SocksvcReactor")],
 )
 def test_twistd_reactor_option_is_honoured(name: str, expected: str) -> None:
     with daemon(None, twistd_args=["--reactor", name]) as d:

@@ -21,10 +21,10 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from socksvc import systemd
-from socksvc.config import loads
-from socksvc.daemon import DaemonService, Listener
-from socksvc.registry import types
+from socksvc.daemon import systemd
+from socksvc.daemon.listener import Listener
+from socksvc.daemon.service import DaemonService
+from socksvc.services.catalogue import loads, types
 from tests.support import Daemon, daemon, peer
 from tests.test_systemd import PortsReactor, fields, notify_socket
 
@@ -197,7 +197,7 @@ def test_invalid_config_changes_nothing() -> None:
 
 
 def test_unexpected_error_while_loading_is_a_failed_reload(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socksvc.daemon
+    import socksvc.daemon.service
 
     def broken(path: str | None) -> Any:
         raise RuntimeError("parser bug")
@@ -207,7 +207,7 @@ def test_unexpected_error_while_loading_is_a_failed_reload(monkeypatch: pytest.M
         settings = svc.instance("greeting").context.settings
         ns.receive("READY=1")
         svc.config_path = "/etc/socksvc.toml"
-        monkeypatch.setattr(socksvc.daemon, "load", broken)
+        monkeypatch.setattr(socksvc.daemon.service, "load", broken)
         done: list[bool] = []
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)

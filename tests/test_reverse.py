@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from socksvc.reverse import ZWJ, clusters, reverse_line, reverse_text
+from socksvc.services.reverse import ZWJ, clusters, reverse_line, reverse_text
 from tests.support import connect, context, pumped
 
 

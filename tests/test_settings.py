@@ -1,4 +1,4 @@
-"""The typed setting parsers of socksvc.settings: good values, bad values, and fuzz."""
+"""The typed setting parsers of socksvc.config.settings: good values, bad values, and fuzz."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socksvc.settings import (
+from socksvc.config.settings import (
     ItemError,
     as_bool,
     as_choice,

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from socksvc.config import ConfigError, loads
+from socksvc.config.loader import ConfigError
+from socksvc.services.catalogue import loads
 from tests.support import daemon, recv_exactly
 
 

@@ -26,10 +26,12 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from socksvc import systemd
-from socksvc.config import ConfigError, loads
-from socksvc.daemon import DaemonService, StartupError
-from socksvc.listen import parse_listen
+from socksvc.config.listen import parse_listen, parse_systemd_spec
+from socksvc.config.loader import ConfigError
+from socksvc.daemon import systemd
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.service import DaemonService
+from socksvc.services.catalogue import loads
 from tests.support import TWISTD, daemon, echo_round_trip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -363,8 +365,8 @@ def test_sighup_the_moment_ready_arrives_reloads_instead_of_killing() -> None:
 
 def test_systemd_listen_specs_parse() -> None:
     assert parse_listen("systemd:name=echo").kind == "inherited"
-    assert systemd.parse_spec("systemd:name=echo") == ("echo", None)
-    assert systemd.parse_spec("systemd:domain=INET:index=0") == (None, 0)
+    assert parse_systemd_spec("systemd:name=echo") == ("echo", None)
+    assert parse_systemd_spec("systemd:domain=INET:index=0") == (None, 0)
     for bad, why in [
         ("systemd:", "expected key=value"),
         ("systemd:echo", "expected key=value"),
@@ -386,14 +388,14 @@ def test_systemd_listen_spec_in_config_errors_name_the_key() -> None:
 @given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"), min_size=1))
 @settings(max_examples=80)
 def test_any_fdname_round_trips(name: str) -> None:
-    assert systemd.parse_spec(f"systemd:name={name}") == (name, None)
+    assert parse_systemd_spec(f"systemd:name={name}") == (name, None)
 
 
 @given(st.text(max_size=30))
 @settings(max_examples=100)
 def test_parse_spec_never_crashes(rest: str) -> None:
     try:
-        name, index = systemd.parse_spec("systemd:" + rest)
+        name, index = parse_systemd_spec("systemd:" + rest)
     except ValueError:
         return
     assert (name is None) != (index is None)
@@ -672,7 +674,7 @@ def test_units_exist_and_are_consistent() -> None:
     assert "DynamicUser=yes" in service
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in service
     config = loads((ROOT / "etc" / "socksvc.toml").read_text(), "etc/socksvc.toml")
-    names = {systemd.parse_spec(s.text)[0] for svc in config.services for s in svc.listen if s.scheme == "systemd"}
+    names = {parse_systemd_spec(s.text)[0] for svc in config.services for s in svc.listen if s.scheme == "systemd"}
     declared = set()
     for sock in SOCKETS:
         text = (UNITS / sock).read_text()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from socksvc.daemon import DaemonService, StartupError
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.service import DaemonService
 from socksvc.tap import Options, makeService
 from tests.support import TWISTD
 
@@ -98,7 +99,7 @@ def test_the_plugin_is_found_by_twisted() -> None:
     ("file", "maker", "args"),
     [
         ("socksvc_plugin.py", "ServiceMaker", ["socksvc", "socksvc.tap"]),
-        ("socksvc_reactor.py", "Reactor", ["socksvc", "socksvc.reactor"]),
+        ("socksvc_reactor.py", "Reactor", ["socksvc", "socksvc.daemon.reactor"]),
     ],
 )
 def test_each_plugin_file_is_one_line(file: str, maker: str, args: list[str]) -> None:

@@ -1,5 +1,5 @@
 """
-Unit tests for the UDP echo guard (socksvc.udp): a fake clock and a fake
+Unit tests for the UDP echo guard (socksvc.core.datagram): a fake clock and a fake
 transport, no sockets. The loopback tests are in test_udp_loopback.py.
 """
 
@@ -17,12 +17,10 @@ from twisted.internet import error as terror
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from socksvc.config import loads
-from socksvc.echo import DEFAULT_DENY_SOURCE_PORTS, EchoSettings
-from socksvc.policy import Policy, PolicySettings, effective_burst
-from socksvc.registry import ServiceContext
-from socksvc.udp import (
+from socksvc.config.schema import PolicySettings
+from socksvc.core.datagram import (
     BROADCAST,
+    DEFAULT_DENY_SOURCE_PORTS,
     DENIED,
     ERROR,
     MULTICAST,
@@ -32,11 +30,14 @@ from socksvc.udp import (
     SOURCE_PORT,
     TOO_LARGE,
     UNSPECIFIED,
-    SourceLimiter,
-    UDPEcho,
-    UDPEchoState,
+    DatagramGuard,
     bad_source,
 )
+from socksvc.core.policy import Policy
+from socksvc.core.service import ServiceContext
+from socksvc.services.catalogue import loads
+from socksvc.services.echo import SERVICE_TYPE, EchoSettings, UDPEcho
+from socksvc.util.ratelimit import SourceLimiter, effective_burst
 
 CLIENT_PORT = 40000
 
@@ -54,24 +55,23 @@ class FakeUDPTransport:
         self.sent.append((datagram, addr))
 
 
-def udp_context(body: str = "", clock: Clock | None = None) -> ServiceContext:
+def udp_context(body: str = "", clock: Clock | None = None) -> ServiceContext[Any, Any]:
     """An echo service's context, its keys checked from TOML C{body} lines."""
     text = f'[services.echo]\nlisten = ["udp:0"]\n{body}\n'
     cfg = loads(text, "<test>").service("echo")
     clock = clock or Clock()
-    return ServiceContext(
-        name="echo",
-        type="echo",
-        settings=cfg.settings,
-        policy=Policy("echo", cfg.policy, clock),
-        reactor=clock,
-    )
+    return SERVICE_TYPE.context("echo", cfg.settings, Policy("echo", cfg.policy, clock), clock, set())
+
+
+CONTEXTS: dict[UDPEcho, ServiceContext[Any, Any]] = {}
+"""Each test protocol's context (the protocol itself knows only its guard)."""
 
 
 def echo(body: str = "", clock: Clock | None = None) -> tuple[UDPEcho, FakeUDPTransport, Clock]:
     clock = clock or Clock()
     ctx = udp_context(body, clock)
-    proto = UDPEcho(ctx)
+    proto = UDPEcho(ctx.state.guard)
+    CONTEXTS[proto] = ctx
     transport = FakeUDPTransport()
     proto.makeConnection(transport)  # type: ignore[arg-type]
     return proto, transport, clock
@@ -120,7 +120,7 @@ def test_reply_is_never_larger_than_the_request() -> None:
             return datagram + b"!"
 
     ctx = udp_context()
-    proto = Amplifier(ctx)
+    proto = Amplifier(ctx.state.guard)
     transport = FakeUDPTransport()
     proto.makeConnection(transport)  # type: ignore[arg-type]
     send(proto, b"")
@@ -186,7 +186,7 @@ def test_no_reply_to_the_daemons_own_udp_ports() -> None:
     the same address), so test_udp_loopback uses 127.0.0.2 for the source.
     """
     proto, transport, _ = echo("deny_source_ports = []")
-    proto.context.udp_ports.update({7007, 7008})
+    proto.state.own_ports.update({7007, 7008})
     send(proto, b"a", "192.0.2.1", 7007)
     send(proto, b"b", "::ffff:192.0.2.1", 7008)
     send(proto, b"c", "127.0.0.1", 7008)
@@ -194,7 +194,7 @@ def test_no_reply_to_the_daemons_own_udp_ports() -> None:
     assert transport.sent == [(b"d", ("192.0.2.1", 7009))]
     assert nonzero(proto.drops) == {OWN_PORT: 3}
     # The daemon adds the real port after binding port 0: the set is read live.
-    proto.context.udp_ports.add(7009)
+    proto.state.own_ports.add(7009)
     send(proto, b"e", "192.0.2.1", 7009)
     assert proto.drops[OWN_PORT] == 4
 
@@ -215,9 +215,12 @@ def test_allow_and_deny_apply_to_every_datagram_mapped_or_not() -> None:
 def test_a_reload_applies_to_the_next_datagram() -> None:
     proto, transport, _ = echo()
     send(proto, b"a", port=50000)
-    proto.context.settings = attrs.evolve(proto.context.settings, deny_source_ports=(50000,))
+    ctx = CONTEXTS[proto]
+    # What the daemon does on a reload: new settings pushed through the context to the state.
+    ctx.reconfigure(attrs.evolve(ctx.settings, deny_source_ports=(50000,)))
     send(proto, b"b", port=50000)
-    proto.context.policy.reconfigure(PolicySettings(deny=(ipaddress.ip_network("192.0.2.0/24"),)))
+    ctx.policy.reconfigure(PolicySettings(deny=(ipaddress.ip_network("192.0.2.0/24"),)))
+    ctx.reconfigure(ctx.settings)
     send(proto, b"c", port=50001)
     assert [d for d, _ in transport.sent] == [b"a"]
     assert nonzero(proto.drops) == {SOURCE_PORT: 1, DENIED: 1}
@@ -231,8 +234,8 @@ _MAPPED_CONTEXT.udp_ports.add(7007)
 @given(st.ip_addresses(v=4), st.integers(min_value=0, max_value=65535))
 def test_mapped_and_plain_ipv4_get_the_same_verdict(ip: ipaddress.IPv4Address, port: int) -> None:
     ctx = _MAPPED_CONTEXT
-    a = UDPEchoState(ctx)
-    b = UDPEchoState(ctx)
+    a = DatagramGuard(ctx.name, ctx.settings, ctx.policy, ctx.reactor, ctx.udp_ports)
+    b = DatagramGuard(ctx.name, ctx.settings, ctx.policy, ctx.reactor, ctx.udp_ports)
     assert a.check(str(ip), port) == b.check(f"::ffff:{ip}", port)
 
 
@@ -348,8 +351,8 @@ def test_a_reload_resizes_the_limiter() -> None:
     proto, transport, _ = echo("rate_per_source = 1\nburst = 10\nmax_sources = 10")
     for i in range(10):
         send(proto, b"x", f"10.0.0.{i}")
-    ctx = proto.context
-    ctx.settings = attrs.evolve(ctx.settings, burst=2, max_sources=3)
+    ctx = CONTEXTS[proto]
+    ctx.reconfigure(attrs.evolve(ctx.settings, burst=2, max_sources=3))
     for _ in range(5):
         send(proto, b"x", "10.0.0.9")
     limiter = proto.state.limiter
@@ -357,7 +360,7 @@ def test_a_reload_resizes_the_limiter() -> None:
     assert len(limiter.table) == 3
     assert limiter.burst == 2
     assert len(transport.sent) == 10 + 2  # 10.0.0.9 kept 9 tokens, capped to 2
-    ctx.settings = attrs.evolve(ctx.settings, rate_per_source=0.0)
+    ctx.reconfigure(attrs.evolve(ctx.settings, rate_per_source=0.0))
     for _ in range(5):
         send(proto, b"x", "10.0.0.9")
     assert len(transport.sent) == 17
@@ -443,7 +446,7 @@ def test_an_internal_error_is_counted_and_logged_once_per_period() -> None:
             raise RuntimeError("bug")
 
     ctx = udp_context()
-    proto = Broken(ctx)
+    proto = Broken(ctx.state.guard)
     proto.makeConnection(FakeUDPTransport())  # type: ignore[arg-type]
     with capturedLogs() as events:
         for _ in range(30):
@@ -476,7 +479,7 @@ def test_drops_are_logged_once_per_reason_per_ten_seconds_with_a_count() -> None
 def test_listeners_of_one_service_share_counters_and_budget() -> None:
     clock = Clock()
     ctx = udp_context("rate_per_source = 1\nburst = 3", clock)
-    first, second = UDPEcho(ctx), UDPEcho(ctx)
+    first, second = UDPEcho(ctx.state.guard), UDPEcho(ctx.state.guard)
     t1, t2 = FakeUDPTransport(), FakeUDPTransport()
     first.makeConnection(t1)  # type: ignore[arg-type]
     second.makeConnection(t2)  # type: ignore[arg-type]
@@ -490,7 +493,7 @@ def test_listeners_of_one_service_share_counters_and_budget() -> None:
 
 def test_totals_are_logged_when_the_last_listener_stops() -> None:
     ctx = udp_context()
-    first, second = UDPEcho(ctx), UDPEcho(ctx)
+    first, second = UDPEcho(ctx.state.guard), UDPEcho(ctx.state.guard)
     first.makeConnection(FakeUDPTransport())  # type: ignore[arg-type]
     second.makeConnection(FakeUDPTransport())  # type: ignore[arg-type]
     send(first, b"abc")
@@ -526,7 +529,7 @@ class _Port:
 
 
 def test_the_direct_reply_fails_as_twisteds_write_does() -> None:
-    from socksvc.udp import _sendto
+    from socksvc.core.datagram import _sendto
 
     ok = _Port(0)
     _sendto(ok, b"x", ("127.0.0.1", 5))

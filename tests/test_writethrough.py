@@ -10,7 +10,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
-from socksvc import writethrough
+from socksvc.core import writethrough
 from tests.conftest import Loopback
 
 

@@ -1,6 +1,6 @@
 """
 Making control characters visible: the one escaping rule shared by the chat
-server (L{socksvc.chat.sanitize}) and the console clients
+server (L{socksvc.services.chat.sanitize}) and the console clients
 (L{socksvc.client.chat.format}, the probes' refusal messages).
 
 An unsafe character is replaced by a visible escape: C0 controls as caret

@@ -1,0 +1,360 @@
+"""
+The config file: TOML in, typed and checked settings out.
+
+Every error stops here with one line naming the file, the key and the value
+(L{ConfigError}), with "did you mean" when a known key is close. Nothing
+after L{load} sees raw TOML.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from socksvc.config.listen import ListenSpec, parse_listen, parse_systemd_spec
+from socksvc.config.schema import DaemonSettings, PolicySettings
+from socksvc.config.settings import ItemError, closest, setting_fields
+from socksvc.util.files import read_regular_file
+from socksvc.wire import CHAT_PORT, DEFAULT_INTERFACE, ECHO_PORT, GREETING_PORT, REVERSE_PORT
+
+DEFAULT_SOURCE = "<embedded default>"
+
+MAX_CONFIG_FILE = 1 << 20
+"""A config file is read whole; anything bigger is a mistake (a log file, a disk image)."""
+
+MAX_SERVICE_NAME = 64
+"""Longest [services.NAME]: it goes in log lines, STATUS= and a greeting's {service} (checked at 64)."""
+
+SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+_LO = DEFAULT_INTERFACE
+DEFAULT_CONFIG = f"""\
+# The embedded default: every service on {_LO} (see docs/architecture.md).
+[daemon]
+log_format = "text"
+
+[services.echo]
+listen = ["tcp:{ECHO_PORT}:interface={_LO}", "udp:{ECHO_PORT}:interface={_LO}"]
+
+[services.greeting]
+listen = ["tcp:{GREETING_PORT}:interface={_LO}"]
+
+[services.reverse]
+listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
+
+[services.chat]
+listen = ["tcp:{CHAT_PORT}:interface={_LO}"]
+"""
+
+
+class ServiceSchema(Protocol):
+    """What the loader needs of a service type (L{socksvc.core.service.ServiceType} is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings(self) -> type: ...
+
+    @property
+    def doc(self) -> str: ...
+
+    def serves(self, kind: str) -> bool: ...
+
+    def transports(self) -> str: ...
+
+
+Catalogue = Mapping[str, ServiceSchema]
+"""Service types by name: the loader is given it (config never imports the services)."""
+
+
+@attrs.frozen
+class ServiceConfig:
+    """One [services.NAME] table, checked."""
+
+    name: str
+    type: str
+    listen: tuple[ListenSpec, ...]
+    policy: PolicySettings
+    settings: Any
+
+
+@attrs.frozen
+class Config:
+    """A whole config file, checked."""
+
+    source: str
+    daemon: DaemonSettings
+    services: tuple[ServiceConfig, ...]
+
+    def service(self, name: str) -> ServiceConfig:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+
+def _show(value: Any) -> str:
+    """A value as TOML would write it (near enough), for error lines."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=_show_other)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return text
+
+
+def _show_other(value: Any) -> str:
+    """TOML dates and times as TOML writes them."""
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        return str(isoformat())
+    raise TypeError(type(value).__name__)
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a quoted key, say) escaped: the error stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class ConfigError(Exception):
+    """A config problem: C{str()} is the one line to show the user."""
+
+    def __init__(self, source: str, key: str | None, value: Any, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.value = value
+        self.reason = reason
+        if key is None:
+            line = f"{source}: {reason}"
+        elif value is _MISSING:
+            line = f"{source}: {key}: {reason}"
+        else:
+            line = f"{source}: {key} = {_show(value)}: {reason}"
+        super().__init__(_one_line(line))
+
+
+_MISSING: Any = object()
+
+
+def load(path: str | None, types: Catalogue) -> Config:
+    """Read and check a config file; C{None} means the embedded default."""
+    if path is None:
+        return loads(DEFAULT_CONFIG, DEFAULT_SOURCE, types)
+    try:
+        data = read_regular_file(path, MAX_CONFIG_FILE)
+    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
+        reason = getattr(e, "strerror", None) or e
+        raise ConfigError(path, None, _MISSING, f"cannot read config file: {reason}") from None
+    if len(data) > MAX_CONFIG_FILE:
+        raise ConfigError(path, None, _MISSING, f"config file is over {MAX_CONFIG_FILE >> 20} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, None, _MISSING, f"not UTF-8 text (byte {e.start})") from None
+    return loads(text, path, types)
+
+
+def loads(text: str, source: str, types: Catalogue) -> Config:
+    """Check config text; C{source} names it in error lines."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, None, _MISSING, f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(source, None, _MISSING, "not valid TOML: arrays or tables nested too deeply") from None
+    return _Checker(source, types).config(raw)
+
+
+class _Checker:
+    def __init__(self, source: str, types: Catalogue) -> None:
+        self.source = source
+        self.types = types
+
+    def fail(self, key: str | None, value: Any, reason: str) -> ConfigError:
+        return ConfigError(self.source, key, value, reason)
+
+    def unknown(self, table: str, key: str, value: Any, known: list[str]) -> ConfigError:
+        hint = closest(key, known)
+        where = f"{table}.{key}" if table else key
+        reason = "unknown key"
+        if hint:
+            reason += f'; did you mean "{hint}"?'
+        elif known:
+            reason += " (known: " + ", ".join(sorted(known)) + ")"
+        return self.fail(where, value, reason)
+
+    def table(self, key: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, value, "expected a table")
+        return value
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        for key, value in raw.items():
+            if key not in ("daemon", "defaults", "services"):
+                raise self.unknown("", key, value, ["daemon", "defaults", "services"])
+        daemon = self.settings("daemon", DaemonSettings, self.table("daemon", raw.get("daemon", {})))
+        defaults_raw = self.table("defaults", raw.get("defaults", {}))
+        policy_keys = setting_fields(PolicySettings)
+        for key, value in defaults_raw.items():
+            if key not in policy_keys:
+                raise self.unknown("defaults", key, value, list(policy_keys))
+        defaults = self.values("defaults", policy_keys, defaults_raw)
+        services_raw = self.table("services", raw.get("services", {}))
+        if not services_raw:
+            raise self.fail("services", _MISSING, "no services configured; add a [services.NAME] table")
+        services = tuple(
+            self.service(name, self.table(f"services.{name}", body), defaults) for name, body in services_raw.items()
+        )
+        self.check_clashes(services)
+        return Config(source=self.source, daemon=daemon, services=services)
+
+    def values(self, table: str, fields: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in fields:
+                continue
+            _field, meta = fields[key]
+            try:
+                out[key] = meta.parse(value)
+            except ItemError as e:
+                raise self.fail(f"{table}.{key}[{e.index}]", e.value, e.reason) from None
+            except ValueError as e:
+                raise self.fail(f"{table}.{key}", value, str(e)) from None
+        return out
+
+    def settings(self, table: str, cls: type, raw: dict[str, Any]) -> Any:
+        fields = setting_fields(cls)
+        for key, value in raw.items():
+            if key not in fields:
+                raise self.unknown(table, key, value, list(fields))
+        values = self.values(table, fields, raw)
+        try:
+            return cls(**values)
+        except ValueError as e:
+            # Cross-field checks in a settings class's __attrs_post_init__.
+            bad: str | None = getattr(e, "key", None)
+            shown = values.get(bad, _MISSING) if bad else _MISSING
+            raise self.fail(f"{table}.{bad}" if bad else table, shown, str(e)) from None
+
+    def service(self, name: str, body: dict[str, Any], defaults: dict[str, Any]) -> ServiceConfig:
+        table = f"services.{name}"
+        if len(name) > MAX_SERVICE_NAME:
+            raise self.fail(
+                f"services.{name[:24]}...",
+                _MISSING,
+                f"service name is {len(name)} characters; at most {MAX_SERVICE_NAME}",
+            )
+        if not SERVICE_NAME.fullmatch(name):
+            raise self.fail(table, _MISSING, "a service name takes only ASCII letters, digits, _ - and .")
+        type_name = body.get("type", name)
+        if not isinstance(type_name, str):
+            raise self.fail(f"{table}.type", type_name, "expected a string")
+        stype = self.types.get(type_name)
+        if stype is None:
+            hint = closest(type_name, list(self.types))
+            reason = "unknown service type"
+            reason += f'; did you mean "{hint}"?' if hint else " (known: " + ", ".join(sorted(self.types)) + ")"
+            if "type" not in body:
+                reason += f'; set type = "..." for a service named {name!r}'
+            raise self.fail(f"{table}.type", type_name, reason)
+        policy_fields = setting_fields(PolicySettings)
+        own_fields = setting_fields(stype.settings)
+        known = ["type", "listen", *policy_fields, *own_fields]
+        for key, value in body.items():
+            if key not in known:
+                raise self.unknown(table, key, value, known)
+        if "listen" not in body:
+            raise self.fail(f"{table}.listen", _MISSING, 'missing; give a list such as ["tcp:7007"]')
+        listen = self.listen(table, stype, body["listen"])
+        policy_values = dict(defaults)
+        policy_values.update(self.values(table, policy_fields, body))
+        policy = PolicySettings(**policy_values)
+        own_raw = {k: v for k, v in body.items() if k in own_fields}
+        settings = self.settings(table, stype.settings, own_raw)
+        return ServiceConfig(name=name, type=type_name, listen=listen, policy=policy, settings=settings)
+
+    def listen(self, table: str, stype: ServiceSchema, value: Any) -> tuple[ListenSpec, ...]:
+        key = f"{table}.listen"
+        if not isinstance(value, list):
+            raise self.fail(key, value, 'expected a list of listen specs, such as ["tcp:7007"]')
+        if not value:
+            raise self.fail(key, value, "a service needs at least one listen spec")
+        specs = []
+        for i, item in enumerate(value):
+            try:
+                spec = parse_listen(item)
+            except ValueError as e:
+                raise self.fail(f"{key}[{i}]", item, str(e)) from None
+            if not stype.serves(spec.kind):
+                raise self.fail(f"{key}[{i}]", item, f"{stype.name} is served over {stype.transports()} only")
+            specs.append(spec)
+        return tuple(specs)
+
+    def check_clashes(self, services: tuple[ServiceConfig, ...]) -> None:
+        """Two listen specs that can never both bind (or adopt the same socket) stop the load."""
+        seen: list[tuple[tuple[str, Any], str, str]] = []
+        for svc in services:
+            for i, spec in enumerate(svc.listen):
+                key = _bind_key(spec)
+                if key is None:
+                    continue
+                where = f"services.{svc.name}.listen[{i}]"
+                space, address = key
+                for other_space, other_address, other_where in seen:
+                    if space == other_space and _same_address(space[0], address, other_address):
+                        raise self.fail(where, spec.text, f"same address as {other_where}")
+                seen.append((space, address, where))
+
+
+def _bind_key(spec: ListenSpec) -> tuple[tuple[str, Any], str] | None:
+    """
+    ((namespace, port), address) of what a spec binds, or None when it binds
+    nothing we can know about (port 0: the kernel picks one). The namespace
+    is tcp, udp, unix (address: the path) or systemd (address: name=X or
+    index=N of the inherited socket).
+    """
+    if spec.scheme == "systemd":
+        try:
+            name, index = parse_systemd_spec(spec.text)
+        except ValueError:
+            return None
+        return ("systemd", None), (f"name={name}" if name is not None else f"index={index}")
+    if spec.scheme == "unix":
+        return ("unix", None), spec.path
+    if not spec.port:
+        return None
+    space = "udp" if spec.scheme == "udp" else "tcp"
+    interface = spec.interface or ("::" if spec.scheme == "tcp6" else "0.0.0.0")
+    try:
+        interface = ipaddress.ip_address(interface).compressed
+    except ValueError:
+        pass  # a name: compared as written
+    return (space, spec.port), interface
+
+
+def _same_address(space: str, a: str, b: str) -> bool:
+    """
+    Do two binds in one namespace and port collide? The same address does;
+    "::" is dual stack (Twisted leaves IPV6_V6ONLY off), so it takes every
+    address; "0.0.0.0" takes every IPv4 address but no IPv6 one.
+    """
+    if a == b:
+        return True
+    if space not in ("tcp", "udp"):
+        return False
+    if "::" in (a, b):
+        return True
+    if "0.0.0.0" in (a, b):
+        other = b if a == "0.0.0.0" else a
+        return ":" not in other
+    return False

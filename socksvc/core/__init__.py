@@ -1,0 +1,4 @@
+"""
+The service-author API: ServiceType and ServiceContext, the policy layer,
+stream base protocols, the datagram guard, write-through.
+"""

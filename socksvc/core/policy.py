@@ -1,0 +1,296 @@
+"""
+The shared policy layer: who may connect, how many, how fast, for how long,
+and what is logged about it.
+
+One L{Policy} object per service holds the settings and the live state
+(connections, per-source counts, the rate bucket, the idle sweeper). The
+service's factory (L{socksvc.core.protocols.ServiceFactory}) asks it about
+every new peer in C{buildProtocol}: there is no wrapping protocol, so an
+admitted connection costs nothing per read beyond two attribute updates in
+the service's own protocol. A config reload swaps the settings with
+L{Policy.reconfigure}; established connections stay (they are not
+re-checked against new lists or caps), new limits apply to new connections,
+and the sweeper follows a new idle_timeout.
+
+Refusals are counted, and logged at most once per reason per 10 s per
+service; what was held back is reported in a summary line when the 10 s are
+up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socksvc.config.schema import PolicySettings
+from socksvc.util.addresses import IP, format_peer, in_any, peer_ip, source_key
+from socksvc.util.ratelimit import LOG_PERIOD, RateLimitedLog, TokenBucket, effective_burst
+
+log = Logger(namespace="socksvc")
+
+REFUSAL_LOG_PERIOD = LOG_PERIOD
+"""Seconds between two refusal lines for the same reason (per service)."""
+
+SWEEPS_PER_TIMEOUT = 10
+"""The idle sweeper runs idle_timeout / this often: aborts come at most 10% late."""
+
+MIN_SWEEP_INTERVAL = 0.05
+
+# Refusal reasons: the text after "socksvc: " that a refused peer reads.
+DENIED = "access denied"
+TOO_MANY = "too many connections, try again later"
+TOO_MANY_FROM_YOU = "too many connections from your address"
+RATE_EXCEEDED = "connection rate exceeded, try again later"
+REASONS = (DENIED, TOO_MANY, TOO_MANY_FROM_YOU, RATE_EXCEEDED)
+
+
+class Connection(Protocol):
+    """What the policy keeps of one admitted connection (L{socksvc.core.protocols.Tracked} is one)."""
+
+    peer: str
+    source: str
+    bytes_in: int
+    bytes_out: int
+    started: float
+    last_seen: float
+    touched: bool
+    idle_sweeps: int
+    idle_aborted: bool
+    close_reason: str
+    transport: Any
+
+    @property
+    def idle_exempt(self) -> bool: ...
+
+
+def address_allowed(settings: PolicySettings, ip: IP | None) -> bool:
+    """
+    allow/deny: deny wins; a non-empty allow list admits only its members.
+    C{None} (a UNIX-socket peer) is always allowed. Pass the address through
+    L{peer_ip} first so IPv4-mapped peers are unwrapped.
+    """
+    if ip is None:
+        return True
+    if in_any(ip, settings.deny):
+        return False
+    if settings.allow:
+        return in_any(ip, settings.allow)
+    return True
+
+
+class Policy:
+    """Policy settings and live connection state for one service."""
+
+    def __init__(self, service: str, settings: PolicySettings, clock: IReactorTime) -> None:
+        self.service = service
+        self.clock = clock
+        self.settings = settings
+        self.connections: set[Connection] = set()
+        self.per_source: dict[str, int] = {}
+        self.accepted = 0
+        self.refused: dict[str, int] = {}
+        self.log_refusal = RateLimitedLog(clock, REFUSAL_LOG_PERIOD, summary=self._refusal_summary)
+        self._bucket: TokenBucket | None = None
+        self._sweeper: LoopingCall | None = None
+        self._running = False
+        self.reconfigure(settings)
+
+    # settings
+
+    def reconfigure(self, settings: PolicySettings) -> None:
+        """
+        Apply new settings (a reload). Established connections are kept and
+        keep their place in the counts; new caps, lists and rates apply to
+        new connections; a changed idle_timeout applies to every connection
+        and (re)starts or stops the sweeper if the policy is running.
+        """
+        old = self.settings
+        self.settings = settings
+        if settings.max_rate > 0:
+            burst = effective_burst(settings.max_rate, settings.max_rate_burst)
+            now = self.clock.seconds()
+            if self._bucket is None:
+                self._bucket = TokenBucket(settings.max_rate, burst, now)
+            else:
+                # Keep what was spent: a reload is not a way around the rate.
+                self._bucket.take(now, 0.0)
+                self._bucket.rate = settings.max_rate
+                self._bucket.burst = burst
+                self._bucket.tokens = min(self._bucket.tokens, burst)
+        else:
+            self._bucket = None
+        if self._running and (old.idle_timeout != settings.idle_timeout or self._sweeper is None):
+            self._stop_sweeper()
+            self._start_sweeper()
+
+    def sweep_interval(self) -> float:
+        return max(MIN_SWEEP_INTERVAL, self.settings.idle_timeout / SWEEPS_PER_TIMEOUT)
+
+    def start(self) -> None:
+        """The service is running: start the idle sweeper (if idle_timeout is set)."""
+        self._running = True
+        self._start_sweeper()
+
+    def stop(self) -> None:
+        """The service stopped: stop the sweeper, report held refusal counts."""
+        self._running = False
+        self._stop_sweeper()
+        self.log_refusal.flush()
+
+    @property
+    def sweeping(self) -> bool:
+        return self._sweeper is not None and self._sweeper.running
+
+    def _start_sweeper(self) -> None:
+        if self.settings.idle_timeout > 0 and self._sweeper is None:
+            self._sweeper = LoopingCall(self.sweep)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.sweep_interval(), now=False).addErrback(self._sweeper_failed)
+
+    def _stop_sweeper(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None and sweeper.running:
+            sweeper.stop()
+
+    def _sweeper_failed(self, failure: Failure) -> None:
+        log.failure("{service}: idle sweeper failed; restarting it", failure, service=self.service)
+        self._sweeper = None
+        if self._running:
+            self._start_sweeper()
+
+    # admission
+
+    def check(self, addr: Any) -> str | None:
+        """Why a new peer at C{addr} is refused, or None to admit it."""
+        ip = peer_ip(addr)
+        return self.check_ip(ip, source_key(ip))
+
+    def check_ip(self, ip: IP | None, source: str) -> str | None:
+        """L{check} for a peer already parsed: C{ip} from L{peer_ip}, C{source} its L{source_key}."""
+        s = self.settings
+        if (s.deny or s.allow) and not address_allowed(s, ip):
+            return DENIED
+        if s.max_connections and len(self.connections) >= s.max_connections:
+            return TOO_MANY
+        if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
+            return TOO_MANY_FROM_YOU
+        if self._bucket is not None and not self._bucket.take(self.clock.seconds()):
+            return RATE_EXCEEDED
+        return None
+
+    def refuse(self, addr: Any, reason: str) -> None:
+        """Count and (rate-limited) log a refusal (the factory builds the protocol that says so)."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        peer = format_peer(addr)
+
+        def emit(held: int) -> None:
+            more = f" (and {held} more since the last such line)" if held else ""
+            log.info(
+                "{service}: refused {peer}: {reason}{more}",
+                event="refuse",
+                service=self.service,
+                peer=peer,
+                reason=reason,
+                more=more,
+                held=held,
+            )
+
+        self.log_refusal(reason, emit)
+
+    def _refusal_summary(self, reason: str, held: int) -> None:
+        log.info(
+            "{service}: refused {held} more connections in the last {period:.0f}s: {reason}",
+            event="refuse_summary",
+            service=self.service,
+            reason=reason,
+            held=held,
+            period=self.log_refusal.period,
+        )
+
+    # bookkeeping
+
+    def opened(self, conn: Connection) -> None:
+        now = self.clock.seconds()
+        conn.started = conn.last_seen = now
+        conn.idle_sweeps = -1  # the first sweep may come at once: it does not count
+        self.connections.add(conn)
+        self.per_source[conn.source] = self.per_source.get(conn.source, 0) + 1
+        self.accepted += 1
+
+    def closed(self, conn: Connection, reason: Failure) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        left = self.per_source.get(conn.source, 1) - 1
+        if left > 0:
+            self.per_source[conn.source] = left
+        else:
+            self.per_source.pop(conn.source, None)
+        duration = self.clock.seconds() - conn.started
+        why = conn.close_reason or close_reason(reason)
+        log.info(
+            "{service}: {peer} closed after {duration:.3f}s, {bytes_in} bytes in, {bytes_out} bytes out{why}",
+            event="close",
+            service=self.service,
+            peer=conn.peer,
+            source=conn.source,
+            duration=duration,
+            bytes_in=conn.bytes_in,
+            bytes_out=conn.bytes_out,
+            why=f" ({why})" if why else "",
+            reason=why,
+        )
+
+    def sweep(self) -> None:
+        """
+        Abort connections idle for idle_timeout seconds or more.
+
+        A connection is idle when nothing touched it for idle_timeout seconds
+        of reactor time I{and} for that many sweeps' worth of intervals, so a
+        wall-clock jump (reactor time is wall time) or a long stall of the
+        process cannot abort connections early.
+        """
+        timeout = self.settings.idle_timeout
+        if timeout <= 0:
+            return
+        now = self.clock.seconds()
+        needed = math.ceil(timeout / self.sweep_interval() - 1e-9)
+        for conn in list(self.connections):
+            if conn.touched or conn.idle_exempt:
+                conn.touched = False
+                conn.last_seen = now
+                conn.idle_sweeps = 0
+                continue
+            conn.idle_sweeps += 1
+            if conn.idle_sweeps < needed or now - conn.last_seen < timeout:
+                continue
+            transport: Any = conn.transport
+            if transport is None or conn.idle_aborted:
+                continue
+            conn.idle_aborted = True
+            conn.close_reason = f"idle for {now - conn.last_seen:.0f}s"
+            log.info(
+                "{service}: {peer} idle for {idle:.0f}s, disconnecting",
+                event="idle",
+                service=self.service,
+                peer=conn.peer,
+                idle=now - conn.last_seen,
+            )
+            try:
+                transport.abortConnection()
+            except Exception:
+                log.failure("{service}: aborting idle {peer} failed", service=self.service, peer=conn.peer)
+
+
+def close_reason(reason: Failure | None) -> str:
+    """A few words on why a connection closed; empty for a clean close."""
+    if reason is None or reason.type is ConnectionDone or reason.check(ConnectionDone):
+        return ""
+    text = reason.getErrorMessage().split("\n", 1)[0]
+    return text

@@ -1,0 +1,148 @@
+"""
+The service contract: what a C{[services.NAME]} table can be, and what a
+running service instance is given.
+
+A service module defines one L{ServiceType}: its name, its settings class
+(see L{socksvc.config.settings}), how to make its state once per service
+instance (C{make_state}), and how to build a stream factory and/or a
+datagram protocol from a L{ServiceContext}. The daemon drives the rest of the
+life cycle through the state (L{ServiceState}):
+
+ - C{reconfigure(settings)}: a reload pushes new settings (the daemon has
+   already put them in C{context.settings}); the state re-derives whatever it
+   caches from them. Nothing checks settings identity per event.
+ - C{shutdown()}: the service is stopping (chat tells its members).
+ - C{status()}: the live figures (L{ServiceStatus}) that systemd's STATUS=
+   line, and metrics, read.
+
+The catalogue (L{socksvc.services.catalogue}) lists every type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+import attrs
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
+from twisted.logger import Logger
+
+from socksvc.core.policy import Policy
+
+S = TypeVar("S")
+"""A service's settings class."""
+T = TypeVar("T", bound="ServiceState")
+"""A service's state class."""
+
+
+@attrs.frozen
+class ServiceStatus:
+    """A service's live figures beyond what the policy layer counts."""
+
+    members: int | None = None
+    """Registered users, for services with a roster (chat); None for others."""
+    counters: Mapping[str, int] = attrs.field(factory=dict)
+    """Named counters (datagrams, drops by reason...), for status lines and metrics."""
+
+
+class ServiceState(Protocol):
+    """What C{make_state} returns: plain state, kept for the service instance's lifetime (reloads included)."""
+
+    def reconfigure(self, settings: Any) -> None:
+        """New settings from a reload (already in C{context.settings})."""
+
+    def shutdown(self) -> None:
+        """The service is stopping: say goodbye, release what is held."""
+
+    def status(self) -> ServiceStatus:
+        """The live figures."""
+
+
+class NoState:
+    """The state of a service that keeps none beyond its settings (reverse)."""
+
+    def reconfigure(self, settings: Any) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus()
+
+
+@attrs.define
+class ServiceContext(Generic[S, T]):
+    """
+    What one running service instance is given: its name, its settings (a
+    reload replaces them, then calls C{state.reconfigure}), its policy, the
+    reactor (a clock in tests), the daemon's UDP ports (read-only here: the
+    daemon owns the set) and the state its type made.
+
+    Protocols read C{context.settings} when they need a value, so a reload
+    applies to new connections, and to old ones where that makes sense.
+    """
+
+    name: str
+    type: str
+    settings: S
+    policy: Policy
+    reactor: Any
+    log: Logger = attrs.field(factory=lambda: Logger(namespace="socksvc"))
+    udp_ports: set[int] = attrs.field(factory=set)
+    """UDP ports the whole daemon listens on (datagram services never reply to them); owned by the daemon."""
+    state: T = attrs.field(default=None)
+
+    def reconfigure(self, settings: S) -> None:
+        """A reload: the new settings, pushed to the state."""
+        self.settings = settings
+        self.state.reconfigure(settings)
+
+
+def _no_state(context: ServiceContext[Any, Any]) -> ServiceState:
+    return NoState()
+
+
+@attrs.frozen
+class ServiceType(Generic[S, T]):
+    """One kind of service."""
+
+    name: str
+    settings: type[S]
+    doc: str
+    make_state: Callable[[ServiceContext[S, T]], T] = _no_state  # type: ignore[assignment]
+    """Called once per service instance, before any listener binds; the result is C{context.state}."""
+    stream: Callable[[ServiceContext[S, T]], ServerFactory] | None = None
+    datagram: Callable[[ServiceContext[S, T]], DatagramProtocol] | None = None
+
+    def serves(self, kind: str) -> bool:
+        """Can this type take a listen spec of C{kind} ("stream", "datagram"; "inherited" may be either)?"""
+        if kind == "stream":
+            return self.stream is not None
+        if kind == "datagram":
+            return self.datagram is not None
+        return True
+
+    def transports(self) -> str:
+        kinds = [k for k in ("stream", "datagram") if self.serves(k)]
+        return " and ".join(kinds)
+
+    def context(
+        self, name: str, settings: S, policy: Policy, reactor: Any, udp_ports: set[int]
+    ) -> ServiceContext[S, T]:
+        """A new running instance's context, with its state made."""
+        context: ServiceContext[S, T] = ServiceContext(
+            name=name, type=self.name, settings=settings, policy=policy, reactor=reactor, udp_ports=udp_ports
+        )
+        context.state = self.make_state(context)
+        return context
+
+
+def catalogue_of(types: list[ServiceType[Any, Any]]) -> dict[str, ServiceType[Any, Any]]:
+    """Types by name (a name used twice is a programming error)."""
+    out: dict[str, ServiceType[Any, Any]] = {}
+    for stype in types:
+        if stype.name in out:
+            raise ValueError(f"service type {stype.name!r} defined twice")
+        out[stype.name] = stype
+    return out

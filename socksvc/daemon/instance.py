@@ -1,0 +1,120 @@
+"""
+A service instance: one [services.NAME] table, running.
+
+It holds the service's context (settings, policy, the state its type made
+once) and one L{Listener} child per listen spec, applies a reload's new
+settings in place, and on stop tells the state, then gives connections
+C{close_grace} seconds before aborting them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from socksvc.config.loader import ServiceConfig
+from socksvc.core.policy import Policy
+from socksvc.core.service import ServiceType
+from socksvc.daemon.listener import Listener
+
+log = Logger(namespace="socksvc")
+
+CLOSE_GRACE = 2.0
+"""Seconds a stopping service gives its connections to flush before aborting them."""
+
+
+class ServiceInstance(MultiService):
+    """One [services.NAME] table, running."""
+
+    close_grace = CLOSE_GRACE
+
+    def __init__(self, config: ServiceConfig, stype: ServiceType[Any, Any], reactor: Any, udp_ports: set[int]) -> None:
+        super().__init__()
+        self.setName(config.name)
+        self.config = config
+        self.stype = stype
+        self.context = stype.context(
+            config.name, config.settings, Policy(config.name, config.policy, reactor), reactor, udp_ports
+        )
+        self._factory: Any = None
+        for index, spec in enumerate(config.listen):
+            Listener(self, spec, index).setServiceParent(self)
+
+    def factory(self) -> Any:
+        """One stream factory shared by all of this service's stream listeners."""
+        if self._factory is None:
+            assert self.stype.stream is not None
+            self._factory = self.stype.stream(self.context)
+        return self._factory
+
+    def listeners(self) -> list[Listener]:
+        return [s for s in self if isinstance(s, Listener)]
+
+    def reconfigure(self, config: ServiceConfig) -> bool:
+        """
+        Apply a reloaded table's options in place (same name and type):
+        settings and policy; established connections stay. True if anything
+        changed.
+        """
+        changed = False
+        if config.policy != self.config.policy:
+            self.context.policy.reconfigure(config.policy)
+            changed = True
+        if config.settings != self.config.settings:
+            changed = True
+        if changed:
+            # The state hears of either change (a datagram guard reads allow/deny too).
+            try:
+                self.context.reconfigure(config.settings)
+            except Exception:  # the service's own bug must not stop the reload of the others
+                log.failure("{service}: applying the reloaded settings failed", service=self.name)
+        self.config = config
+        return changed
+
+    def startService(self) -> None:
+        super().startService()
+        self.context.policy.start()
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop accepting, tell the service (chat says goodbye), then close
+        every connection: they get C{close_grace} seconds to flush, then are
+        aborted.
+        """
+        unbound = super().stopService()
+        self.context.policy.stop()
+        said: Deferred[Any] = maybeDeferred(self.context.state.shutdown)
+        said.addErrback(lambda f: log.failure("{service}: stopping failed", f, service=self.name))
+        closed = self._close_connections()
+        return DeferredList([unbound, said, closed], consumeErrors=True)
+
+    def _close_connections(self) -> Deferred[None]:
+        policy = self.context.policy
+        reactor = self.context.reactor
+        for conn in list(policy.connections):
+            if conn.transport is not None:
+                conn.transport.loseConnection()
+        done: Deferred[None] = Deferred()
+        if not policy.connections:
+            done.callback(None)
+            return done
+        deadline = reactor.seconds() + self.close_grace
+
+        def check() -> None:
+            if policy.connections and reactor.seconds() < deadline:
+                return
+            for conn in list(policy.connections):
+                transport: Any = conn.transport
+                if transport is not None:
+                    transport.abortConnection()
+            if loop.running:
+                loop.stop()
+
+        loop = LoopingCall(check)
+        loop.clock = reactor
+        loop.start(0.05, now=False).addBoth(lambda _: done.callback(None))
+        return done

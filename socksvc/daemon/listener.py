@@ -1,0 +1,226 @@
+"""
+Listeners: one listen spec of one service, bound and released.
+
+Binding is synchronous and fails loudly: L{Listener.bind} raises
+L{StartupError} with one line naming the service and the address. Stream
+specs go through Twisted's endpoints; udp: specs through C{listenUDP} here
+(the only place datagram ports are bound); C{systemd:} specs adopt the
+socket-activated descriptors.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socksvc.config.listen import ListenSpec
+from socksvc.daemon import systemd
+from socksvc.daemon.accept import guard_port
+from socksvc.daemon.errors import StartupError
+from socksvc.daemon.quickport import quicken
+
+log = Logger(namespace="socksvc")
+
+MAX_DATAGRAM = 65536
+"""Bytes read per datagram: more than the largest UDP payload (65507 over IPv4, 65527 over IPv6)."""
+SOCKET_BUFFER = 1 << 20
+"""SO_RCVBUF/SO_SNDBUF asked for (the kernel caps it at net.core.rmem_max/wmem_max)."""
+
+
+def is_udp(port: Any) -> bool:
+    try:
+        return str(getattr(port.getHost(), "type", "")).upper() == "UDP"
+    except Exception:
+        return False
+
+
+def listen_stream(reactor: Any, spec: ListenSpec, factory: Any) -> Any:
+    """Start listening on a stream spec; gives a Deferred of the port."""
+    return endpoints.serverFromString(reactor, spec.endpoint).listen(factory)
+
+
+def port_description(port: IListeningPort) -> str:
+    """Where a listening port actually is: C{tcp 127.0.0.1:7007}, C{udp [::1]:7007}, C{unix /run/x}."""
+    host: Any = port.getHost()
+    kind = str(getattr(host, "type", "")).lower()
+    if hasattr(host, "port"):
+        h = getattr(host, "host", "")
+        if ":" in h:
+            h = f"[{h}]"
+        return f"{kind or 'tcp'} {h}:{host.port}"
+    name = getattr(host, "name", host)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix {name}"
+
+
+def tune_buffers(port: Any) -> None:
+    """Ask for SOCKET_BUFFER-sized receive and send buffers on a UDP port's socket (best effort)."""
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, opt) < SOCKET_BUFFER:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass  # the defaults still work
+
+
+def listen_udp(reactor: Any, spec: ListenSpec, protocol: DatagramProtocol) -> Any:
+    """
+    Bind a udp: listen spec (an IPv6 interface means an IPv6 socket; no
+    interface means all IPv4 addresses). Reads whole datagrams of any legal
+    size. (The daemon records the bound port in its UDP port set.)
+    """
+    assert spec.port is not None
+    port = reactor.listenUDP(spec.port, protocol, interface=spec.interface, maxPacketSize=MAX_DATAGRAM)
+    tune_buffers(port)
+    return port
+
+
+def _bind_reason(failure: Failure) -> str:
+    err = failure.value
+    # CannotListenError's text repeats the address; keep the OS's reason.
+    sock_err = getattr(err, "socketError", None)
+    if sock_err is not None and getattr(sock_err, "strerror", None):
+        return str(sock_err.strerror)
+    return str(sock_err or err) or err.__class__.__name__
+
+
+class Listener(Service):
+    """
+    One listen spec of one service: binds it, and unbinds on stop. A
+    C{systemd:name=NAME} spec may stand for several inherited sockets (a
+    socket unit with both ListenStream= and ListenDatagram=), hence
+    C{ports}; C{port} is the first.
+    """
+
+    def __init__(self, instance: Any, spec: ListenSpec, index: int = 0) -> None:
+        self.instance = instance
+        self.spec = spec
+        self.ports: list[Any] = []
+        # Two identical specs (two "udp:0", say) are legal: names must still differ.
+        self.setName(f"{index}:{spec.text}")
+
+    @property
+    def port(self) -> Any:
+        return self.ports[0] if self.ports else None
+
+    @port.setter
+    def port(self, value: Any) -> None:
+        self.ports = [] if value is None else [value]
+
+    def bind(self) -> None:
+        if self.ports:
+            return
+        context = self.instance.context
+        stype = self.instance.stype
+        where = f"service {context.name!r} cannot listen on {self.spec.text!r}"
+        result: list[Any] = []
+        if self.spec.scheme == "systemd":
+            self._adopt(where)
+        elif self.spec.kind == "datagram":
+            assert stype.datagram is not None
+            try:
+                self.port = listen_udp(context.reactor, self.spec, stype.datagram(context))
+            except Exception as e:
+                raise StartupError(f"{where}: {_bind_reason(Failure(e))}") from None
+        else:
+            assert stype.stream is not None
+            factory = self.instance.factory()
+            d: Deferred[IListeningPort] = listen_stream(context.reactor, self.spec, factory)
+            d.addBoth(result.append)
+            if not result:
+                # An endpoint that binds later (rare): report a failure when it comes.
+                d.addCallbacks(self._bound, self._late_failure)
+                return
+            if isinstance(result[0], Failure):
+                raise StartupError(f"{where}: {_bind_reason(result[0])}")
+            self.port = result[0]
+        for port in self.ports:
+            self._announce(port)
+
+    def _announce(self, port: Any) -> None:
+        """A port is bound: guard its accept errors and say where it listens."""
+        context = self.instance.context
+        where = port_description(port)
+        guard_port(port, context.reactor, f"{context.name}: {where}")
+        quicken(port)
+        log.info(
+            "{service}: listening on {where}",
+            event="listen",
+            service=context.name,
+            where=where,
+            spec=self.spec.text,
+        )
+
+    def _adopt(self, where: str) -> None:
+        """Take over the socket-activated descriptors this spec names."""
+        context = self.instance.context
+        stype = self.instance.stype
+        try:
+            fds = systemd.sockets_for(self.spec.text)
+        except (LookupError, ValueError) as e:
+            raise StartupError(f"{where}: {e}") from None
+        ports: list[Any] = []
+        try:
+            for fd in fds:
+                ports.append(
+                    systemd.adopt(
+                        context.reactor,
+                        fd,
+                        self.instance.factory if stype.stream is not None else None,
+                        (lambda: stype.datagram(context)) if stype.datagram is not None else None,  # type: ignore[misc]
+                        MAX_DATAGRAM,
+                    )
+                )
+        except Exception as e:
+            for port in ports:
+                port.stopListening()
+            raise StartupError(f"{where}: {e}") from None
+        for port in ports:
+            if is_udp(port):
+                tune_buffers(port)  # an adopted UDP socket gets the buffers listen_udp gives its own
+        self.ports = ports
+
+    def _bound(self, port: IListeningPort) -> None:
+        self.port = port
+        self._announce(port)
+
+    def _late_failure(self, failure: Failure) -> None:
+        context = self.instance.context
+        log.critical(
+            "{service}: cannot listen on {spec}: {reason}; stopping",
+            service=context.name,
+            spec=self.spec.text,
+            reason=_bind_reason(failure),
+        )
+        context.reactor.stop()
+
+    def release(self) -> Deferred[Any]:
+        """Stop listening (established connections stay); fires once the sockets are closed."""
+        ports, self.ports = self.ports, []
+        return DeferredList([maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
+
+    def privilegedStartService(self) -> None:
+        self.bind()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self.bind()  # twist (unlike twistd) only calls startService
+        super().startService()
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        if not self.ports:
+            return None
+        return self.release()

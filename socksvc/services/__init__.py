@@ -1,0 +1,1 @@
+"""One module (or package) per service, and the catalogue that lists them."""

@@ -1,0 +1,229 @@
+"""
+Text rules for chat: what a client's text may show on another terminal, what
+a nickname or room name may be, and how names compare. The standards-based
+part of the name rules (PRECIS, UTS #39) is in L{socksvc.services.chat.names}.
+
+Nothing here knows about connections; every function is pure.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Mapping
+
+from socksvc.services.chat import names
+from socksvc.util.visible import UNSAFE
+from socksvc.util.visible import visible as _visible
+
+NAME_PUNCT = frozenset("_-.")
+ROOM_MAX = 32
+
+
+def visible(text: str) -> str:
+    """
+    C{text} with every unsafe character replaced by a visible escape (see
+    L{socksvc.util.visible}: C0 controls but TAB, DEL, C1 controls, bidi
+    embeddings/overrides and isolates, line/paragraph separators).
+    """
+    return _visible(text, UNSAFE)
+
+
+def decode_line(line: bytes) -> str:
+    """
+    One received line as text: lone CRs dropped, UTF-8 decoded with
+    replacement. (Unsafe characters are made visible when a line is sent:
+    see L{visible}; names are checked against the raw text.)
+    """
+    if b"\r" in line:
+        line = line.replace(b"\r", b"")
+    return line.decode("utf-8", "replace")
+
+
+def name_key(name: str) -> str:
+    """The form names are compared by: NFKC, case-folded, NFKC again."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def _name_char_ok(ch: str, first: bool) -> bool:
+    if ch in NAME_PUNCT:
+        return True
+    cat = unicodedata.category(ch)
+    if cat[0] == "L" or cat == "Nd":
+        return True
+    return cat[0] == "M" and not first
+
+
+def _describe(ch: str) -> str:
+    return names.describe(ch)
+
+
+def _chars_problem(name: str, what: str) -> str | None:
+    for i, ch in enumerate(name):
+        if not _name_char_ok(ch, i == 0):
+            if ch == "\t" or unicodedata.category(ch) == "Zs":
+                return f"no spaces in a {what}"
+            shown = visible(ch) if UNSAFE.match(ch) else ch
+            if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch in "\u200b":
+                shown = _describe(ch)
+            else:
+                shown = f"{shown!r} ({_describe(ch)})"
+            return f"character {shown} is not allowed; use letters, digits, _ - ."
+    return None
+
+
+def name_check(
+    name: str,
+    limit: int,
+    reserved: frozenset[str] = frozenset(),
+    what: str = "nickname",
+    reserved_looks: Mapping[str, str] | None = None,
+    taken: Callable[[str, str], str | None] | None = None,
+) -> tuple[str, str | None]:
+    """
+    C{(form, None)} if C{name} can be a nickname (or room name), C{form}
+    being the name as it is kept: its PRECIS enforcement (see
+    L{socksvc.services.chat.names.precis}). Otherwise C{(name, why not)}.
+    C{reserved} holds L{name_key} forms; C{reserved_looks} maps
+    L{socksvc.services.chat.names.look_key} forms to the reserved names. C{taken},
+    given the form and its look key, says why it is in use (or None); it is
+    asked before the script checks, so that a look-alike of a present name
+    is refused as that.
+    """
+    if not name:
+        return name, f"a {what} needs at least one character"
+    if len(name) > limit:
+        return name, f"too long (at most {limit} characters)"
+    problem = _chars_problem(name, what)
+    if problem is not None:
+        return name, problem
+    form, problem = names.precis(name)
+    if problem is not None:
+        return name, problem
+    if len(form) > limit:
+        return name, f"too long (at most {limit} characters)"
+    key = name_key(form)
+    if key in reserved:
+        return name, f"{name} is reserved"
+    # The kept and the folded forms must obey the rules too (NFKC can produce spaces or symbols).
+    for i, ch in enumerate(key):
+        if not _name_char_ok(ch, i == 0):
+            return (
+                name,
+                f"character {_describe(name[min(i, len(name) - 1)])} is not allowed; use letters, digits, _ - .",
+            )
+    problem = _chars_problem(form, what)
+    if problem is not None:
+        return name, problem
+    look = names.look_key(form)
+    like = reserved_looks.get(look) if reserved_looks else None
+    if like is not None:
+        return name, f'"{name}" looks like "{like}", which is reserved'
+    problem = taken(form, look) if taken is not None else None
+    if problem is not None:
+        return name, problem
+    problem = names.look_problem(form)
+    if problem is not None:
+        return name, f'"{name}" {problem}'
+    return form, None
+
+
+def name_problem(name: str, limit: int, reserved: frozenset[str] = frozenset(), what: str = "nickname") -> str | None:
+    """
+    Why C{name} cannot be a nickname (or room name), or None if it can.
+    C{reserved} holds L{name_key} forms.
+    """
+    return name_check(name, limit, reserved, what)[1]
+
+
+def nick_problem(name: str, limit: int, reserved: frozenset[str] = frozenset()) -> str | None:
+    """Why C{name} cannot be a nickname, or None."""
+    return name_problem(name, limit, reserved, "nickname")
+
+
+def nick_check(
+    name: str,
+    limit: int,
+    reserved: frozenset[str] = frozenset(),
+    reserved_looks: Mapping[str, str] | None = None,
+    taken: Callable[[str, str], str | None] | None = None,
+) -> tuple[str, str | None]:
+    """L{name_check} for a nickname."""
+    return name_check(name, limit, reserved, "nickname", reserved_looks, taken)
+
+
+def room_problem(name: str) -> str | None:
+    """Why C{name} (without a leading #) cannot be a room name, or None."""
+    return name_problem(name, ROOM_MAX, frozenset(), "room name")
+
+
+def room_check(name: str, taken: Callable[[str, str], str | None] | None = None) -> tuple[str, str | None]:
+    """L{name_check} for a room name (without a leading #)."""
+    return name_check(name, ROOM_MAX, frozenset(), "room name", None, taken)
+
+
+def clip(text: str, limit: int) -> str:
+    """At most C{limit} characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+# -- telnet ------------------------------------------------------------------
+
+IAC = 255
+_SE, _SB = 240, 250
+_WILL, _DONT = 251, 254
+_DATA, _IAC, _OPT, _SUB, _SUB_IAC = range(5)
+
+
+class TelnetFilter:
+    """
+    Removes telnet IAC sequences from a byte stream, across reads: option
+    negotiation (C{IAC WILL/WONT/DO/DONT x}), subnegotiation (C{IAC SB ...
+    IAC SE}, discarded as it comes, never stored) and other C{IAC x}.
+    C{IAC IAC} stands for a 0xFF data byte.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = _DATA
+
+    def feed(self, data: bytes) -> bytes:
+        if self.state == _DATA and IAC not in data:
+            return data
+        out = bytearray()
+        state = self.state
+        i, n = 0, len(data)
+        while i < n:
+            if state == _DATA:
+                j = data.find(IAC, i)
+                if j < 0:
+                    out += data[i:]
+                    break
+                out += data[i:j]
+                state = _IAC
+                i = j + 1
+                continue
+            b = data[i]
+            i += 1
+            if state == _IAC:
+                if b == IAC:
+                    out.append(IAC)
+                    state = _DATA
+                elif _WILL <= b <= _DONT:
+                    state = _OPT
+                elif b == _SB:
+                    state = _SUB
+                else:
+                    state = _DATA
+            elif state == _OPT:
+                state = _DATA
+            elif state == _SUB:
+                j = data.find(IAC, i - 1)
+                if j < 0:
+                    break
+                i = j + 1
+                state = _SUB_IAC
+            else:  # _SUB_IAC
+                state = _DATA if b == _SE else _SUB
+        self.state = state
+        return bytes(out)

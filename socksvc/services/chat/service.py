@@ -1,0 +1,113 @@
+"""
+The chat service type: its settings and how it is built, reloaded and stopped.
+
+See docs/chat.md for the protocol. State (members, rooms, history) lives in
+the service context (L{socksvc.services.chat.protocol.chat_state}), so a reload keeps
+everyone connected and applies the new settings to the live rooms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.protocol import ServerFactory
+
+from socksvc.config.settings import as_bool, as_float, as_int, as_list, as_str, setting
+from socksvc.core.protocols import ServiceFactory
+from socksvc.core.service import ServiceContext, ServiceType
+from socksvc.services.chat.names import look_key
+from socksvc.services.chat.protocol import ChatProtocol
+from socksvc.services.chat.sanitize import name_key, room_check
+from socksvc.services.chat.state import ChatState
+
+DEFAULT_RESERVED = (
+    "server",
+    "socksvc",
+    "admin",
+    "administrator",
+    "root",
+    "system",
+    "operator",
+    "sysop",
+    "nickserv",
+    "chanserv",
+    "everyone",
+    "all",
+)
+
+
+def parse_rooms(value: Any) -> tuple[str, ...]:
+    """
+    The configured rooms: valid, distinct names that do not look alike (a
+    leading # is dropped), each as it is kept (its PRECIS enforcement).
+    """
+    names: tuple[str, ...] = as_list(as_str(nonempty=True), nonempty=True)(value)
+    out: list[str] = []
+    looks: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name in names:
+        name = name.removeprefix("#")
+        form, problem = room_check(name)
+        if problem is not None:
+            raise ValueError(f"room {name!r}: {problem}")
+        key, look = name_key(form), look_key(form)
+        if key in seen:
+            raise ValueError(f"rooms {seen[key]!r} and {name!r} are the same name")
+        if look in looks:
+            raise ValueError(f"rooms {looks[look]!r} and {name!r} look alike")
+        seen[key] = looks[look] = name
+        out.append(form)
+    return tuple(out)
+
+
+@attrs.frozen
+class ChatSettings:
+    """Keys of a chat service."""
+
+    motd: str = setting("", as_str(max_len=4096), "message of the day: shown after the welcome, one notice a line")
+    nick_max: int = setting(24, as_int(minimum=1, maximum=64), "longest nickname in characters")
+    rooms: tuple[str, ...] = setting(("lobby",), parse_rooms, "rooms that always exist; members start in the first")
+    allow_create: bool = setting(True, as_bool, "/join may create new rooms (they vanish when empty)")
+    max_rooms: int = setting(256, as_int(), "rooms at most, configured ones included; 0 = no limit")
+    history: int = setting(20, as_int(maximum=1000), "lines of a room replayed to whoever joins it; 0 = none")
+    announce_max: int = setting(
+        100, as_int(), "rooms with more members stop announcing joins, parts, quits and renames; 0 = always announce"
+    )
+    timestamps: bool = setting(False, as_bool, "start every live line with [HH:MM] (server local time)")
+    flood_burst: int = setting(10, as_int(minimum=1), "lines a client may send at once before flood control")
+    flood_rate: float = setting(2.0, as_float(), "lines a second a client may send on average; 0 = no flood control")
+    flood_kick: float = setting(30.0, as_float(), "seconds of continuous flooding before a disconnect; 0 = never")
+    max_line: int = setting(1024, as_int(minimum=16, maximum=1 << 20), "longest input line in bytes")
+    send_queue_max: int = setting(
+        256 * 1024, as_int(minimum=1024), "bytes of unsent output one client may hold before it is stalled"
+    )
+    stall_timeout: float = setting(
+        30.0, as_float(minimum=0.1), "seconds a stalled (not reading) client has to catch up before a disconnect"
+    )
+    reserved_nicks: tuple[str, ...] = setting(
+        DEFAULT_RESERVED,
+        as_list(as_str(nonempty=True)),
+        "nicknames nobody may take, nor any look-alike (case-insensitive; see docs/chat.md)",
+    )
+
+
+ChatContext = ServiceContext[ChatSettings, ChatState]
+
+
+def make_state(context: ChatContext) -> ChatState:
+    """Members, rooms and history: made once, kept across reloads (L{ChatState.reconfigure})."""
+    return ChatState(context.settings, context.reactor, context.name)
+
+
+def make_factory(context: ChatContext) -> ServerFactory:
+    return ServiceFactory(context, ChatProtocol)
+
+
+SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
+    name="chat",
+    settings=ChatSettings,
+    doc="multi-room line chat for nc, telnet and `socksvc chat`",
+    make_state=make_state,
+    stream=make_factory,
+)
