@@ -15,11 +15,14 @@ from typing import Any
 
 from twisted.python import usage
 
-from socksvc.config.loader import ConfigError
+from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, ConfigError, read_text
+from socksvc.config.schema import worker_count
 from socksvc.daemon import reactor as socksvc_reactor
 from socksvc.daemon.errors import StartupError
+from socksvc.daemon.handout import cpus
 from socksvc.daemon.service import DaemonService
-from socksvc.services.catalogue import load
+from socksvc.daemon.supervisor import SupervisorService
+from socksvc.services.catalogue import loads
 
 
 class Options(usage.Options):
@@ -53,7 +56,11 @@ def choose_reactor() -> None:
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> DaemonService:
-    """Load the config, then build the service tree (nothing is bound yet)."""
+    """
+    Load the config, then build the service tree (nothing is bound yet): the
+    daemon itself, or with C{[daemon] workers} above 1 the supervisor of
+    that many worker processes (docs/workers.md).
+    """
     if reactor is None:
         choose_reactor()
         from twisted.internet import reactor as default_reactor
@@ -61,7 +68,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         reactor = default_reactor
     path = options.get("config")
     try:
-        config = load(path)
+        text = read_text(path) if path is not None else DEFAULT_CONFIG
+        config = loads(text, path if path is not None else DEFAULT_SOURCE)
     except ConfigError as e:
         raise StartupError(str(e)) from None
     if options.get("check"):
@@ -73,7 +81,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         )
         sys.stdout.flush()
         raise SystemExit(0)
-    service = DaemonService(config, reactor)
+    workers = worker_count(config.daemon.workers, cpus())
+    service = (
+        SupervisorService(config, reactor, text=text, workers=workers)
+        if workers > 1
+        else DaemonService(config, reactor)
+    )
     # twistd's own parsed options (usage.Options sets .parent on a subcommand's
     # options): where twistd sends its log decides socksvc's observer choice.
     service.twistd_options = getattr(options, "parent", None)

@@ -185,10 +185,12 @@ class DatagramGuard:
         self._deny_ports = frozenset(s.deny_source_ports)
         self._verdicts = {}
         if s.rate_per_source > 0:
+            # With worker processes each keeps its share of every source's rate.
+            share = self.policy.shared.workers() if self.policy.shared is not None else 1
             if self.limiter is None:
-                self.limiter = SourceLimiter(s.rate_per_source, s.burst, s.max_sources)
+                self.limiter = SourceLimiter(s.rate_per_source, s.burst, s.max_sources, share)
             else:
-                self.limiter.reconfigure(s.rate_per_source, s.burst, s.max_sources)
+                self.limiter.reconfigure(s.rate_per_source, s.burst, s.max_sources, share)
         else:
             self.limiter = None
 

@@ -55,6 +55,39 @@ RATE_EXCEEDED = "connection rate exceeded, try again later"
 REASONS = (DENIED, TOO_MANY, TOO_MANY_FROM_YOU, RATE_EXCEEDED)
 
 
+class RateBucket(Protocol):
+    """A connection-rate bucket (L{TokenBucket}, or one every worker process shares)."""
+
+    def take(self, now: float, amount: float = 1.0) -> bool: ...
+
+
+class SharedCounts(Protocol):
+    """
+    The counts admission reads when the daemon runs worker processes
+    (L{socksvc.daemon.shared} provides them): open connections and
+    connections per source summed over every worker, and one connection-rate
+    bucket for them all. This process keeps its own counts as well.
+    """
+
+    def connections(self) -> int:
+        """Connections open now, in every worker."""
+
+    def from_source(self, source: str) -> int:
+        """Connections open now from C{source} (a L{source_key}), in every worker (or more: never fewer)."""
+
+    def opened(self, source: str) -> None:
+        """This worker admitted a connection from C{source}."""
+
+    def closed(self, source: str) -> None:
+        """A connection from C{source} that this worker admitted closed."""
+
+    def rate_bucket(self, rate: float, burst: float, now: float) -> RateBucket:
+        """The service's one max_rate bucket, set to C{rate} and C{burst} (what was spent is kept)."""
+
+    def workers(self) -> int:
+        """How many worker processes serve the service: each spends 1/this of a per-source rate (UDP's)."""
+
+
 class Connection(Protocol):
     """What the policy keeps of one admitted connection (L{socksvc.core.protocols.Tracked} is one)."""
 
@@ -100,12 +133,26 @@ class Policy:
         self.per_source: dict[str, int] = {}
         self.accepted = 0
         self.refused: dict[str, int] = {}
+        self.closed_bytes_in = 0
+        """Bytes received on connections now closed (the open ones hold theirs)."""
+        self.closed_bytes_out = 0
         self.log_refusal = RateLimitedLog(clock, REFUSAL_LOG_PERIOD, summary=self._refusal_summary)
         self.close_log = CloseCeiling(clock, settings.log_close_rate, settings.log_close_burst, self._close_summary)
-        self._bucket: TokenBucket | None = None
+        self._bucket: RateBucket | None = None
         self._sweeper: LoopingCall | None = None
         self._running = False
+        self.shared: SharedCounts | None = None
+        """With worker processes: the daemon-wide counts caps are checked against (L{share})."""
         self.reconfigure(settings)
+
+    def share(self, shared: SharedCounts) -> None:
+        """
+        Check the caps and the rate against the whole daemon's counts from now
+        on (a worker process does this before it serves anyone).
+        """
+        self.shared = shared
+        self._bucket = None
+        self.reconfigure(self.settings)
 
     # settings
 
@@ -122,7 +169,9 @@ class Policy:
         if settings.max_rate > 0:
             burst = effective_burst(settings.max_rate, settings.max_rate_burst)
             now = self.clock.seconds()
-            if self._bucket is None:
+            if self.shared is not None:
+                self._bucket = self.shared.rate_bucket(settings.max_rate, burst, now)
+            elif not isinstance(self._bucket, TokenBucket):
                 self._bucket = TokenBucket(settings.max_rate, burst, now)
             else:
                 # Keep what was spent: a reload is not a way around the rate.
@@ -184,10 +233,17 @@ class Policy:
         s = self.settings
         if (s.deny or s.allow) and not address_allowed(s, ip):
             return DENIED
-        if s.max_connections and len(self.connections) >= s.max_connections:
-            return TOO_MANY
-        if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
-            return TOO_MANY_FROM_YOU
+        shared = self.shared
+        if shared is not None:
+            if s.max_connections and shared.connections() >= s.max_connections:
+                return TOO_MANY
+            if s.max_per_source and ip is not None and shared.from_source(source) >= s.max_per_source:
+                return TOO_MANY_FROM_YOU
+        else:
+            if s.max_connections and len(self.connections) >= s.max_connections:
+                return TOO_MANY
+            if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
+                return TOO_MANY_FROM_YOU
         if self._bucket is not None and not self._bucket.take(self.clock.seconds()):
             return RATE_EXCEEDED
         return None
@@ -230,6 +286,8 @@ class Policy:
         self.connections.add(conn)
         self.per_source[conn.source] = self.per_source.get(conn.source, 0) + 1
         self.accepted += 1
+        if self.shared is not None:
+            self.shared.opened(conn.source)
 
     def closed(self, conn: Connection, reason: Failure) -> None:
         if conn not in self.connections:
@@ -240,6 +298,10 @@ class Policy:
             self.per_source[conn.source] = left
         else:
             self.per_source.pop(conn.source, None)
+        if self.shared is not None:
+            self.shared.closed(conn.source)
+        self.closed_bytes_in += conn.bytes_in
+        self.closed_bytes_out += conn.bytes_out
         if not self.settings.log_connections:
             return
         close_log = self.close_log
@@ -272,6 +334,14 @@ class Policy:
             bytes_out=bytes_out,
             period=seconds,
         )
+
+    def bytes_totals(self) -> tuple[int, int]:
+        """Bytes in and out of every connection so far, open ones included (read at scrape time)."""
+        bytes_in, bytes_out = self.closed_bytes_in, self.closed_bytes_out
+        for conn in self.connections:
+            bytes_in += conn.bytes_in
+            bytes_out += conn.bytes_out
+        return bytes_in, bytes_out
 
     def sweep(self) -> None:
         """

@@ -114,6 +114,11 @@ class ServiceType(Generic[S, T]):
     """Called once per service instance, before any listener binds; the result is C{context.state}."""
     stream: Callable[[ServiceContext[S, T]], ServerFactory] | None = None
     datagram: Callable[[ServiceContext[S, T]], DatagramProtocol] | None = None
+    one_process: bool = False
+    """
+    Its state is shared by every client (chat's rooms): when the daemon runs
+    worker processes, only worker 0 serves it (docs/workers.md).
+    """
 
     def serves(self, kind: str) -> bool:
         """Can this type take a listen spec of C{kind} ("stream", "datagram"; "inherited" may be either)?"""

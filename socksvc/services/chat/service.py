@@ -110,4 +110,5 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
     doc="multi-room line chat for nc, telnet and `socksvc chat`",
     make_state=make_state,
     stream=make_factory,
+    one_process=True,
 )
