@@ -22,6 +22,10 @@ ECHO_PORT = 7007
 GREETING_PORT = 7017
 REVERSE_PORT = 7071
 CHAT_PORT = 7070
+ADMIN_PORT = 9107
+"""The admin HTTP listener of the embedded default (/metrics, the status page); `socksvc status` asks it."""
+STATUS_PATH = "/status.json"
+"""Where the admin listener serves its figures as JSON (what `socksvc status` reads)."""
 
 DEFAULT_PORTS: dict[str, int] = {
     "echo": ECHO_PORT,
