@@ -139,8 +139,12 @@ def test_unknown_scheme_is_one_line(capsys: Any) -> None:
     [
         ("http://host:99999/", "port out of range"),
         ("http://host:0/", "port out of range"),
-        ("http://host:abc/", "bad URL"),
-        ("http://[::1/", "bad URL"),
+        ("http://host:abc/", "bad URL 'http://host:abc/': the port is not a number: 'abc'"),
+        ("smtp://[::1]:x", "bad URL 'smtp://[::1]:x': the port is not a number: 'x'"),
+        ("smtp://[::1]:99999", "bad URL 'smtp://[::1]:99999': port out of range 1-65535"),
+        ("http://[::1/", "bad URL 'http://[::1/': a [ with no ]"),
+        ("http://[nope]/", "bad URL 'http://[nope]/': not an IPv6 address in brackets"),
+        ("http://host:-1/", "bad URL 'http://host:-1/': the port is not a number: '-1'"),
         ("http://a b/", "spaces or control characters"),
         ("two words", "not a host name, address or URL"),
         ("a/b", "not a host name, address or URL"),
@@ -152,6 +156,7 @@ def test_bad_queries_are_usage_errors(capsys: Any, query: str, fragment: str) ->
     assert (code, out) == (EXIT_USAGE, "")
     assert len(err.splitlines()) == 1
     assert fragment in err
+    assert "could not be cast" not in err and "Invalid" not in err  # no Python message leaks through
 
 
 def test_fallback_table_when_the_services_database_lacks_a_scheme(monkeypatch: pytest.MonkeyPatch) -> None:

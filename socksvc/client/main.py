@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from socksvc.client import chat, lookup, probes, udp
+from socksvc.client import lookup, probes, udp
+from socksvc.client.chat import command as chat
 from socksvc.client.common import EXIT_CODES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, ClientError
 
 MODULES = (probes, udp, chat, lookup)
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in MODULES:
         module.register(subparsers)
+    for command in subparsers.choices.values():
+        command.set_defaults(command_parser=command)  # its own usage for its own errors
     return parser
 
 
@@ -57,7 +60,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra:  # a command's extra words are that command's usage error, not the top level's
+                args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         except SystemExit as e:  # --help, --version, or a usage error (argparse printed it)
             return e.code if isinstance(e.code, int) else EXIT_USAGE
         return int(args.run(args))
