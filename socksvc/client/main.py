@@ -16,11 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from socksvc.client import lookup, probes, udp
+from socksvc.client import lookup, passwd, probes, status, udp
 from socksvc.client.chat import command as chat
 from socksvc.client.common import EXIT_CODES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, ClientError
 
-MODULES = (probes, udp, chat, lookup)
+MODULES = (probes, udp, chat, lookup, status, passwd)
 
 
 def version() -> str:

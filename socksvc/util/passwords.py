@@ -74,6 +74,12 @@ def verify_password(password: str, hashed: str) -> bool:
     return hmac.compare_digest(got, want)
 
 
+def check_name(name: str) -> None:
+    """Raise ValueError unless C{name} can be a user in a password file."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"a user name is 1 to {MAX_NAME} printable characters, without spaces or ':'")
+
+
 def parse_password_file(text: str) -> dict[str, str]:
     """
     C{NAME:HASH} lines to {name: hash}. ValueError naming the line for a
