@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from socksvc.daemon import metrics
 from socksvc.daemon.service import DaemonService
-from tests.test_metrics import scripted
+from tests.support.metrics import scripted
 
 DASHBOARD = pathlib.Path(__file__).resolve().parent.parent / "etc" / "grafana" / "socksvc-dashboard.json"
 SCRAPE_LABELS = {"instance", "job"}

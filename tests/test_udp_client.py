@@ -20,6 +20,7 @@ from socksvc.client import udp as client
 from socksvc.client.common import parse_nonnegative_int
 from socksvc.client.main import run
 from tests.support import Daemon, daemon, has_ipv6_loopback
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 CONFIG = """
 [services.echo]
@@ -291,3 +292,21 @@ def test_ipv6_target_and_its_larger_limit(capsys: pytest.CaptureFixture[str]) ->
         code, _, err = socksvc(capsys, "::1", port, "--size", "65528")
         assert code == 2
         assert "65527 at most" in err
+
+
+def test_the_example_in_docs_udp_md_is_real_output(d: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/udp.md's example, run: the same lines but for the port and the times."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "udp.md"), encoding="utf-8") as f:
+        doc = f.read()
+    block = doc[doc.index("$ socksvc udp 127.0.0.1 7007 --count 3\n") :].split("```", 1)[0].splitlines()[1:]
+    port = str(d.port("echo", "udp"))
+    code, out, _ = socksvc(capsys, "127.0.0.1", port, "--count", "3", "--interval", "0")
+    assert code == 0
+    got = out.splitlines()
+    assert len(got) == len(block)
+    variable = r"(time=[\d.]+ ms|time [\d.]+ ms|[\d.]+/[\d.]+/[\d.]+ ms)"  # times differ from run to run
+    for shown, real in zip(block, got, strict=True):
+        pieces = re.split(variable, shown.replace("7007", port))
+        pattern = "".join(re.escape(p) if i % 2 == 0 else variable for i, p in enumerate(pieces))
+        assert re.fullmatch(pattern, real), (shown, real)

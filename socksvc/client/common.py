@@ -26,24 +26,32 @@ from socksvc.wire import REFUSAL
 
 PROG = "socksvc"
 
-# Exit codes (documented in docs/client.md; keep both in step).
+# Exit codes: the one table, for every command. socksvc --help prints EXIT_CODES;
+# docs/client.md has the same table, word for word (tests/test_client_exits.py checks).
 EXIT_OK = 0
-EXIT_ERROR = 1  # anything else: a local I/O error, an unexpected socket error
+EXIT_ERROR = 1  # anything else: standard output closed, a local I/O error; udp: no reply at all
 EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
 EXIT_NOT_FOUND = 3  # unknown host, name, address, service or URL scheme
-EXIT_CONNECT = 4  # cannot connect: refused, unreachable, ...
-EXIT_TIMEOUT = 5  # no connection or no (complete) reply within --timeout
-EXIT_PROTOCOL = 6  # connected, then reset, closed early, or a wrong reply
+EXIT_CONNECT = 4  # cannot connect: refused, no such socket, unreachable, ...
+EXIT_TIMEOUT = 5  # no connection, no (complete) reply, no answer to --nick within --timeout
+EXIT_PROTOCOL = 6  # connected, then refused, the server's error, reset, closed early, or a wrong reply
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = {
     EXIT_OK: "success",
-    EXIT_ERROR: "other error (local I/O, unexpected socket error)",
-    EXIT_USAGE: "bad command line",
-    EXIT_NOT_FOUND: "unknown host, name, address, service or URL scheme",
-    EXIT_CONNECT: "cannot connect (connection refused, network or host unreachable)",
-    EXIT_TIMEOUT: "timed out connecting or waiting for a reply",
-    EXIT_PROTOCOL: "refused by the daemon, connection reset or closed early, or a reply that is not what was expected",
+    EXIT_ERROR: (
+        "other error: standard output closed, a local I/O or unexpected socket error; "
+        "for udp, also: no reply came back at all (as ping)"
+    ),
+    EXIT_USAGE: "bad command line: a bad host, port, option value or URL, a word too many",
+    EXIT_NOT_FOUND: "unknown host, name, address (no reverse name), service name or URL scheme",
+    EXIT_CONNECT: "cannot connect: connection refused, no such UNIX socket, network or host unreachable",
+    EXIT_TIMEOUT: "timed out: connecting, waiting for a (complete) reply, or for the answer to chat's --nick",
+    EXIT_PROTOCOL: (
+        "connected, then: refused by the daemon (socksvc: REASON), the server's error line "
+        "(reverse: a line too long), a chat nickname refused, reset or closed early "
+        "(chat: other than after /quit), or an echo that differs"
+    ),
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

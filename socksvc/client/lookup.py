@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from socksvc.client.common import EXIT_NOT_FOUND, EXIT_OK, ClientError, say, usage_error
-from socksvc.client.target import describe
+from socksvc.client.target import Target, describe, resolve_failed
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
@@ -144,9 +144,9 @@ def describe_name(name: str) -> list[tuple[str, str]]:
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM, flags=socket.AI_CANONNAME)
     except socket.gaierror as e:
-        raise ClientError(f"cannot resolve {name}: {describe(e)}", EXIT_NOT_FOUND) from None
-    except UnicodeError:
-        raise ClientError(f"cannot resolve {name}: not a valid host name", EXIT_NOT_FOUND) from None
+        raise resolve_failed(Target(name), e) from None
+    except UnicodeError as e:
+        raise resolve_failed(Target(name), e) from None
     official = next((canon for *_, canon, _addr in infos if canon), name)
     aliases: list[str] = []
     v4 = [str(addr[0]) for family, *_, addr in infos if family == socket.AF_INET]

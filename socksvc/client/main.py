@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -34,8 +35,15 @@ def version() -> str:
 
 
 def _epilog() -> str:
-    lines = ["exit codes:"]
-    lines += [f"  {code:<4} {text}" for code, text in sorted(EXIT_CODES.items())]
+    lines = [
+        "targets (every command that connects):",
+        "  nothing (localhost, the command's port), HOST, HOST PORT, [IPv6] PORT,",
+        "  or unix:PATH (echo, greet, reverse, chat); the command's MESSAGE or TEXT follows",
+        "",
+        "exit codes (every command):",
+    ]
+    for code, text in sorted(EXIT_CODES.items()):
+        lines += textwrap.wrap(text, 79, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
     return "\n".join(lines)
 
 

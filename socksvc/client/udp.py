@@ -60,8 +60,8 @@ def register(subparsers: Any) -> None:
         help="ping a UDP echo service: round-trip times and loss",
         description=(
             "Send datagrams to a UDP echo service and time their return, like ping. "
-            "Exit status: 0 if any reply came back, 1 if none did (as ping), "
-            "2 for a bad command line, 3 for an unknown host."
+            "Exit status: 0 if any reply came back, 1 if none did (as ping); "
+            "the others as for every command (socksvc --help)."
         ),
     )
     add_arguments(p)
@@ -75,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         timeout=2.0,
         port_help="UDP port number or service name",
         timeout_help="seconds to wait for each reply",
+        unix=False,
     )
     p.add_argument(
         "message",
@@ -314,6 +315,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     pinger = Pinger(args, out or sys.stdout)
     try:
         return pinger.run()
+    except BrokenPipeError:
+        raise  # our standard output was closed, not the socket: the command line exits 1, quietly
     except OSError as e:
         where = show_addr(pinger.sockaddr) if pinger.sockaddr is not None else str(args.host)
         raise ClientError(f"udp {where}: {describe(e)}") from None
