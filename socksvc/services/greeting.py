@@ -4,6 +4,17 @@ Greeting (RFC 865 style, as in quote of the day): say one message, close.
 The message is a template with {hostname}, {peer}, {time} and {service}, or
 a random line of a quotes file. It is under 512 bytes (RFC 865), checked when
 the config is loaded. A peer that never reads is aborted after send_timeout.
+
+Over UDP (RFC 865's other half) each datagram is answered with the message
+cut to the datagram's own size (at a character boundary), behind the
+datagram guard: a reply is never larger than its request, so the service
+amplifies nothing; a request too short for one character gets no reply
+(counted as too_large). Send 512 bytes to be sure of the whole message.
+
+The stream side (L{Greeting}, L{GreetingFactory}) serves any "one message,
+then close" service: daytime and time use it with their own state, which
+renders C{(peer, now) -> bytes} as L{Renderer} does, and settings that
+have C{send_timeout}.
 """
 
 from __future__ import annotations
@@ -18,12 +29,13 @@ from typing import Any
 import attrs
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 from socksvc.config.loader import MAX_SERVICE_NAME
 from socksvc.config.settings import as_float, setting
 from socksvc.core import writethrough
+from socksvc.core.datagram import DatagramGuard, GuardedDatagram, GuardSettings
 from socksvc.core.protocols import ServiceFactory, StreamProtocol
 from socksvc.core.service import ServiceContext, ServiceStatus, ServiceType
 from socksvc.util.files import read_regular_file
@@ -137,8 +149,8 @@ def parse_quotes(value: Any) -> Quotes | None:
 
 
 @attrs.frozen
-class GreetingSettings:
-    """Keys of a greeting service."""
+class GreetingSettings(GuardSettings):
+    """Keys of a greeting service (and the datagram guard's, for its udp: listens)."""
 
     message: str = setting(
         "Thank you for connecting",
@@ -157,13 +169,17 @@ class Renderer:
     when the message has {time}, and once per second.
     """
 
-    def __init__(self, settings: GreetingSettings, service: str) -> None:
+    def __init__(self, settings: GreetingSettings, service: str, guard: DatagramGuard | None = None) -> None:
         self.service = service
+        self.guard = guard
+        """The datagram guard of the service's udp: listens (QOTD over UDP)."""
         self.reconfigure(settings)
 
     def reconfigure(self, settings: GreetingSettings) -> None:
         """New settings (a reload): everything rendered or looked up is done again."""
         self.settings = settings
+        if self.guard is not None:
+            self.guard.reconfigure(settings)
         self.static: bytes | None = None
         self.fields: frozenset[str] = frozenset()
         self.hostname = ""
@@ -208,20 +224,27 @@ class Renderer:
         pass
 
     def status(self) -> ServiceStatus:
-        return ServiceStatus()
+        return ServiceStatus(counters=self.guard.counters() if self.guard is not None else {})
 
 
 GreetingContext = ServiceContext[GreetingSettings, Renderer]
+OneShotContext = ServiceContext[Any, Any]
+"""
+A "one message, then close" service's context: its state renders
+C{(peer, now) -> bytes}; its settings have C{send_timeout}.
+"""
 
 
 def make_state(context: GreetingContext) -> Renderer:
-    """A greeting service's state: its L{Renderer}."""
-    return Renderer(context.settings, context.name)
+    """A greeting service's state: its L{Renderer}, with the guard its udp: listens share."""
+    guard = DatagramGuard(context.name, context.settings, context.policy, context.reactor, context.udp_ports)
+    return Renderer(context.settings, context.name, guard)
 
 
-def render(context: GreetingContext, peer: str, now: float) -> bytes:
+def render(context: OneShotContext, peer: str, now: float) -> bytes:
     """The bytes one client gets."""
-    return context.state(peer, now)
+    data: bytes = context.state(peer, now)
+    return data
 
 
 class Greeting(StreamProtocol):
@@ -242,7 +265,7 @@ class Greeting(StreamProtocol):
     way, and a peer that never reads is aborted after send_timeout.
     """
 
-    context: GreetingContext
+    context: OneShotContext
     nodelay = False  # one write followed by our FIN: nothing for Nagle to hold back
     self_producer = False  # one message, bounded: nothing to pause
     deadline: IDelayedCall | None = None
@@ -314,7 +337,7 @@ _DONE = Failure(ConnectionDone("greeted"))
 """The close reason of every greeting finished without a transport (the same as an orderly close)."""
 
 
-class GreetingFactory(ServiceFactory[GreetingContext]):
+class GreetingFactory(ServiceFactory[OneShotContext]):
     """
     The greeting's factory: with L{quick}, a L{socksvc.daemon.quickport.QuickPort}
     greets a plain TCP peer straight from its accept loop, no transport
@@ -331,14 +354,57 @@ class GreetingFactory(ServiceFactory[GreetingContext]):
         return proto
 
 
+def udp_peer(host: str, port: int) -> str:
+    """A datagram's source as {peer} shows a stream peer: C{192.0.2.1:5000}, C{[2001:db8::1]:5000}."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def cut_to(data: bytes, size: int) -> bytes:
+    """C{data}, or its longest prefix of at most C{size} bytes that ends on a UTF-8 character boundary."""
+    if len(data) <= size:
+        return data
+    end = size
+    while end > 0 and (data[end] & 0xC0) == 0x80:  # a continuation byte: the cut would split a character
+        end -= 1
+    return data[:end]
+
+
+class QOTDDatagram(GuardedDatagram):
+    """
+    RFC 865 over UDP: the message, cut to the request's size. A request too
+    short for one character gets nothing (the whole message goes to the
+    guard, which drops it as too_large, so the drop is counted).
+    """
+
+    def __init__(self, renderer: Renderer, clock: Any) -> None:
+        assert renderer.guard is not None
+        super().__init__(renderer.guard)
+        self.renderer = renderer
+        self.clock = clock
+        self.peer = ""
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.peer = udp_peer(addr[0], addr[1])
+        super().datagramReceived(datagram, addr)
+
+    def reply_for(self, datagram: bytes) -> bytes:
+        message = self.renderer(self.peer, self.clock.seconds())
+        return cut_to(message, len(datagram)) or message
+
+
 def make_factory(context: GreetingContext) -> ServerFactory:
     return GreetingFactory(context, Greeting)
+
+
+def make_datagram(context: GreetingContext) -> DatagramProtocol:
+    return QOTDDatagram(context.state, context.reactor)
 
 
 SERVICE_TYPE: ServiceType[GreetingSettings, Renderer] = ServiceType(
     name="greeting",
     settings=GreetingSettings,
-    doc="RFC 865 style greeting / quote of the day: one message, then close",
+    doc="RFC 865 quote of the day: one message, then close (TCP, UNIX streams); over UDP, cut to the request's size",
     make_state=make_state,
     stream=make_factory,
+    datagram=make_datagram,
 )
