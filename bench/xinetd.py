@@ -73,7 +73,7 @@ def config(ports: Mapping[tuple[str, str], int], log: str) -> str:
             f"    protocol = {'tcp' if kind == 'stream' else 'udp'}",
             f"    port = {port}",
             f"    bind = {HOST}",
-            f"    wait = {'no' if kind == 'stream' else 'yes'}",
+            "    wait = no",
             "    user = root",
             "}",
         ]
