@@ -20,6 +20,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
+from socksvc.core.caps import CappedSettings
 from socksvc.core.datagram import BROADCAST, DISABLED, OWN_PORT, SOURCE_PORT, TOO_LARGE, UNSPECIFIED
 from socksvc.services import chargen, daytime, discard
 from socksvc.services import time as rfc868
@@ -415,5 +416,6 @@ def test_embedded_default_serves_the_classic_services_on_their_ports() -> None:
     assert not cfg.service("chargen").settings.udp
 
 
-def test_discard_settings_are_shared_with_chargen() -> None:
-    assert issubclass(chargen.ChargenSettings, discard.CappedSettings)
+def test_discard_and_chargen_share_the_caps() -> None:
+    assert issubclass(chargen.ChargenSettings, CappedSettings)
+    assert issubclass(discard.DiscardSettings, CappedSettings)

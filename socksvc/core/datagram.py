@@ -55,6 +55,7 @@ from twisted.logger import Logger
 
 from socksvc.config.settings import as_float, as_int, as_list, as_networks, as_port, setting
 from socksvc.core.policy import Policy, address_allowed
+from socksvc.core.service import ServiceContext, ServiceStatus
 from socksvc.util.addresses import host_ip, source_key
 from socksvc.util.ratelimit import RateLimitedLog, SourceLimiter
 
@@ -303,6 +304,27 @@ def _errno_name(e: BaseException) -> tuple[str, str]:
     if isinstance(e, OSError) and e.errno is not None:
         return errno.errorcode.get(e.errno, str(e.errno)), e.strerror or str(e)
     return type(e).__name__, str(e) or type(e).__name__
+
+
+class GuardState:
+    """
+    The state of a service whose only long-lived part is the guard its udp:
+    listens share (discard, chargen): C{make_state=GuardState}.
+    """
+
+    def __init__(self, context: ServiceContext[Any, Any]) -> None:
+        self.settings = context.settings
+        self.guard = DatagramGuard(context.name, context.settings, context.policy, context.reactor, context.udp_ports)
+
+    def reconfigure(self, settings: Any) -> None:
+        self.settings = settings
+        self.guard.reconfigure(settings)
+
+    def shutdown(self) -> None:
+        pass
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus(counters=self.guard.counters())
 
 
 class GuardedDatagram(DatagramProtocol):

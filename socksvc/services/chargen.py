@@ -39,10 +39,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socksvc.config.settings import as_bool, setting
-from socksvc.core.datagram import DISABLED, GuardedDatagram
+from socksvc.core.caps import CappedSettings, Caps
+from socksvc.core.datagram import DISABLED, GuardedDatagram, GuardState
 from socksvc.core.protocols import ServiceFactory
 from socksvc.core.service import ServiceContext, ServiceType
-from socksvc.services.discard import CappedSettings, Caps, GuardState
 
 RING = bytes(range(32, 127))
 """The 95 printing ASCII characters, space first: RFC 864's ring."""

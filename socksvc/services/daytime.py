@@ -4,8 +4,8 @@ Daytime (RFC 867): the date and time as one line of text.
 RFC 867 leaves the format open; socksvc sends UTC in RFC 3339, ASCII,
 ending in CRLF, never the server's local zone: C{2026-11-21T11:39:21Z\\r\\n}
 (22 bytes). Over a stream the line is sent and the connection closed, the
-way a greeting is (L{socksvc.services.greeting.Greeting}: on a plain TCP
-port straight from the accept loop). Over UDP any datagram, empty ones
+way a greeting is (L{socksvc.core.oneshot}: on a plain TCP port
+straight from the accept loop). Over UDP any datagram, empty ones
 included, is answered with the line, behind the datagram guard; the reply
 may exceed its request by the line's 22 bytes (C{slack}), which is the
 whole amplification there is (a 28-byte empty IPv4 datagram gets 50 bytes
@@ -23,8 +23,8 @@ from twisted.internet.protocol import DatagramProtocol, ServerFactory
 
 from socksvc.config.settings import as_float, setting
 from socksvc.core.datagram import DatagramGuard, GuardedDatagram, GuardSettings
+from socksvc.core.oneshot import OneShot, OneShotFactory
 from socksvc.core.service import ServiceContext, ServiceStatus, ServiceType
-from socksvc.services.greeting import Greeting, GreetingFactory
 
 LINE_SIZE = len(b"2026-11-21T11:39:21Z\r\n")
 
@@ -51,7 +51,7 @@ class Clockface:
     """
     A daytime service's state: the line, formatted once per second, and the
     guard its udp: listens share. Called as C{(peer, now)} like a greeting's
-    renderer, so the greeting's stream side serves it.
+    renderer, so core's one-message stream side serves it.
     """
 
     def __init__(self, context: ServiceContext[DaytimeSettings, Any]) -> None:
@@ -94,7 +94,7 @@ class UDPDaytime(GuardedDatagram):
 
 
 def make_factory(context: DaytimeContext) -> ServerFactory:
-    return GreetingFactory(context, Greeting)
+    return OneShotFactory(context, OneShot)
 
 
 def make_datagram(context: DaytimeContext) -> DatagramProtocol:

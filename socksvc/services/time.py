@@ -10,7 +10,7 @@ bytes and never an exception (the modulo also takes a clock set before 1970
 or after 2106).
 
 Over a stream the 4 bytes are sent and the connection closed, the way a
-greeting is (L{socksvc.services.greeting.Greeting}). Over UDP any datagram,
+greeting is (L{socksvc.core.oneshot}). Over UDP any datagram,
 empty ones included (rdate -u sends an empty one), gets the 4 bytes, behind
 the datagram guard; the reply may exceed its request by those 4 bytes
 (C{slack}): a 28-byte empty IPv4 datagram gets 32 bytes back (1.14x), and
@@ -28,8 +28,8 @@ from twisted.internet.protocol import DatagramProtocol, ServerFactory
 
 from socksvc.config.settings import as_float, setting
 from socksvc.core.datagram import DatagramGuard, GuardedDatagram, GuardSettings
+from socksvc.core.oneshot import OneShot, OneShotFactory
 from socksvc.core.service import ServiceContext, ServiceStatus, ServiceType
-from socksvc.services.greeting import Greeting, GreetingFactory
 
 EPOCH_OFFSET = 2208988800
 """Seconds from 1900-01-01T00:00:00Z (RFC 868's epoch) to 1970-01-01T00:00:00Z (Unix's)."""
@@ -54,7 +54,7 @@ class TimeState:
     """
     A time service's state: the 4 bytes, computed once per second, and the
     guard its udp: listens share. Called as C{(peer, now)} like a greeting's
-    renderer, so the greeting's stream side serves it.
+    renderer, so core's one-message stream side serves it.
     """
 
     def __init__(self, context: ServiceContext[TimeSettings, Any]) -> None:
@@ -97,7 +97,7 @@ class UDPTime(GuardedDatagram):
 
 
 def make_factory(context: TimeContext) -> ServerFactory:
-    return GreetingFactory(context, Greeting)
+    return OneShotFactory(context, OneShot)
 
 
 def make_datagram(context: TimeContext) -> DatagramProtocol:
