@@ -27,6 +27,7 @@ from socksvc.services import time as rfc868
 from socksvc.services.catalogue import load, types
 from socksvc.wire import CHARGEN_PORT, DAYTIME_PORT, DEFAULT_PORTS, DISCARD_PORT, TIME_PORT
 from tests.support import connect, context
+from tests.support.classic import rfc864_lines
 
 WRAP = 2085978496
 """2036-02-07T06:28:16Z: RFC 868's 32-bit count of seconds since 1900 wraps to 0."""
@@ -229,16 +230,6 @@ def test_udp_discard_never_replies() -> None:
 
 
 # -- chargen (RFC 864) ---------------------------------------------------------------
-
-
-def rfc864_lines(count: int) -> bytes:
-    """The RFC's pattern, written out from its text: 95 printing characters, line k from character k."""
-    chars = [chr(c) for c in range(32, 127)]
-    assert len(chars) == 95
-    out = []
-    for k in range(count):
-        out.append("".join(chars[(k + i) % 95] for i in range(72)) + "\r\n")
-    return "".join(out).encode("ascii")
 
 
 def test_chargen_lines_are_the_rfcs() -> None:

@@ -27,8 +27,7 @@ import pytest_twisted
 from socksvc.services import chargen
 from tests.conftest import Loopback, until
 from tests.support import Daemon, context, daemon, recv_all, recv_exactly
-from tests.test_classic import rfc864_lines
-from tests.test_udp_loopback import drain, recv, udp, udp_ports
+from tests.support.classic import drain, recv, rfc864_lines, udp, udp_ports
 
 TIMEOUT = 5.0
 RFC3339 = re.compile(rb"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z\r\n$")

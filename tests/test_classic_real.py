@@ -22,8 +22,7 @@ import pytest
 
 from bench.xinetd import Xinetd, XinetdError, missing, xinetd
 from tests.support import Daemon, daemon, recv_all, recv_exactly
-from tests.test_classic import rfc864_lines
-from tests.test_udp_loopback import recv, udp
+from tests.support.classic import recv, rfc864_lines, udp
 
 RDATE = shutil.which("rdate")
 needs_rdate = pytest.mark.skipif(RDATE is None, reason="rdate is not installed (Debian package rdate)")

@@ -27,9 +27,9 @@ from socksvc.client.common import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon
-from tests.test_client_exits import free_port, in_process, one_line, silent, unknown_names  # noqa: F401
+from tests.support.classic import free_port, in_process, one_line, silent, unknown_names  # noqa: F401
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 BOTH = 'listen = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]'
 CONFIG = f"""
