@@ -22,12 +22,16 @@ ECHO_PORT = 7007
 GREETING_PORT = 7017
 REVERSE_PORT = 7071
 CHAT_PORT = 7070
+SMTP_PORT = 7025
+POP3_PORT = 7110
 
 DEFAULT_PORTS: dict[str, int] = {
     "echo": ECHO_PORT,
     "greeting": GREETING_PORT,
     "reverse": REVERSE_PORT,
     "chat": CHAT_PORT,
+    "smtp": SMTP_PORT,
+    "pop3": POP3_PORT,
 }
 """Service name -> the loopback port of the embedded default (and the client's default)."""
 

@@ -21,7 +21,7 @@ from socksvc.config.listen import ListenSpec, parse_listen, parse_systemd_spec
 from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import ItemError, closest, setting_fields
 from socksvc.util.files import read_regular_file
-from socksvc.wire import CHAT_PORT, DEFAULT_INTERFACE, ECHO_PORT, GREETING_PORT, REVERSE_PORT
+from socksvc.wire import CHAT_PORT, DEFAULT_INTERFACE, ECHO_PORT, GREETING_PORT, POP3_PORT, REVERSE_PORT, SMTP_PORT
 
 DEFAULT_SOURCE = "<embedded default>"
 
@@ -50,6 +50,15 @@ listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
 
 [services.chat]
 listen = ["tcp:{CHAT_PORT}:interface={_LO}"]
+
+# Mail is filed in $XDG_DATA_HOME/socksvc/mail (~/.local/share/socksvc/mail),
+# or $STATE_DIRECTORY/mail under systemd; see docs/mail.md.
+[services.smtp]
+listen = ["tcp:{SMTP_PORT}:interface={_LO}"]
+announce = "lobby"
+
+[services.pop3]
+listen = ["tcp:{POP3_PORT}:interface={_LO}"]
 """
 
 
@@ -112,10 +121,13 @@ def _show(value: Any) -> str:
 
 
 def _show_other(value: Any) -> str:
-    """TOML dates and times as TOML writes them."""
+    """TOML dates and times as TOML writes them; a file read at load time (it has a path) as its path."""
     isoformat = getattr(value, "isoformat", None)
     if callable(isoformat):
         return str(isoformat())
+    path = getattr(value, "path", None)
+    if isinstance(path, str):
+        return path
     raise TypeError(type(value).__name__)
 
 

@@ -15,6 +15,8 @@ from socksvc.config.loader import Config
 from socksvc.core.service import ServiceType, catalogue_of
 from socksvc.services import echo, greeting, reverse
 from socksvc.services.chat import service as chat
+from socksvc.services.mail.pop3 import service as pop3
+from socksvc.services.mail.smtp import service as smtp
 
 TYPES: dict[str, ServiceType[Any, Any]] = catalogue_of(
     [
@@ -22,6 +24,8 @@ TYPES: dict[str, ServiceType[Any, Any]] = catalogue_of(
         greeting.SERVICE_TYPE,
         reverse.SERVICE_TYPE,
         chat.SERVICE_TYPE,
+        smtp.SERVICE_TYPE,
+        pop3.SERVICE_TYPE,
     ]
 )
 
