@@ -165,3 +165,45 @@ def tmp_files(root: Path) -> list[str]:
 
 def ehlo(session: Session, name: str = "client.example") -> list[str]:
     return session.send(f"EHLO {name}\r\n")
+
+
+class SmtpClient:
+    """A plain blocking SMTP client on a socket, for saying what real clients would not."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
+        import socket
+
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        self.greeting = self.reply()
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self) -> str:
+        """One whole reply (multi-line replies joined by newlines)."""
+        lines = [self.line()]
+        while lines[-1][3:4] == b"-":
+            lines.append(self.line())
+        return "\n".join(x.decode("utf-8", "replace") for x in lines)
+
+    def say(self, data: bytes | str, replies: int = 1) -> list[str]:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+        return [self.reply() for _ in range(replies)]
+
+    def code(self, data: bytes | str) -> int:
+        return int(self.say(data)[0][:3])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def daemon_port(d: Any, service: str) -> int:
+    port: int = d.port(service)
+    return port
