@@ -271,6 +271,48 @@ def test_a_store_that_cannot_be_made_gets_451(tmp_path: Path) -> None:
     assert s.ctx.state.counters["rejected_store"] == 1
 
 
+def test_input_waits_while_a_message_is_made_durable(tmp_path: Path) -> None:
+    from twisted.internet.defer import Deferred
+
+    s = mail(tmp_path, "trace = false")
+    pending: list[tuple[Deferred[str], object, tuple[object, ...]]] = []
+
+    def later(f: object, *args: object) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        pending.append((d, f, args))
+        return d
+
+    s.ctx.state.run_blocking = later
+    transaction(s)
+    assert s.send("one\r\n.\r\n") == []  # not answered before it is on disk
+    assert s.send("NOOP\r\nMAIL FROM:<b@c.org>\r\n") == []  # pipelined: waits its turn
+    assert s.transport.producerState == "producing"
+    d, f, args = pending.pop()
+    d.callback(f(*args))  # type: ignore[operator]
+    out = s.lines()
+    assert out[0].startswith("250 2.0.0 Ok: filed as ") and out[1:] == ["250 2.0.0 Ok", "250 2.1.0 Sender OK"]
+    assert s.codes("RCPT TO:<x@y.org>\r\nDATA\r\ntwo\r\n.\r\nNOOP\r\n") == [250, 354]
+    assert s.transport.producerState == "paused"  # what came after the dot waits, reading paused
+    d, f, args = pending.pop()
+    d.callback(f(*args))  # type: ignore[operator]
+    assert [int(x[:3]) for x in s.lines()] == [250, 250]
+    assert s.transport.producerState == "producing"
+    assert [p.read_bytes() for p in new_files(tmp_path / "mail")] == [b"one\n", b"two\n"]
+
+
+def test_a_reload_applies_to_the_next_message(tmp_path: Path) -> None:
+    from socksvc.services.catalogue import loads
+
+    s = mail(tmp_path, 'hostname = "old.test"')
+    assert s.lines() == ["220 old.test ESMTP socksvc"]
+    text = f'[services.smtp]\nlisten = ["tcp:0"]\nmaildir = "{tmp_path / "other"}"\nhostname = "new.test"\n'
+    s.ctx.reconfigure(loads(text).service("smtp").settings)
+    assert ehlo(s)[0].startswith("250-new.test Hello")
+    transaction(s)
+    assert s.codes("x\r\n.\r\n") == [250]
+    assert len(new_files(tmp_path / "other")) == 1
+
+
 # -- STARTTLS ------------------------------------------------------------------------
 
 

@@ -491,8 +491,8 @@ class SMTPServer(AuthMixin, StreamProtocol):
     def settled(self, _: object) -> None:
         """The message is filed (or not) and answered: read on."""
         self.busy = False
-        if not self.waiting:
-            return  # it settled at once: process() goes on with what follows
+        if not self.waiting and not self.held:
+            return  # it settled at once (or nothing came meanwhile): process() goes on with what follows
         self.waiting = False
         held, self.held = bytes(self.held), bytearray()
         transport: Any = self.transport
