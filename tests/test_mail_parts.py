@@ -310,3 +310,15 @@ def test_a_key_that_does_not_match_is_a_config_error(tmp_path: Path) -> None:
     line = config_error(head + f'tls_key = "{other_key}"')
     assert line == f't.toml: services.smtp.tls_key = "{other_key}": the key does not match the certificate'
     assert config_error(head).endswith("no valid PEM private key (unencrypted) in the file")
+
+
+def test_a_maildir_removed_while_running_is_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    box = md.Maildir(str(tmp_path / "m"))
+    md.Draft(box).abort()
+    shutil.rmtree(box.path)
+    draft = md.Draft(box)
+    draft.write(b"x\n")
+    draft.finish([], True)
+    assert len(os.listdir(box.new)) == 1

@@ -119,8 +119,13 @@ class Maildir:
         self.new = os.path.join(path, "new")
         self.cur = os.path.join(path, "cur")
 
-    def ensure(self) -> list[str]:
+    _ready: set[str] = set()
+    """Maildirs made (or found) already by this process: not asked again for every message."""
+
+    def ensure(self, again: bool = False) -> list[str]:
         """Make what is missing (mode 0700); the directories made, parents first."""
+        if self.path in Maildir._ready and not again:
+            return []
         made = []
         for d in (self.path, self.tmp, self.new, self.cur):
             try:
@@ -131,6 +136,7 @@ class Maildir:
                 os.makedirs(os.path.dirname(d), DIR_MODE, exist_ok=True)
                 os.mkdir(d, DIR_MODE)
             made.append(d)
+        Maildir._ready.add(self.path)
         return made
 
     def __eq__(self, other: object) -> bool:
@@ -158,6 +164,7 @@ class Draft:
     def __init__(self, box: Maildir) -> None:
         self.box = box
         self.made = box.ensure()
+        retried = False
         while True:
             self.name = unique_name()
             self.tmp_path = os.path.join(box.tmp, self.name)
@@ -166,6 +173,12 @@ class Draft:
                     self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE
                 )
             except FileExistsError:
+                continue
+            except FileNotFoundError:  # removed since it was made: make it again, once
+                if retried:
+                    raise
+                retried = True
+                self.made += box.ensure(again=True)
                 continue
             break
         self.size = 0
@@ -215,7 +228,11 @@ class Draft:
                 made += box.ensure()
                 target = os.path.join(box.new, final)
                 try:
-                    os.link(self.tmp_path, target)
+                    try:
+                        os.link(self.tmp_path, target)
+                    except FileNotFoundError:  # its new/ was removed since it was made
+                        made += box.ensure(again=True)
+                        os.link(self.tmp_path, target)
                 except OSError as e:
                     if e.errno != errno.EXDEV:
                         raise
