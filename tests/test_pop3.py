@@ -219,3 +219,27 @@ def test_the_autologout_timer(tmp_path: Path) -> None:
     s.clock.advance(2)
     assert s.transport.disconnecting
     assert s.lines() == []
+
+
+def test_a_client_gone_in_the_middle_of_a_retr_logs_no_traceback(tmp_path: Path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    file_message(tmp_path / "mail", b"x" * 70 + b"\n" * 20000)
+    s = pop(tmp_path)
+    login(s)
+    failures: list[object] = []
+
+    def observe(event: dict[str, object]) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        s.proto.dataReceived(b"RETR 1\r\nNOOP\r\n")
+        assert s.transport.value().count(b"\r\n") < 1000  # the transfer has only begun
+        s.transport.producer.stopProducing()  # what a transport does when the peer goes away
+        s.close()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert failures == []
+    assert s.transport.disconnecting

@@ -205,6 +205,15 @@ def test_domains_refuse_other_recipients_and_postmaster_is_always_taken(tmp_path
     assert s.send("RCPT TO:<nodomain>\r\n") == ["553 5.1.3 Recipient address needs a local part and a domain"]
 
 
+def test_control_characters_are_no_part_of_an_address(tmp_path: Path) -> None:
+    s = mail(tmp_path)
+    ehlo(s)
+    assert s.send('MAIL FROM:<"a\x1b[31m"@b.org>\r\n') == ["501 5.5.2 Syntax error: a control character"]
+    s.send("MAIL FROM:<a@b.org>\r\n")
+    assert s.send("RCPT TO:<c\x7f@d.org>\r\n") == ["501 5.5.2 Syntax error: a control character"]
+    assert s.codes('RCPT TO:<"c d"@d.org>\r\n') == [250]
+
+
 def test_non_ascii_addresses_need_smtputf8_which_is_not_offered(tmp_path: Path) -> None:
     s = mail(tmp_path)
     ehlo(s)

@@ -150,12 +150,12 @@ _counter = 0
 
 
 def unique_name() -> str:
-    """A new unique name, qmail style: C{SECONDS.MMICROSPIDQN.HOST}."""
+    """A new unique name, qmail style: C{SECONDS.MMICROS(6 digits)PPIDQN.HOST}."""
     global _counter
     _counter += 1
     now = time.time()
     sec = int(now)
-    return f"{sec}.M{int((now - sec) * 1e6)}P{os.getpid()}Q{_counter}.{HOST}"
+    return f"{sec}.M{int((now - sec) * 1e6):06d}P{os.getpid()}Q{_counter}.{HOST}"  # padded: names sort by time
 
 
 class Draft:

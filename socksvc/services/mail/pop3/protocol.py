@@ -2,13 +2,13 @@
 The POP3 server protocol: twisted.mail's POP3 with socksvc's command layer.
 
 L{protocol_class} composes L{Pop3Session} with C{twisted.mail.pop3.POP3}.
-Twisted's class supplies the message transfer (RETR and TOP through a file
-producer, one transfer at a time with pipelined commands queued behind it),
-RSET, NOOP, LAST and QUIT's UPDATE step. socksvc replaces the rest because
-Twisted's POP3 server
+Twisted's class supplies the queueing of pipelined commands behind a long
+operation (a RETR or TOP, sent through Twisted's file producer) and TOP's
+header reader; socksvc supplies the rest, because Twisted's POP3 server
  - logs a traceback and answers "bad protocol or server: ValueError" for a
    non-numeric message number, crashes the connection on DELE out of range,
    and leaves the client without an answer when a message file has vanished;
+ - logs a traceback when a client goes away in the middle of a RETR;
  - counts messages marked deleted in STAT, and lists them in LIST;
  - byte-stuffs a dot at the start of a line only when the line does not begin
    a chunk of the file;
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
+from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
 from socksvc.core.protocols import StreamProtocol
@@ -57,7 +58,7 @@ class Pop3Session(StreamProtocol):
 
     if TYPE_CHECKING:  # provided by twisted.mail.pop3.POP3
 
-        def _sendMessageContent(self, i: bytes, wrap: Any, response: Any) -> Any: ...
+        def _longOperation(self, d: Any) -> Any: ...
 
         def setTimeout(self, period: float | None) -> Any: ...
 
@@ -326,21 +327,48 @@ class Pop3Session(StreamProtocol):
 
     def do_RETR(self, *args: bytes) -> Any:
         i = self.number(args)
-        if i is None:
+        if i is None or self.mbox is None:
             return None
-        self.line_start = True
         self.context.state.counters["retrieved"] += 1
-        return self._sendMessageContent(args[0], lambda fp: fp, lambda size: f"{size} octets")
+        return self.send_message(i, lambda fp: fp, f"{self.mbox.entries[i].size} octets")
 
     def do_TOP(self, *args: bytes) -> Any:
         if len(args) != 2 or not args[1].isdigit() or len(args[1]) > 9:
             self.failResponse(b"Syntax: TOP message lines")
             return None
-        if self.number(args[:1]) is None:
+        i = self.number(args[:1])
+        if i is None:
             return None
-        self.line_start = True
         lines = int(args[1])
-        return self._sendMessageContent(args[0], lambda fp: self.headers_plus(fp, lines), lambda size: "top follows")
+        return self.send_message(i, lambda fp: self.headers_plus(fp, lines), "top follows")
+
+    def send_message(self, i: int, wrap: Any, response: str) -> Any:
+        """
+        A message (or its top) as a multi-line response: Twisted's file
+        producer, one chunk as the transport asks, pipelined commands queued
+        behind it (Twisted's long operation). A client that goes away meanwhile
+        just ends the transfer.
+        """
+        assert self.mbox is not None
+        try:
+            fp = self.mbox.getMessage(i)
+        except ValueError as e:
+            self.failResponse(str(e))
+            return None
+        self.successResponse(response)
+        self.line_start = True
+        d = FileSender().beginFileTransfer(wrap(fp), self.transport, self.transformChunk)
+
+        def sent(last: bytes) -> None:
+            self.sendLine(b"." if last == b"\n" else b"\r\n.")
+
+        def stopped(failure: Failure) -> None:
+            transport: Any = self.transport
+            if transport is not None:
+                transport.loseConnection()
+
+        d.addCallbacks(sent, stopped)
+        return self._longOperation(d)
 
     def do_NOOP(self, *args: bytes) -> None:
         self.successResponse()

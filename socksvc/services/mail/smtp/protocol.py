@@ -25,6 +25,7 @@ answered before the next is read, and while a message is being made durable
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport, ITLSTransport
@@ -57,6 +58,8 @@ PROBLEM_REPLIES: dict[str, Reply] = {
     mdata.NUL: (554, "5.6.0 Message refused: a NUL byte in the text"),
     mdata.WRITE: (451, "4.3.0 Local error in processing: the message could not be stored"),
 }
+CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+"""No control character belongs in an address (RFC 5321 4.1.2: qtextSMTP, atext)."""
 HELP = "2.0.0 socksvc SMTP: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT STARTTLS AUTH; RFC 5321"
 
 
@@ -344,6 +347,8 @@ class SMTPServer(AuthMixin, StreamProtocol):
             self.reply(530, "5.7.0 Authentication required")
         elif not arg.isascii():
             self.reply(553, "5.6.7 Non-ASCII address: this server does not offer SMTPUTF8")
+        elif CONTROL.search(arg):
+            self.reply(501, "5.5.2 Syntax error: a control character")
         else:
             m = self.mail_re.match(arg)
             if m is None:
@@ -378,6 +383,9 @@ class SMTPServer(AuthMixin, StreamProtocol):
             return
         if not arg.isascii():
             self.reply(553, "5.6.7 Non-ASCII address: this server does not offer SMTPUTF8")
+            return
+        if CONTROL.search(arg):
+            self.reply(501, "5.5.2 Syntax error: a control character")
             return
         m = self.rcpt_re.match(arg)
         if m is None:
