@@ -6,16 +6,17 @@ Twisted's class supplies the queueing of pipelined commands behind a long
 operation (a RETR or TOP, sent through Twisted's file producer) and TOP's
 header reader; socksvc supplies the rest, because Twisted's POP3 server
  - logs a traceback and answers "bad protocol or server: ValueError" for a
-   non-numeric message number, crashes the connection on DELE out of range,
-   and leaves the client without an answer when a message file has vanished;
- - logs a traceback when a client goes away in the middle of a RETR;
- - counts messages marked deleted in STAT, and lists them in LIST;
+   non-numeric message number; with its Maildir mailbox, lets DELE out of
+   range raise out of dataReceived and moves a file into .Trash on DELE (so
+   a dropped session loses it: RFC 1939 6 says it must not);
+ - leaves the client without an answer when a message file has vanished, and
+   logs a traceback when a client goes away in the middle of a RETR;
+ - counts messages marked deleted in STAT;
  - byte-stuffs a dot at the start of a line only when the line does not begin
    a chunk of the file;
- - deletes nothing at QUIT but moves files on DELE, so a dropped session
-   loses messages (RFC 1939 6 says it must not);
  - has no STLS and offers USER over any connection, with an APOP timestamp
    in the greeting for passwords it cannot hold.
+The commands of a logged-in session are L{socksvc.services.mail.pop3.transaction}.
 
 Logins: USER/PASS, checked by twisted.cred against the users file (without
 one, any name and password, on loopback and UNIX listeners only); only over
@@ -30,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
-from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
 from socksvc.core.protocols import StreamProtocol
 from socksvc.services.mail.pop3.mailbox import MaildirMailbox
 from socksvc.services.mail.pop3.state import Pop3Context
+from socksvc.services.mail.pop3.transaction import TransactionMixin
 from socksvc.services.mail.users import MAX_FAILURES, is_local
 from socksvc.util.lines import LineSplitter, TooLong
 
@@ -46,7 +47,7 @@ PRE_LOGIN = frozenset({b"CAPA", b"USER", b"PASS", b"STLS", b"QUIT", b"APOP", b"A
 LOGGED_IN_ONLY = frozenset({b"STAT", b"LIST", b"RETR", b"DELE", b"NOOP", b"RSET", b"UIDL", b"TOP", b"LAST"})
 
 
-class Pop3Session(StreamProtocol):
+class Pop3Session(TransactionMixin, StreamProtocol):
     """One POP3 session (see the module doc)."""
 
     context: Pop3Context
@@ -57,8 +58,6 @@ class Pop3Session(StreamProtocol):
     """twisted.mail.pop3's header-plus-N-lines reader for TOP (set by protocol_class)."""
 
     if TYPE_CHECKING:  # provided by twisted.mail.pop3.POP3
-
-        def _longOperation(self, d: Any) -> Any: ...
 
         def setTimeout(self, period: float | None) -> Any: ...
 
@@ -271,132 +270,6 @@ class Pop3Session(StreamProtocol):
             self.close_reason = "authentication failed"
             transport: Any = self.transport
             transport.loseConnection()
-
-    # -- the transaction state -------------------------------------------------------------
-
-    def number(self, args: tuple[bytes, ...], count: int = 1) -> int | None:
-        """The message number argument (0-based), or None after answering -ERR."""
-        assert self.mbox is not None
-        if len(args) != count or not args[0].isdigit() or len(args[0]) > 9:
-            self.failResponse(b"Syntax: a message number")
-            return None
-        i = int(args[0]) - 1
-        if not self.mbox.exists(i):
-            self.failResponse(b"no such message" if not 0 <= i < len(self.mbox.entries) else b"message deleted")
-            return None
-        return i
-
-    def do_STAT(self, *args: bytes) -> None:
-        assert self.mbox is not None
-        live = self.mbox.live()
-        self.successResponse(f"{len(live)} {sum(s for _, s in live)}")
-
-    def do_LIST(self, *args: bytes) -> None:
-        assert self.mbox is not None
-        if args:
-            i = self.number(args)
-            if i is not None:
-                self.successResponse(f"{i + 1} {self.mbox.entries[i].size}")
-            return
-        live = self.mbox.live()
-        self.successResponse(f"{len(live)} messages")
-        self.send_listing([f"{n} {size}".encode() for n, size in live])
-
-    def do_UIDL(self, *args: bytes) -> None:
-        assert self.mbox is not None
-        if args:
-            i = self.number(args)
-            if i is not None:
-                self.successResponse(b"%d %s" % (i + 1, self.mbox.entries[i].uid))
-            return
-        self.successResponse(b"")
-        entries = self.mbox.entries
-        self.send_listing([b"%d %s" % (n, entries[n - 1].uid) for n, _ in self.mbox.live()])
-
-    def send_listing(self, lines: list[bytes]) -> None:
-        data = b"".join(line + b"\r\n" for line in lines) + b".\r\n"
-        self.bytes_out += len(data)
-        transport: Any = self.transport
-        transport.write(data)
-
-    def do_DELE(self, *args: bytes) -> None:
-        i = self.number(args)
-        if i is not None and self.mbox is not None:
-            self.mbox.deleteMessage(i)
-            self.successResponse(f"message {i + 1} deleted")
-
-    def do_RETR(self, *args: bytes) -> Any:
-        i = self.number(args)
-        if i is None or self.mbox is None:
-            return None
-        self.context.state.counters["retrieved"] += 1
-        return self.send_message(i, lambda fp: fp, f"{self.mbox.entries[i].size} octets")
-
-    def do_TOP(self, *args: bytes) -> Any:
-        if len(args) != 2 or not args[1].isdigit() or len(args[1]) > 9:
-            self.failResponse(b"Syntax: TOP message lines")
-            return None
-        i = self.number(args[:1])
-        if i is None:
-            return None
-        lines = int(args[1])
-        return self.send_message(i, lambda fp: self.headers_plus(fp, lines), "top follows")
-
-    def send_message(self, i: int, wrap: Any, response: str) -> Any:
-        """
-        A message (or its top) as a multi-line response: Twisted's file
-        producer, one chunk as the transport asks, pipelined commands queued
-        behind it (Twisted's long operation). A client that goes away meanwhile
-        just ends the transfer.
-        """
-        assert self.mbox is not None
-        try:
-            fp = self.mbox.getMessage(i)
-        except ValueError as e:
-            self.failResponse(str(e))
-            return None
-        self.successResponse(response)
-        self.line_start = True
-        d = FileSender().beginFileTransfer(wrap(fp), self.transport, self.transformChunk)
-
-        def sent(last: bytes) -> None:
-            self.sendLine(b"." if last == b"\n" else b"\r\n.")
-
-        def stopped(failure: Failure) -> None:
-            transport: Any = self.transport
-            if transport is not None:
-                transport.loseConnection()
-
-        d.addCallbacks(sent, stopped)
-        return self._longOperation(d)
-
-    def do_NOOP(self, *args: bytes) -> None:
-        self.successResponse()
-
-    def do_RSET(self, *args: bytes) -> None:
-        assert self.mbox is not None
-        self.mbox.undeleteMessages()
-        self.successResponse(f"{len(self.mbox.live())} messages")
-
-    def do_LAST(self, *args: bytes) -> None:
-        self.failResponse(b"LAST is not supported (RFC 1725 dropped it)")
-
-    def do_QUIT(self, *args: bytes) -> None:
-        """The UPDATE state: the messages marked deleted go now."""
-        self.closing = True
-        if self.mbox is not None:
-            try:
-                self.mbox.sync()
-            except OSError as e:
-                self.failResponse(f"some messages could not be deleted: {e.strerror}")
-            else:
-                self.context.state.counters["deleted"] += self.mbox.removed
-                self.successResponse(f"bye ({self.mbox.removed} messages deleted)")
-        else:
-            self.successResponse(b"bye")
-        self.logout()
-        transport: Any = self.transport
-        transport.loseConnection()
 
 
 @functools.cache
