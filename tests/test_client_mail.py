@@ -16,9 +16,9 @@ import pytest
 from socksvc.client.common import EXIT_CONNECT, EXIT_NOT_FOUND, EXIT_OK, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE
 from socksvc.client.main import run as client_run
 from socksvc.util.passwords import parse_hash, verify
-from tests.mail_support import self_signed, users_file
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon
+from tests.support.mail import self_signed, users_file
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 
 @pytest.fixture(scope="module")

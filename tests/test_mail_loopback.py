@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.mail_support import TUTORIAL_MESSAGE, SmtpClient, self_signed, users_file
 from tests.support import TWISTD, Daemon, daemon, start_daemon
+from tests.support.mail import TUTORIAL_MESSAGE, SmtpClient, self_signed, users_file
 
 SWAKS = shutil.which("swaks")
 

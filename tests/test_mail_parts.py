@@ -20,7 +20,7 @@ from socksvc.services.mail import maildir as md
 from socksvc.services.mail.smtp import data
 from socksvc.services.mail.users import PasswordChecker, parse_users
 from socksvc.util import passwords
-from tests.mail_support import self_signed, users_file
+from tests.support.mail import self_signed, users_file
 
 # -- the DATA reader ---------------------------------------------------------------
 

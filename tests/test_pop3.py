@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from socksvc.services.mail import maildir as md
-from tests.mail_support import Session, pop3_context, self_signed, users_file
+from tests.support.mail import Session, pop3_context, self_signed, users_file
 
 
 def file_message(root: Path, text: bytes) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from socksvc.services.mail.maildir import Maildir
-from tests.mail_support import (
+from tests.support.mail import (
     Session,
     ehlo,
     new_files,
