@@ -81,17 +81,17 @@ def test_send_list_read_delete(
     code, out, err = run([*argv, "--subject", "build 42", *AUTH, *cafile], capfd, body)
     assert (code, err) == (EXIT_OK, "")
     assert out.startswith("250 2.0.0 Ok: filed as ")
-    code, out, err = run(["mail", "list", *pop(mail), "-u", "anyone", "--stls", *cafile], capfd)
+    code, out, err = run(["mail", "list", *pop(mail), "--user", "anyone", "--stls", *cafile], capfd)
     assert (code, err) == (EXIT_OK, "")
     assert out.splitlines()[-1].split("\t")[2:] == ["ci@example.org", "build 42"]
     number = out.splitlines()[-1].split("\t")[0]
-    code, out, err = run(["mail", "read", number, *pop(mail), "-u", "x", "--stls", "--insecure"], capfd)
+    code, out, err = run(["mail", "read", number, *pop(mail), "--user", "x", "--stls", "--insecure"], capfd)
     assert code == EXIT_OK
     assert "Subject: build 42\n" in out and "with ESMTPSA id" in out
     assert out.endswith("Hello,\n.the build is green.\nGr\u00fc\u00dfe\n")
-    code, out, err = run(["mail", "delete", number, *pop(mail), "-u", "x"], capfd)
+    code, out, err = run(["mail", "delete", number, *pop(mail), "--user", "x"], capfd)
     assert (code, out) == (EXIT_OK, "+OK bye (1 messages deleted)\n")
-    assert run(["mail", "read", number, *pop(mail), "-u", "x"], capfd)[0] == EXIT_PROTOCOL
+    assert run(["mail", "read", number, *pop(mail), "--user", "x"], capfd)[0] == EXIT_PROTOCOL
 
 
 def test_passwords_come_from_a_file_or_the_environment_never_the_command_line(
@@ -122,7 +122,7 @@ def test_a_password_never_crosses_to_another_host_in_the_clear(
     code, out, err = run(argv, capfd, b"x\n")
     assert (code, out) == (EXIT_USAGE, "")
     assert err.endswith("in the clear: add --starttls\n")
-    code, _out, err = run(["mail", "list", *pop(mail), "-u", "x"], capfd)
+    code, _out, err = run(["mail", "list", *pop(mail), "--user", "x"], capfd)
     assert code == EXIT_USAGE and err.endswith("in the clear: add --stls\n")
 
 
@@ -143,10 +143,10 @@ def test_unknown_host_refused_and_timed_out(capfd: pytest.CaptureFixture[str], m
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-        code, _out, err = run(["mail", "list", "127.0.0.1", port, "-u", "x"], capfd)
+        code, _out, err = run(["mail", "list", "127.0.0.1", port, "--user", "x"], capfd)
         assert code == EXIT_CONNECT and err.endswith("connection refused\n")
         s.listen()
-        code, _out, err = run(["mail", "list", "127.0.0.1", port, "-u", "x", "-t", "0.3"], capfd)
+        code, _out, err = run(["mail", "list", "127.0.0.1", port, "--user", "x", "-t", "0.3"], capfd)
         assert code == EXIT_TIMEOUT and err.endswith("within 0.3 s\n")
 
     def unknown(*args: object, **kw: object) -> object:
@@ -161,7 +161,7 @@ def test_bad_command_lines(capfd: pytest.CaptureFixture[str]) -> None:
     for argv in (
         ["mail", "send", "--to", "a@b.org"],
         ["mail", "send", "--from", "a <b>", "--to", "c@d.org"],
-        ["mail", "read", "0", "-u", "x"],
+        ["mail", "read", "0", "--user", "x"],
         ["mail", "list"],
         ["mail"],
     ):

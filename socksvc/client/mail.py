@@ -86,7 +86,7 @@ def register(subparsers: Any) -> None:
         if name != "list":
             p.add_argument("number", type=parse_count, metavar="N", help="the message number (from list)")
         add_target_arguments(p, POP3_PORT, timeout=30.0)
-        p.add_argument("--user", "-u", required=True, metavar="U", help="the POP3 user name")
+        p.add_argument("--user", required=True, metavar="U", help="the POP3 user name")
         p.add_argument("--stls", action="store_true", help="switch to TLS first (required off this host)")
         _secrets(p)
         p.set_defaults(run=RUNS[name], command_parser=p)
