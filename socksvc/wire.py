@@ -30,6 +30,8 @@ ADMIN_PORT = 9107
 """The admin HTTP listener of the embedded default (/metrics, the status page); `socksvc status` asks it."""
 STATUS_PATH = "/status.json"
 """Where the admin listener serves its figures as JSON (what `socksvc status` reads)."""
+SMTP_PORT = 7025
+POP3_PORT = 7110
 
 DEFAULT_PORTS: dict[str, int] = {
     "echo": ECHO_PORT,
@@ -40,6 +42,8 @@ DEFAULT_PORTS: dict[str, int] = {
     "daytime": DAYTIME_PORT,
     "chargen": CHARGEN_PORT,
     "time": TIME_PORT,
+    "smtp": SMTP_PORT,
+    "pop3": POP3_PORT,
 }
 """Service name -> the loopback port of the embedded default (and the client's default)."""
 

@@ -30,7 +30,9 @@ from socksvc.wire import (
     DISCARD_PORT,
     ECHO_PORT,
     GREETING_PORT,
+    POP3_PORT,
     REVERSE_PORT,
+    SMTP_PORT,
     TIME_PORT,
 )
 
@@ -74,6 +76,15 @@ listen = ["tcp:{CHARGEN_PORT}:interface={_LO}"]
 
 [services.time]
 listen = ["tcp:{TIME_PORT}:interface={_LO}", "udp:{TIME_PORT}:interface={_LO}"]
+
+# Mail is filed in $XDG_DATA_HOME/socksvc/mail (~/.local/share/socksvc/mail),
+# or $STATE_DIRECTORY/mail under systemd; see docs/mail.md.
+[services.smtp]
+listen = ["tcp:{SMTP_PORT}:interface={_LO}"]
+announce = "lobby"
+
+[services.pop3]
+listen = ["tcp:{POP3_PORT}:interface={_LO}"]
 """
 
 
@@ -138,10 +149,13 @@ def _show(value: Any) -> str:
 
 
 def _show_other(value: Any) -> str:
-    """TOML dates and times as TOML writes them."""
+    """TOML dates and times as TOML writes them; a file read at load time (it has a path) as its path."""
     isoformat = getattr(value, "isoformat", None)
     if callable(isoformat):
         return str(isoformat())
+    path = getattr(value, "path", None)
+    if isinstance(path, str):
+        return path
     raise TypeError(type(value).__name__)
 
 

@@ -30,6 +30,7 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from socksvc.config.loader import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig
+from socksvc.core.notices import NoticeBus
 from socksvc.daemon import systemd
 from socksvc.daemon.admin import AdminService, restart_keys
 from socksvc.daemon.errors import StartupError
@@ -69,6 +70,7 @@ class DaemonService(MultiService):
         self.udp_ports: set[int] = {
             s.port for svc in config.services for s in svc.listen if s.kind == "datagram" and s.port
         }
+        self.notices = NoticeBus()  # one per daemon: smtp's announce reaches chat's rooms through it
         for svc in config.services:
             self.make_instance(svc).setServiceParent(self)
         # The admin HTTP listener ([daemon] http): /metrics and the status page.
@@ -98,7 +100,7 @@ class DaemonService(MultiService):
 
     def make_instance(self, config: ServiceConfig) -> ServiceInstance:
         """A new instance of a service (not yet a child: the caller adds it)."""
-        return ServiceInstance(config, types()[config.type], self.reactor, self.udp_ports)
+        return ServiceInstance(config, types()[config.type], self.reactor, self.udp_ports, self.notices)
 
     def order_services(self, names: Sequence[str]) -> None:
         """Keep the children in config order (STATUS= and logs follow it)."""

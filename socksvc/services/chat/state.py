@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,6 +32,11 @@ log = Logger(namespace="socksvc")
 
 WELCOME_HOLD = 0.02  # seconds the welcome waits for a nickname to go out with
 REASON_MAX = 200  # characters of a /quit reason
+NOTICE_MAX = 1000  # characters of a notice another service posts
+
+
+def _nothing() -> None:
+    pass
 
 
 class ChatState(Delivery):
@@ -61,6 +67,8 @@ class ChatState(Delivery):
         self._log_limit = RateLimitedLog(clock)
         self._held: list[Member] = []
         self._hold_timer: IDelayedCall | None = None
+        self.unsubscribe: Callable[[], None] = _nothing
+        """Stops L{post_notice} being called (set when subscribed to the daemon's notice bus)."""
         self.reconfigure(settings)
 
     # -- settings ------------------------------------------------------------
@@ -213,8 +221,21 @@ class ChatState(Delivery):
         self.remove(m, reason or None)
         conn.close("quit")
 
+    def post_notice(self, room: str, text: str) -> bool:
+        """
+        A server notice from another service of the daemon (smtp's announce,
+        through the notice bus): one C{-!- } line to C{room} if it exists,
+        escaped like every chat line. False when there is no such room.
+        """
+        found = self.rooms.get(name_key(room.removeprefix("#")))
+        if found is None:
+            return False
+        self.to_room(found, self.fmt.notice_lines(clip(text, NOTICE_MAX)))
+        return True
+
     def shutdown(self) -> None:
         """The service is stopping: tell everyone, close."""
+        self.unsubscribe()
         data = self.fmt.notice_lines("server is shutting down")
         self.flush()
         self.release_held()
