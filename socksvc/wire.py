@@ -31,6 +31,11 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 """Service name -> the loopback port of the embedded default (and the client's default)."""
 
+# -- reverse ---------------------------------------------------------------------
+
+REVERSE_TOO_LONG = "error: line longer than {max_line} bytes"
+"""The reverse service's last line (then CRLF, then it closes) for a line over its C{max_line}."""
+
 # -- chat ------------------------------------------------------------------------
 
 CHAT_COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/help", "/quit")
@@ -38,11 +43,23 @@ CHAT_COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/
 
 CHAT_NOTICE = "-!- "
 """A server notice: joins, parts, quits, renames, topics, errors."""
-CHAT_ERROR = CHAT_NOTICE + "error: "
+CHAT_ERROR_TEXT = "error: "
+"""How a notice's text starts when it reports an error in what the member sent."""
+CHAT_ERROR = CHAT_NOTICE + CHAT_ERROR_TEXT
 """A notice that reports an error in what the member sent."""
+CHAT_NICK_ACCEPTED = "You are now known as "
+"""The notice text, then the nickname, when a C{/nick} (or a first line) was accepted."""
+CHAT_NICK_REFUSED = CHAT_ERROR_TEXT + "nickname refused: "
+"""The notice text, then the reason (taken, reserved, too long, ...), when a nickname was not accepted."""
 CHAT_PRIVATE_SENT = "-> "
 """Starts the confirmation of a private message the member sent: C{-> *nick* text}."""
 CHAT_HISTORY = "history"
 """A replayed line starts C{[history HH:MM] }."""
+CHAT_DISCONNECTED = "Disconnected: "
+"""Starts the last notice before the server closes a member's connection: C{Disconnected: REASON}."""
+CHAT_QUIT = CHAT_DISCONNECTED + "quit"
+"""The last notice after a member's own C{/quit}."""
+CHAT_SHUTDOWN = "server is shutting down"
+"""The last notice when the daemon stops."""
 CHAT_MISSED = "You missed {missed} lines (you were not reading fast enough)"
 """The notice a member that could not keep up gets once it reads again."""

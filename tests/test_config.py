@@ -144,6 +144,9 @@ def test_load_reads_a_file(tmp_path: Path) -> None:
 # (settings class, where the key goes, key, default, good TOML, parsed, bad TOML, reason)
 KEYS: list[tuple[type, str, str, Any, str, Any, str, str]] = [
     (DaemonSettings, "daemon", "log_format", "text", '"json"', "json", '"xml"', 'must be one of "text", "json"'),
+    (DaemonSettings, "daemon", "log_mode", "0644", '"0640"', "0640", '"0755"', "no execute"),
+    (DaemonSettings, "daemon", "log_buffer", 0, "65536", 65536, "16777217", "must be at most 16777216"),
+    (DaemonSettings, "daemon", "log_flush", 1.0, "0.5", 0.5, "0", "must be at least 0.01"),
     (PolicySettings, "echo", "max_connections", 1024, "0", 0, "-1", "must be at least 0"),
     (PolicySettings, "echo", "max_per_source", 64, "3", 3, "1.5", "expected an integer, got a number"),
     (PolicySettings, "echo", "idle_timeout", 300.0, "0.5", 0.5, '"5m"', "expected a number, got a string"),
@@ -169,6 +172,9 @@ KEYS: list[tuple[type, str, str, Any, str, Any, str, str]] = [
     ),
     (PolicySettings, "echo", "max_rate", 0.0, "2.5", 2.5, "-1", "must be at least 0"),
     (PolicySettings, "echo", "max_rate_burst", 0, "10", 10, "true", "expected an integer, got a boolean"),
+    (PolicySettings, "echo", "log_connections", True, "false", False, '"no"', "expected true or false"),
+    (PolicySettings, "echo", "log_close_rate", 100.0, "0", 0.0, "1e7", "must be at most 1e+06"),
+    (PolicySettings, "echo", "log_close_burst", 0, "500", 500, "-1", "must be at least 0"),
     (EchoSettings, "echo", "deny_source_ports", DEFAULT_DENY_SOURCE_PORTS, "[7, 9]", (7, 9), "[70000]", "a port"),
     (EchoSettings, "echo", "rate_per_source", 100.0, "0", 0.0, "nan", "must be a finite number"),
     (EchoSettings, "echo", "burst", 200, "1", 1, '"many"', "expected an integer, got a string"),
