@@ -39,6 +39,7 @@ ONE_EACH = """
 [services.echo]
 listen = ["tcp:0:interface=127.0.0.1"]
 max_per_source = 1
+log_close_rate = 0  # every close has its line: a test waits for one
 [services.reverse]
 listen = ["tcp:0:interface=127.0.0.1"]
 """
