@@ -22,12 +22,20 @@ ECHO_PORT = 7007
 GREETING_PORT = 7017
 REVERSE_PORT = 7071
 CHAT_PORT = 7070
+DISCARD_PORT = 7009
+DAYTIME_PORT = 7013
+CHARGEN_PORT = 7019
+TIME_PORT = 7037
 
 DEFAULT_PORTS: dict[str, int] = {
     "echo": ECHO_PORT,
     "greeting": GREETING_PORT,
     "reverse": REVERSE_PORT,
     "chat": CHAT_PORT,
+    "discard": DISCARD_PORT,
+    "daytime": DAYTIME_PORT,
+    "chargen": CHARGEN_PORT,
+    "time": TIME_PORT,
 }
 """Service name -> the loopback port of the embedded default (and the client's default)."""
 

@@ -25,9 +25,9 @@ from socksvc.client.target import Target, connect
 from socksvc.util.visible import UNSAFE_STRICT, is_safe
 from socksvc.wire import REFUSAL
 from tests import test_client
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon
-from tests.test_client import one_error_line, run
+from tests.support.client import one_error_line, run
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 feed = test_client.feed  # the fixture: standard input from a file
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
@@ -243,7 +243,7 @@ def test_chat_plain_mode_in_process(denied: Daemon) -> None:
 
 
 def test_chat_console_reports_the_refusal_and_exits_6(denied: Daemon) -> None:
-    from tests.test_client_chat import _console_session
+    from tests.support.client import console_session as _console_session
 
     async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
         assert await asyncio.wait_for(task, 10) == EXIT_PROTOCOL

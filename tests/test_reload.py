@@ -26,7 +26,7 @@ from socksvc.daemon.listener import Listener
 from socksvc.daemon.service import DaemonService
 from socksvc.services.catalogue import loads, types
 from tests.support import Daemon, daemon, peer
-from tests.test_systemd import PortsReactor, fields, notify_socket
+from tests.support.systemd import PortsReactor, fields, notify_socket
 
 BASE = """
 [services.echo]

@@ -50,7 +50,7 @@ EXIT_CODES = {
     EXIT_PROTOCOL: (
         "connected, then: refused by the daemon (socksvc: REASON), the server's error line "
         "(reverse: a line too long), a chat nickname refused, reset or closed early "
-        "(chat: other than after /quit), or an echo that differs"
+        "(chat: other than after /quit), an echo that differs, or a time answer that is not 4 bytes"
     ),
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }

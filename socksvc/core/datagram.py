@@ -30,10 +30,14 @@ reason:
     (C{loop_budget_ephemeral} for an ephemeral port) gets no more until it
     pauses: this ends a loop with any other daemon (L{socksvc.util.loopguard}).
 
-A reply larger than its request is never sent (C{too_large}). A failed
-send (EAGAIN, ENOBUFS, ECONNREFUSED, EHOSTUNREACH...) is counted as
-C{send_error} (and by errno in C{send_errors}), never raised. Each
-reason is logged at most once per 10 seconds, with the number held back.
+A reply larger than its request is never sent (C{too_large}), except by
+a protocol's declared C{slack}: a service whose answer to an empty request
+is a fixed few bytes (time's 4, daytime's 22) says so, and its docs give
+the amplification that allows. A protocol whose C{reply_for} returns None
+sends nothing (discard). A failed send (EAGAIN, ENOBUFS, ECONNREFUSED,
+EHOSTUNREACH...) is counted as C{send_error} (and by errno in
+C{send_errors}), never raised. Each reason is logged at most once per 10
+seconds, with the number held back.
 
 All state lives in one L{DatagramGuard} per service (shared by its udp:
 listeners, so a source gets one budget however many ports it hits); a
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from twisted.internet import error as terror
@@ -55,6 +59,7 @@ from twisted.logger import Logger
 
 from socksvc.config.settings import as_float, as_int, as_list, as_networks, as_port, setting
 from socksvc.core.policy import Policy, address_allowed
+from socksvc.core.service import ServiceContext, ServiceStatus
 from socksvc.util.addresses import host_ip, source_key
 from socksvc.util.loopguard import LoopGuard, ephemeral_floor
 from socksvc.util.ratelimit import RateLimitedLog, SourceLimiter
@@ -116,6 +121,8 @@ LOOP = "loop"
 TOO_LARGE = "too_large"
 SEND_ERROR = "send_error"
 ERROR = "error"
+DISABLED = "disabled"
+"""A service whose UDP side is switched off by a setting (chargen's udp = false); counted only when it happens."""
 REASONS = (BROADCAST, MULTICAST, UNSPECIFIED, SOURCE_PORT, OWN_PORT, DENIED, RATE, LOOP, TOO_LARGE, SEND_ERROR, ERROR)
 
 _WHY = {
@@ -128,6 +135,7 @@ _WHY = {
     RATE: "rate_per_source exceeded",
     LOOP: "the peer answers every reply at once (a loop?): loop_budget used up",
     TOO_LARGE: "reply would be larger than the request",
+    DISABLED: "this service does not answer UDP (its udp setting is off)",
 }
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -329,6 +337,27 @@ def _errno_name(e: BaseException) -> tuple[str, str]:
     return type(e).__name__, str(e) or type(e).__name__
 
 
+class GuardState:
+    """
+    The state of a service whose only long-lived part is the guard its udp:
+    listens share (discard, chargen): C{make_state=GuardState}.
+    """
+
+    def __init__(self, context: ServiceContext[Any, Any]) -> None:
+        self.settings = context.settings
+        self.guard = DatagramGuard(context.name, context.settings, context.policy, context.reactor, context.udp_ports)
+
+    def reconfigure(self, settings: Any) -> None:
+        self.settings = settings
+        self.guard.reconfigure(settings)
+
+    def shutdown(self) -> None:
+        pass
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus(counters=self.guard.counters())
+
+
 class GuardedDatagram(DatagramProtocol):
     """
     A datagram service's protocol on one UDP port, guarded as the module doc
@@ -336,6 +365,8 @@ class GuardedDatagram(DatagramProtocol):
     """
 
     noisy = False
+    slack: ClassVar[int] = 0
+    """Bytes a reply may exceed its request by (a fixed-size answer to an empty request); 0 for most."""
 
     def __init__(self, guard: DatagramGuard) -> None:
         self.state = guard
@@ -354,8 +385,8 @@ class GuardedDatagram(DatagramProtocol):
         if self.state.listeners <= 0:
             self.state.log_summary()
 
-    def reply_for(self, datagram: bytes) -> bytes:
-        """The reply to C{datagram} (a subclass says; never larger than C{datagram})."""
+    def reply_for(self, datagram: bytes) -> bytes | None:
+        """The reply to C{datagram} (a subclass says; never larger than C{datagram} plus C{slack}), or None for none."""
         raise NotImplementedError
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
@@ -365,12 +396,14 @@ class GuardedDatagram(DatagramProtocol):
         state.bytes_in += len(datagram)
         try:
             reason = state.check(host, port)
-            if reason is None:
-                reply = self.reply_for(datagram)
-                if len(reply) > len(datagram):
-                    reason = TOO_LARGE
             if reason is not None:
                 state.dropped(reason, host, port)
+                return
+            reply = self.reply_for(datagram)
+            if reply is None:
+                return
+            if len(reply) > len(datagram) + self.slack:
+                state.dropped(TOO_LARGE, host, port)
                 return
             self._send(reply, host, port, addr)
         except Exception:
