@@ -16,10 +16,11 @@ from twisted.logger import capturedLogs
 
 from socksvc.core.datagram import LOOP, RATE, DatagramGuard
 from socksvc.core.policy import Policy
+from socksvc.core.service import ServiceContext
 from socksvc.services.catalogue import loads
-from socksvc.services.echo import UDPEcho
+from socksvc.services.discard import UDPDiscard
+from socksvc.services.echo import SERVICE_TYPE, UDPEcho
 from socksvc.util.loopguard import EPHEMERAL_FLOOR, WINDOW, LoopGuard, ephemeral_floor
-from tests.test_udp import udp_context
 
 SERVER_A = ("127.0.0.1", 7007)
 SERVER_B = ("127.0.0.1", 7008)
@@ -31,6 +32,18 @@ def guard(body: str = "", clock: Clock | None = None, floor: int = EPHEMERAL_FLO
     cfg = loads(text, "<test>").service("echo")
     clock = clock or Clock()
     return DatagramGuard("echo", cfg.settings, Policy("echo", cfg.policy, clock), clock, set(), floor=floor)
+
+
+def echo_context(body: str = "", clock: Clock | None = None) -> ServiceContext[Any, Any]:
+    """An echo service's context, its keys from TOML C{body} lines."""
+    cfg = loads(f'[services.echo]\nlisten = ["udp:0"]\n{body}\n', "<test>").service("echo")
+    clock = clock or Clock()
+    return SERVICE_TYPE.context("echo", cfg.settings, Policy("echo", cfg.policy, clock), clock, set())
+
+
+def decide(g: DatagramGuard, host: str, port: int) -> str | None:
+    """What the protocol decides for a datagram whose reply is known: the checks, then the loop guard."""
+    return g.check(host, port) or g.loop(host, port)
 
 
 class Wire:
@@ -98,40 +111,40 @@ def test_a_loop_between_ephemeral_ports_ends_after_the_ephemeral_budget() -> Non
 def test_a_server_port_is_below_the_floor_and_a_client_port_at_or_above() -> None:
     g = guard("loop_budget = 3\nloop_budget_ephemeral = 5", floor=20000)
     for port, budget in ((19999, 3), (20000, 5), (65535, 5), (1, 3)):
-        replies = sum(g.check("192.0.2.1", port) is None for _ in range(50))
+        replies = sum(decide(g, "192.0.2.1", port) is None for _ in range(50))
         assert replies == budget, port
 
 
 def test_a_client_that_waits_its_timeout_after_a_drop_goes_on() -> None:
     clock = Clock()
     g = guard("loop_budget_ephemeral = 100", clock)
-    answered = [g.check(*CLIENT) is None for _ in range(101)]
+    answered = [decide(g, *CLIENT) is None for _ in range(101)]
     assert answered == [True] * 100 + [False]
-    assert g.check(*CLIENT) == LOOP  # still within the window after our last reply
+    assert decide(g, *CLIENT) == LOOP  # still within the window after our last reply
     clock.advance(1.0)  # the client's timeout: a pause
-    assert [g.check(*CLIENT) for _ in range(100)] == [None] * 100
+    assert [decide(g, *CLIENT) for _ in range(100)] == [None] * 100
 
 
 def test_a_peer_that_pauses_between_datagrams_is_never_counted() -> None:
     clock = Clock()
     g = guard("loop_budget = 2", clock)
     for _ in range(1000):
-        assert g.check(*SERVER_A) is None
+        assert decide(g, *SERVER_A) is None
         clock.advance(WINDOW + 0.01)
 
 
 def test_peers_are_address_and_port() -> None:
     g = guard("loop_budget = 2")
-    assert [g.check("127.0.0.1", 7007) for _ in range(3)] == [None, None, LOOP]
-    assert g.check("127.0.0.1", 7009) is None  # another port of the same host
-    assert g.check("127.0.0.2", 7007) is None  # the same port of another host
+    assert [decide(g, "127.0.0.1", 7007) for _ in range(3)] == [None, None, LOOP]
+    assert decide(g, "127.0.0.1", 7009) is None  # another port of the same host
+    assert decide(g, "127.0.0.2", 7007) is None  # the same port of another host
 
 
 def test_the_rate_limit_comes_first_for_a_source_it_covers() -> None:
     g = guard("rate_exempt = []\nrate_per_source = 1\nburst = 5\nloop_budget = 2")
-    assert [g.check(*SERVER_A) for _ in range(4)] == [None, None, LOOP, LOOP]
+    assert [decide(g, *SERVER_A) for _ in range(4)] == [None, None, LOOP, LOOP]
     g = guard("rate_exempt = []\nrate_per_source = 1\nburst = 2\nloop_budget = 5")
-    assert [g.check(*SERVER_A) for _ in range(4)] == [None, None, RATE, RATE]
+    assert [decide(g, *SERVER_A) for _ in range(4)] == [None, None, RATE, RATE]
 
 
 def test_the_loop_drop_is_counted_and_logged() -> None:
@@ -151,13 +164,13 @@ def test_the_loop_drop_is_counted_and_logged() -> None:
 
 def test_a_reload_changes_the_budgets() -> None:
     clock = Clock()
-    ctx = udp_context("loop_budget = 3", clock)
+    ctx = echo_context("loop_budget = 3", clock)
     g = ctx.state.guard
-    assert [g.check(*SERVER_A) for _ in range(4)] == [None, None, None, LOOP]
-    ctx.reconfigure(udp_context("loop_budget = 10").settings)
-    assert g.check(*SERVER_A) is None  # the peer keeps its count (4 in a row), now under 10
-    ctx.reconfigure(udp_context("loop_budget = 2").settings)
-    assert g.check(*SERVER_A) == LOOP
+    assert [decide(g, *SERVER_A) for _ in range(4)] == [None, None, None, LOOP]
+    ctx.reconfigure(echo_context("loop_budget = 10").settings)
+    assert decide(g, *SERVER_A) is None  # the peer keeps its count (4 in a row), now under 10
+    ctx.reconfigure(echo_context("loop_budget = 2").settings)
+    assert decide(g, *SERVER_A) == LOOP
 
 
 def test_the_table_stays_bounded_and_forgets_quiet_peers_first() -> None:
@@ -195,3 +208,20 @@ def test_the_ephemeral_floor_follows_a_lowered_kernel_range(tmp_path: Path, text
     path.write_text(text)
     assert ephemeral_floor(str(path)) == floor
     assert ephemeral_floor(str(tmp_path / "missing")) == EPHEMERAL_FLOOR
+
+
+def test_only_replies_count_so_discard_never_trips_it() -> None:
+    """A peer that sends fast to a service that never answers (discard) is no loop: nothing comes back from us."""
+    guard_ = DatagramGuard(
+        "discard",
+        loads('[services.discard]\nlisten = ["udp:0"]\nloop_budget = 2\n', "<t>").service("discard").settings,
+        Policy("discard", loads('[services.discard]\nlisten = ["udp:0"]\n', "<t>").service("discard").policy, Clock()),
+        Clock(),
+        set(),
+    )
+    proto = UDPDiscard(guard_)
+    proto.makeConnection(Wire(SERVER_A, deque()))  # type: ignore[arg-type]
+    for _ in range(100):
+        proto.datagramReceived(b"x", SERVER_B)
+    assert guard_.drops[LOOP] == 0
+    assert guard_.loops.table == {}

@@ -25,10 +25,11 @@ reason:
     sources grouped by IPv4 address and IPv6 /64, in a table of at most
     C{max_sources} entries that evicts the least recently seen one. Sources
     in C{rate_exempt} (loopback by default) skip it.
- 6. C{loop}: whatever the rate settings say, a peer (address and port)
-    that answered each of our last C{loop_budget} replies within 0.25 s
-    (C{loop_budget_ephemeral} for an ephemeral port) gets no more until it
-    pauses: this ends a loop with any other daemon (L{socksvc.util.loopguard}).
+ 6. C{loop}, last, with a reply in hand: whatever the rate settings say,
+    a peer (address and port) that answered each of our last C{loop_budget}
+    replies within 0.25 s (C{loop_budget_ephemeral} for an ephemeral port)
+    gets no more until it pauses: this ends a loop with any other daemon
+    (L{socksvc.util.loopguard}). Only replies count: discard never trips it.
 
 A reply larger than its request is never sent (C{too_large}), except by
 a protocol's declared C{slack}: a service whose answer to an empty request
@@ -203,6 +204,8 @@ class DatagramGuard:
         self.listeners = 0
         """udp: ports of the service now running (the summary is logged when the last stops)."""
         self.limiter: SourceLimiter | None = None
+        self.now = 0.0
+        """The time of the last L{check}."""
         self.loops = LoopGuard(1, 1, 1, ephemeral_floor() if floor is None else floor)
         """The loop guard (sized by L{reconfigure}); C{floor}: the lowest ephemeral port, the kernel's by default."""
         self._settings = settings
@@ -250,7 +253,10 @@ class DatagramGuard:
     # the decision
 
     def check(self, host: str, port: int) -> str | None:
-        """Why a datagram from C{(host, port)} gets no reply, or None to echo it."""
+        """
+        Why a datagram from C{(host, port)} gets no reply, or None to answer it
+        (then L{loop} has the last word, once the reply is known).
+        """
         v = self.verdict(host)
         reason = v.reason
         if reason is not None and reason != DENIED:
@@ -261,13 +267,15 @@ class DatagramGuard:
             return OWN_PORT
         if reason is not None:
             return reason
-        now = self.clock.seconds()
+        self.now = now = self.clock.seconds()
         limiter = self.limiter
         if limiter is not None and not v.exempt and not limiter.allow(v.key, now):
             return RATE
-        if not self.loops.allow((host, port), port, now):
-            return LOOP
         return None
+
+    def loop(self, host: str, port: int) -> str | None:
+        """LOOP if a reply to C{(host, port)} would be one too many in a row, else None (and it counts)."""
+        return None if self.loops.allow((host, port), port, self.now) else LOOP
 
     # counting and logging
 
@@ -404,6 +412,9 @@ class GuardedDatagram(DatagramProtocol):
                 return
             if len(reply) > len(datagram) + self.slack:
                 state.dropped(TOO_LARGE, host, port)
+                return
+            if not state.loops.allow((host, port), port, state.now):  # state.loop(), inline
+                state.dropped(LOOP, host, port)
                 return
             self._send(reply, host, port, addr)
         except Exception:
