@@ -26,6 +26,10 @@ DISCARD_PORT = 7009
 DAYTIME_PORT = 7013
 CHARGEN_PORT = 7019
 TIME_PORT = 7037
+ADMIN_PORT = 9107
+"""The admin HTTP listener of the embedded default (/metrics, the status page); `socksvc status` asks it."""
+STATUS_PATH = "/status.json"
+"""Where the admin listener serves its figures as JSON (what `socksvc status` reads)."""
 
 DEFAULT_PORTS: dict[str, int] = {
     "echo": ECHO_PORT,

@@ -17,11 +17,11 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
-from socksvc.client import classic, lookup, probes, udp
+from socksvc.client import classic, lookup, passwd, probes, status, udp
 from socksvc.client.chat import command as chat
 from socksvc.client.common import EXIT_CODES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, ClientError
 
-MODULES = (probes, udp, classic, chat, lookup)
+MODULES = (probes, udp, classic, chat, lookup, status, passwd)
 
 
 def version() -> str:

@@ -36,13 +36,38 @@ T = TypeVar("T", bound="ServiceState")
 
 
 @attrs.frozen
+class RoomStatus:
+    """One room of a service with rooms (chat), for the status page: attacker text, shown escaped."""
+
+    name: str
+    members: int
+    topic: str = ""
+
+
+@attrs.frozen
 class ServiceStatus:
-    """A service's live figures beyond what the policy layer counts."""
+    """
+    A service's live figures beyond what the policy layer counts.
+
+    C{counters} keys the metrics know (docs/observability.md): the datagram
+    guard's C{udp_received}, C{udp_replied}, C{udp_bytes_in},
+    C{udp_bytes_out}, C{udp_dropped_REASON}; chat's C{rooms} (a gauge),
+    C{chat_lines}, C{chat_lines_dropped_REASON}. Others are shown on the
+    status page only.
+    """
 
     members: int | None = None
     """Registered users, for services with a roster (chat); None for others."""
     counters: Mapping[str, int] = attrs.field(factory=dict)
     """Named counters (datagrams, drops by reason...), for status lines and metrics."""
+    rooms: tuple[RoomStatus, ...] = ()
+    """The largest rooms (at most L{SHOWN}), for the status page; never a metric label."""
+    names: tuple[str, ...] = ()
+    """Some members' names (at most L{SHOWN}), for the status page; never a metric label."""
+
+
+SHOWN = 100
+"""Rooms and names a status carries at most: the status page stays small with 10,000 members."""
 
 
 class ServiceState(Protocol):

@@ -12,13 +12,15 @@ calls the actions here.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from socksvc.core.service import ServiceStatus
+from socksvc.core.service import SHOWN, RoomStatus, ServiceStatus
 from socksvc.services.chat.delivery import Connection, Delivery, Member, Room
 from socksvc.services.chat.formats import Formatter
 from socksvc.services.chat.names import look_key
@@ -46,6 +48,15 @@ class ChatState(Delivery):
         self.reserved: frozenset[str] = frozenset()
         self.reserved_looks: dict[str, str] = {}
         self.fmt = Formatter(clock, settings.timestamps)
+        # Counters for metrics (read at scrape time): one addition per event.
+        self.lines = 0
+        """Lines members said: room messages, actions, private messages."""
+        self.lines_flooded = 0
+        """Input lines dropped by flood control."""
+        self.lines_too_long = 0
+        """Input lines dropped for being over max_line."""
+        self.lines_missed = 0
+        """Lines not delivered to a stalled member (one per member that missed one)."""
         super().__init__()
         self._log_limit = RateLimitedLog(clock)
         self._held: list[Member] = []
@@ -219,8 +230,18 @@ class ChatState(Delivery):
             room.members.clear()
 
     def status(self) -> ServiceStatus:
-        """Members with a nickname, and the rooms (STATUS=, metrics)."""
-        return ServiceStatus(members=len(self.nicks), counters={"rooms": len(self.rooms)})
+        """Members with a nickname, rooms and line counts (STATUS=, metrics); the largest rooms and some names."""
+        counters = {
+            "rooms": len(self.rooms),
+            "chat_lines": self.lines,
+            "chat_lines_dropped_flood": self.lines_flooded,
+            "chat_lines_dropped_too_long": self.lines_too_long,
+            "chat_lines_dropped_stalled": self.lines_missed,
+        }
+        largest = heapq.nlargest(SHOWN, self.rooms.values(), key=lambda r: len(r.members))
+        rooms = tuple(RoomStatus(r.name, len(r.members), visible(r.topic)) for r in largest)
+        names = tuple(m.nick or "" for m in itertools.islice(self.nicks.values(), SHOWN))
+        return ServiceStatus(members=len(self.nicks), counters=counters, rooms=rooms, names=names)
 
     # -- input ---------------------------------------------------------------
 
@@ -235,6 +256,7 @@ class ChatState(Delivery):
             bucket = m.bucket = TokenBucket(s.flood_rate, s.flood_burst, now)
         if bucket.take(now):
             return True
+        self.lines_flooded += 1
         quiet = s.flood_burst / s.flood_rate
         if m.flood_since is None or now - m.last_drop > quiet:
             m.flood_since = now
@@ -245,6 +267,7 @@ class ChatState(Delivery):
         return False
 
     def too_long(self, m: Member) -> None:
+        self.lines_too_long += 1
         self.notice(m, f"error: line too long (over {self.settings.max_line} bytes); not sent")
 
     def no_line_end(self, m: Member) -> None:
@@ -358,6 +381,7 @@ class ChatState(Delivery):
             return
         now = self.clock.seconds()
         body = visible(body)
+        self.lines += 1
         if room.history.maxlen:
             room.history.append((now, body))
         self.to_room(room, self.fmt.line(body), exclude=m)
@@ -373,6 +397,7 @@ class ChatState(Delivery):
         if target is None:
             self.notice(m, f"error: no such nick: {nick}")
             return
+        self.lines += 1
         self.tell(target, self.fmt.line(f"*{m.nick}* {text}"))
         self.notice_free(m, f"-> *{target.nick}* {text}")
 
