@@ -188,6 +188,8 @@ KEYS: list[tuple[type, str, str, Any, str, Any, str, str]] = [
     (EchoSettings, "echo", "rate_per_source", 100.0, "0", 0.0, "nan", "must be a finite number"),
     (EchoSettings, "echo", "burst", 200, "1", 1, '"many"', "expected an integer, got a string"),
     (EchoSettings, "echo", "max_sources", 65536, "10", 10, "0", "must be at least 1"),
+    (EchoSettings, "echo", "loop_budget", 64, "10", 10, "0", "must be at least 1"),
+    (EchoSettings, "echo", "loop_budget_ephemeral", 65536, "100", 100, "1.5", "expected an integer, got a number"),
     (
         EchoSettings,
         "echo",
