@@ -5,6 +5,7 @@ by importing socksvc or loading a config, test modules independent.
 
 from __future__ import annotations
 
+import ast
 import os
 import pathlib
 import subprocess
@@ -49,3 +50,17 @@ def test_importing_socksvc_or_loading_a_config_never_imports_the_reactor() -> No
         [sys.executable, "-c", _NO_REACTOR], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    """Shared test code lives in tests/support and tests/conftest.py, not in test_*.py files."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("tests.test_")]
+    assert offenders == []

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from socksvc.client import main as client_main
 from socksvc.client.common import (
     EXIT_CONNECT,
     EXIT_INTERRUPTED,
@@ -29,8 +28,9 @@ from socksvc.client.common import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon, has_ipv6_loopback
+from tests.support.client import one_error_line, run
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
 
@@ -59,16 +59,6 @@ def svc() -> Iterator[Daemon]:
         yield d
 
 
-def run(argv: list[str], capsysbinary: Any) -> tuple[int, bytes, str]:
-    """The client in this process: exit code, stdout bytes, stderr text."""
-    with pytest.raises(SystemExit) as exc:
-        client_main.main(argv)
-    out, err = capsysbinary.readouterr()
-    code = exc.value.code
-    assert isinstance(code, int)
-    return code, out, err.decode()
-
-
 @pytest.fixture
 def feed(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Callable[[bytes], None]]:
     """Make sys.stdin a real file (with a descriptor, as in a shell pipe) holding the given bytes."""
@@ -88,14 +78,6 @@ def feed(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Callable[[b
 
 def script(*args: str, input: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([SCRIPT, *args], input=input, capture_output=True, timeout=timeout, check=False)
-
-
-def one_error_line(err: str, pattern: str) -> None:
-    """Exactly one line on stderr, matching C{pattern}; no traceback."""
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert re.fullmatch(pattern, lines[0]), lines[0]
 
 
 @pytest.fixture

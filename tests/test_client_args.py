@@ -19,7 +19,7 @@ from socksvc.client.common import EXIT_NOT_FOUND, EXIT_USAGE, ClientError, parse
 from socksvc.client.lookup import FALLBACK_PORTS, is_url, lookup, parse_url, split_address
 from socksvc.client.main import build_parser
 from socksvc.client.target import Target, parse_host, parse_port, target_from
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 FEW = settings(max_examples=60)
 

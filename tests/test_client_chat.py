@@ -57,7 +57,8 @@ from socksvc.client.common import (
 )
 from socksvc.client.main import run as client_run
 from socksvc.client.target import Target, connect, describe, target_from
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
+from tests.support.client import console_session
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -838,34 +839,6 @@ def test_plain_mode_passes_on_the_servers_reason_for_closing(server: FakeChatSer
 # ------------------------------------------------------------------ interactive (prompt_toolkit pipe input)
 
 
-def _console_session(port: int, body: Callable[..., Any], **kw: Any) -> Any:
-    """Run C{body(console, pipe_input, screen)} next to a ChatConsole on a pipe input."""
-    from prompt_toolkit.data_structures import Size
-    from prompt_toolkit.input import create_pipe_input
-    from prompt_toolkit.output.vt100 import Vt100_Output
-
-    from socksvc.client.chat.console import ChatConsole
-    from socksvc.client.chat.net import open_stream
-
-    async def main() -> Any:
-        screen = io.StringIO()
-        output = Vt100_Output(screen, lambda: Size(rows=24, columns=80), term="xterm", enable_cpr=False)
-        with create_pipe_input() as pipe:
-            target = Target("127.0.0.1", port)
-            reader, writer = await open_stream(target, 5)
-            console = ChatConsole(target, input=pipe, output=output, **kw)
-            task = asyncio.create_task(console.run(reader, writer))
-            try:
-                return await body(console, pipe, screen, task)
-            finally:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-
-    return asyncio.run(main())
-
-
 def test_console_types_receives_and_quits_with_ctrl_d(server: FakeChatServer) -> None:
     async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
         await apoll(lambda: console.registered and console.room == "lobby", what="registration")
@@ -901,7 +874,7 @@ def test_console_types_receives_and_quits_with_ctrl_d(server: FakeChatServer) ->
             bob.close()
         assert server.lines("alice")[-1] == "/quit"
 
-    _console_session(server.port, body, nick="alice")
+    console_session(server.port, body, nick="alice")
 
 
 def test_console_ctrl_c_on_an_empty_line_leaves_cleanly_with_130(server: FakeChatServer) -> None:
@@ -916,7 +889,7 @@ def test_console_ctrl_c_on_an_empty_line_leaves_cleanly_with_130(server: FakeCha
         assert await asyncio.wait_for(task, 10) == EXIT_INTERRUPTED
         assert server.lines("alice")[-1] == "/quit"
 
-    _console_session(server.port, body, nick="alice")
+    console_session(server.port, body, nick="alice")
 
 
 def test_plain_mode_ctrl_c_exits_130_quietly(server: FakeChatServer) -> None:
@@ -948,7 +921,7 @@ def test_console_nick_prompt_history_and_quit_command(server: FakeChatServer) ->
         assert await asyncio.wait_for(task, 10) == 0
         assert server.lines("carol")[-1] == "/quit gone fishing"
 
-    _console_session(server.port, body)
+    console_session(server.port, body)
 
 
 def test_console_reconnects_on_enter_and_takes_its_nick_again(server: FakeChatServer) -> None:
@@ -966,7 +939,7 @@ def test_console_reconnects_on_enter_and_takes_its_nick_again(server: FakeChatSe
         pipe.send_text("\x04")
         assert await asyncio.wait_for(task, 10) == 0
 
-    _console_session(server.port, body, nick="alice")
+    console_session(server.port, body, nick="alice")
 
 
 def test_console_without_reconnect_exits_6_when_the_connection_drops(server: FakeChatServer) -> None:
@@ -976,7 +949,7 @@ def test_console_without_reconnect_exits_6_when_the_connection_drops(server: Fak
         assert await asyncio.wait_for(task, 10) == EXIT_PROTOCOL
         assert "lost: closed by the server" in screen.getvalue()
 
-    _console_session(server.port, body, nick="alice", reconnect=False)
+    console_session(server.port, body, nick="alice", reconnect=False)
 
 
 # ------------------------------------------------------------------ a real terminal (tmux)
@@ -1169,7 +1142,7 @@ def test_console_against_the_real_daemon(real_chat_port: int) -> None:
         finally:
             bob.close()
 
-    _console_session(real_chat_port, body, nick="zoe")
+    console_session(real_chat_port, body, nick="zoe")
 
 
 if __name__ == "__main__":  # pragma: no cover - a manual aid

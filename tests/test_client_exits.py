@@ -43,8 +43,8 @@ from socksvc.client.common import (
     EXIT_USAGE,
 )
 from socksvc.client.main import run as client_run
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,7 @@ import pytest
 from socksvc.client import main as client_main
 from socksvc.client.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, ClientError
 from socksvc.client.lookup import FALLBACK_PORTS, lookup, parse_url, scheme_port
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
 

@@ -25,9 +25,9 @@ from socksvc.client.target import Target, connect
 from socksvc.util.visible import UNSAFE_STRICT, is_safe
 from socksvc.wire import REFUSAL
 from tests import test_client
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon
-from tests.test_client import one_error_line, run
+from tests.support.client import one_error_line, run
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 feed = test_client.feed  # the fixture: standard input from a file
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
@@ -39,6 +39,7 @@ ONE_EACH = """
 [services.echo]
 listen = ["tcp:0:interface=127.0.0.1"]
 max_per_source = 1
+log_close_rate = 0  # every close has its line: a test waits for one
 [services.reverse]
 listen = ["tcp:0:interface=127.0.0.1"]
 """
@@ -101,6 +102,10 @@ def test_too_many_connections_from_our_address(open_svc: Daemon) -> None:
         held.sendall(b"x")
         assert held.recv(1) == b"x"  # accepted and counted: the next one is over max_per_source
         p = subprocess.run([SCRIPT, "echo", "127.0.0.1", str(port), "hi"], capture_output=True, timeout=30)
+        held_port = held.getsockname()[1]
+    # The daemon sees the close a moment later: until then the slot is taken, and
+    # the next test on this daemon (one connection per address) would be refused.
+    open_svc.read(until=f"echo: 127.0.0.1:{held_port} closed after")
     assert p.returncode == EXIT_PROTOCOL
     assert p.stdout == b""
     one_error_line(
@@ -238,7 +243,7 @@ def test_chat_plain_mode_in_process(denied: Daemon) -> None:
 
 
 def test_chat_console_reports_the_refusal_and_exits_6(denied: Daemon) -> None:
-    from tests.test_client_chat import _console_session
+    from tests.support.client import console_session as _console_session
 
     async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
         assert await asyncio.wait_for(task, 10) == EXIT_PROTOCOL

@@ -24,7 +24,7 @@ from socksvc.core.closelog import CloseCeiling
 from socksvc.core.policy import Policy
 from socksvc.services.catalogue import loads
 from tests.support import connect, peer
-from tests.test_policy import ctx_with, nets, of
+from tests.support.policy import ctx_with, nets, of
 
 
 @pytest.fixture

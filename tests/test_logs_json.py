@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from socksvc.daemon.logformat import JsonObserver, json_value
 from tests.support import connect, peer
-from tests.test_policy import ctx_with
+from tests.support.policy import ctx_with
 
 NOW = 1_763_700_000.25
 ISO = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")

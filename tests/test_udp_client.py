@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from socksvc.client import udp as client
 from socksvc.client.common import parse_nonnegative_int
 from socksvc.client.main import run
-from tests.resolver_guard import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 from tests.support import Daemon, daemon, has_ipv6_loopback
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 CONFIG = """
 [services.echo]

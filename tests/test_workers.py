@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, Logger, LogPublisher, formatEvent
+from twisted.logger import Logger, LogLevel, LogPublisher, formatEvent
 
 from socksvc.config.loader import ConfigError
 from socksvc.config.schema import AUTO_WORKERS, MAX_WORKERS, worker_count

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import Daemon, daemon, echo_round_trip, recv_all, recv_exactly
-from tests.test_systemd import ACTIVATE, activated, connect_retry, free_port, notify_socket, wait_for_text
+from tests.support.systemd import ACTIVATE, activated, connect_retry, free_port, notify_socket, wait_for_text
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 

@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socksvc.config.loader import ServiceConfig
+from socksvc.core.notices import NoticeBus
 from socksvc.core.policy import Policy, SharedCounts
 from socksvc.core.service import ServiceType
 from socksvc.daemon.listener import Listener
@@ -39,6 +40,7 @@ class ServiceInstance(MultiService):
         stype: ServiceType[Any, Any],
         reactor: Any,
         udp_ports: set[int],
+        notices: NoticeBus | None = None,
         shared: SharedCounts | None = None,
     ) -> None:
         super().__init__()
@@ -48,7 +50,7 @@ class ServiceInstance(MultiService):
         policy = Policy(config.name, config.policy, reactor)
         if shared is not None:  # a worker process: caps and rates hold for every worker together
             policy.share(shared)
-        self.context = stype.context(config.name, config.settings, policy, reactor, udp_ports)
+        self.context = stype.context(config.name, config.settings, policy, reactor, udp_ports, notices)
         self.adopt: Callable[[Listener], list[Any]] | None = None
         """In a worker process: the listening ports for a listener, made from the sockets the supervisor bound."""
         self._factory: Any = None

@@ -114,6 +114,9 @@ class WorkerDaemon(DaemonService):
         self.counts: dict[str, WorkerCounts] = {}
         """Each service's view of its shared table, by service name."""
         super().__init__(config, reactor, notifier=systemd.Notifier(None), watchdog=None, handle_signals=False, **kw)
+        if self.admin is not None:  # the admin listener is the supervisor's: it serves every worker's figures
+            self.admin.disownServiceParent()
+            self.admin = None
 
     # -- building --------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class WorkerDaemon(DaemonService):
         counts = WorkerCounts(Table.attach(fd), self.slot)
         counts.serving = 1 if stype.one_process else self.workers
         self.counts[config.name] = counts
-        instance = ServiceInstance(config, stype, self.reactor, self.udp_ports, counts)
+        instance = ServiceInstance(config, stype, self.reactor, self.udp_ports, self.notices, counts)
         instance.adopt = self._ports_for(instance)
         return instance
 
