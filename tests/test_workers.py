@@ -26,11 +26,11 @@ from socksvc.config.schema import AUTO_WORKERS, MAX_WORKERS, worker_count
 from socksvc.core import policy as policy_module
 from socksvc.daemon import balance
 from socksvc.daemon.control import PAGE, listener_name, page
+from socksvc.daemon.figures import merge_services
 from socksvc.daemon.handout import config_memfd, handout, resize, served_by
 from socksvc.daemon.logformat import FastTextObserver, JsonObserver
 from socksvc.daemon.logrelay import encode, rebuild
 from socksvc.daemon.shared import SOURCE_BUCKETS, Table, WorkerCounts
-from socksvc.daemon.sums import status_line, sum_services
 from socksvc.daemon.worker import read_text
 from socksvc.daemon.workerproc import Backoff, describe_exit, worker_env
 from socksvc.services.catalogue import loads, types
@@ -485,24 +485,28 @@ class _Lines:
         pass
 
 
-def test_sum_services() -> None:
-    w0 = [
-        {"name": "echo", "connections": 3, "accepted": 10, "refused": {"x": 1}, "bytes_in": 5, "bytes_out": 5,
-         "members": None, "counters": {"udp_received": 4}},
-        {"name": "chat", "connections": 2, "accepted": 2, "refused": {}, "bytes_in": 1, "bytes_out": 9,
-         "members": 2, "counters": {}},
-    ]  # fmt: skip
-    w1 = [
-        {"name": "echo", "connections": 1, "accepted": 7, "refused": {"x": 2, "y": 1}, "bytes_in": 1, "bytes_out": 1,
-         "members": None, "counters": {"udp_received": 6}},
-        {"name": "chat", "connections": 0, "accepted": 0, "refused": {}, "bytes_in": 0, "bytes_out": 0,
-         "members": None, "counters": {}},
-    ]  # fmt: skip
-    echo, chat = sum_services([w0, w1], ["echo", "chat"])
-    assert echo["connections"] == 4 and echo["accepted"] == 17 and echo["refused"] == {"x": 3, "y": 1}
-    assert echo["counters"] == {"udp_received": 10} and echo["workers"] == 2 and echo["members"] is None
-    assert chat["members"] == 2
-    assert status_line([echo, chat]) == "6 connections: echo 4, chat 2 (2 users)"
+def test_merged_figures_keep_the_daemon_wide_cap() -> None:
+    one = {
+        "name": "echo", "listeners": ["tcp 127.0.0.1:1"], "connections": 3, "limit": 10, "peak": 3, "accepted": 9,
+        "refused": {"max_connections": 1}, "bytes_in": 5, "bytes_out": 5,
+        "duration": {"bounds": [1.0], "counts": [1, 0], "sum": 0.5}, "counters": {"n": 1},
+    }  # fmt: skip
+    (echo,) = merge_services([[one], [dict(one)]])
+    assert echo["limit"] == 10  # max_connections holds for the daemon, not per worker
+    assert echo["connections"] == 6 and echo["refused"] == {"max_connections": 2} and echo["counters"] == {"n": 2}
+
+
+def test_supervisor_status_line() -> None:
+    from socksvc.daemon import systemd
+    from socksvc.daemon.supervisor import SupervisorService
+
+    text = '[daemon]\nworkers = 2\n[services.echo]\nlisten = ["tcp:0"]\n[services.chat]\nlisten = ["tcp:0"]\n'
+    sup = SupervisorService(loads(text), Clock(), text=text, notifier=systemd.Notifier(None), handle_signals=False)
+    assert sup.status() == "0 of 2 workers up; no figures yet"
+    sup.figures = [{"name": "echo", "connections": 4}, {"name": "chat", "connections": 1, "chat": {"members": 1}}]
+    assert sup.status() == "0 of 2 workers up; 5 connections: echo 4, chat 1 (1 user)"
+    for table in sup.tables.values():
+        table.close()
 
 
 def test_paging_splits_big_answers() -> None:

@@ -17,8 +17,10 @@ import signal
 import socket
 import stat
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,7 +224,7 @@ def test_reload_adds_and_removes_a_service_and_changes_a_limit() -> None:
             assert d.config_path is not None
             Path(d.config_path).write_text(config(second))
             d.signal(signal.SIGHUP)
-            d.read(until="socksvc: reloaded")
+            d.read(until="the reload applied in 2 of 2 workers")
             assert "1 added, 1 removed" in d.output
             with pytest.raises(OSError):
                 socket.create_connection((LO, reverse), timeout=5).close()
@@ -317,3 +319,26 @@ def test_socket_activation_with_two_workers() -> None:
         with clients(port, 6) as socks:
             assert {holder(s, pids) for s in socks} == {0, 1}
         assert proc.poll() is None
+
+
+def test_admin_listener_shows_every_workers_figures() -> None:
+    body = '[services.echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+    keys = 'http = ["tcp:0:interface=127.0.0.1"]'
+    with daemon(config(body, daemon_keys=keys)) as d:
+        pids = workers(d)
+        admin = d.port("admin/http")
+
+        def status() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status.json", timeout=10) as r:
+                return dict(json.loads(r.read()))
+
+        with clients(d.port("echo"), 4) as socks:
+            assert {holder(s, pids) for s in socks} == {0, 1}
+            assert until(lambda: status()["services"][0]["connections"] == 4)
+            figures = status()
+            echo = figures["services"][0]
+            assert figures["workers"] == 2 and echo["workers"] == 2
+            assert echo["listeners"] == [f"tcp 127.0.0.1:{d.port('echo')}"]
+            assert echo["accepted"] >= 4 and echo["limit"] == 1024
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+            assert b'socksvc_connections_accepted_total{service="echo"}' in r.read()

@@ -80,9 +80,11 @@ async def reload_workers(sup: Any, new: Config, text: str) -> bool:
     sup.tables.update(added)
     results = await DeferredList([ensureDeferred(_commit(p, sup, fresh)) for p in live], consumeErrors=True)
     outcome: Any
+    applied_by = 0
     for proc, (ok, outcome) in zip(live, results, strict=True):
         if ok and outcome is None:
             proc.generation = sup.generation + 1
+            applied_by += 1
             continue
         why = str(outcome) if ok else str(outcome.value)
         log.error(
@@ -106,6 +108,12 @@ async def reload_workers(sup: Any, new: Config, text: str) -> bool:
     sup.generation += 1
     sup._refresh_udp_ports()
     sup.last_reload_error = None
+    log.info(
+        "socksvc: the reload applied in {applied} of {workers} workers",
+        event="workers_reloaded",
+        applied=applied_by,
+        workers=len(live),
+    )
     sup.resize(target)
     return True
 

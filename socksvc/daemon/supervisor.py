@@ -42,12 +42,12 @@ from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, Config, Config
 from socksvc.config.schema import worker_count
 from socksvc.daemon import systemd
 from socksvc.daemon.control import CONFIG, Adopt, Heartbeat, Start, Status, Stop, table_name
+from socksvc.daemon.figures import Figures, listeners_of, merge_services, service_figures
 from socksvc.daemon.handout import config_memfd, cpus, handout, resize, timeout
 from socksvc.daemon.logrelay import rebuild
 from socksvc.daemon.reloadworkers import reload_workers
 from socksvc.daemon.service import DaemonService
 from socksvc.daemon.shared import Table
-from socksvc.daemon.sums import Figures, status_line, sum_services
 from socksvc.daemon.workerproc import Backoff, WorkerProcess, describe_exit, worker_env
 from socksvc.services.catalogue import loads
 
@@ -59,6 +59,8 @@ MISSES = 5
 """Heartbeats a worker may leave unanswered in a row; then it is killed and replaced."""
 START_TIMEOUT = 30.0
 """Seconds a worker has to say it serves (systemd's default start timeout is 90)."""
+FIGURES_INTERVAL = 2.0
+"""Seconds between two askings of the workers' figures (STATUS=, the admin listener)."""
 STOP_TIMEOUT = 15.0
 """Seconds stopping workers have (their connections' grace included) before they are killed."""
 
@@ -118,6 +120,7 @@ class SupervisorService(DaemonService):
         if self.handle_signals:
             self._install_signal_handlers()
         MultiService.startService(self)
+        self.started_at = self.reactor.seconds()
         for table in self.tables.values():
             table.columns = self.target
         self._initial = dict.fromkeys(range(self.target), False)
@@ -254,12 +257,10 @@ class SupervisorService(DaemonService):
             source=self.config.source,
         )
         self._loop(self._heartbeat, HEARTBEAT)
-        if self.systemd.notifier.enabled:
-            d = ensureDeferred(self._refresh())
-            d.addBoth(lambda _: self.systemd.started())
-            self._loop(lambda: ensureDeferred(self._refresh()), systemd.STATUS_INTERVAL / 2)
-        else:
-            self.systemd.started()
+        # The figures STATUS= and the admin listener show: the workers are asked every few seconds.
+        d = ensureDeferred(self._refresh())
+        d.addBoth(lambda _: self.systemd.started())
+        self._loop(lambda: ensureDeferred(self._refresh()), FIGURES_INTERVAL)
 
     def _loop(self, fn: Callable[[], Any], interval: float) -> None:
         loop = LoopingCall(fn)
@@ -314,19 +315,47 @@ class SupervisorService(DaemonService):
 
     async def summed_status(self) -> list[Figures]:
         """
-        The daemon's figures per service, summed over the workers that answered
-        (see L{socksvc.daemon.sums}): connections, accepted, refused by reason,
-        bytes in and out, members, counters, and how many workers reported it.
+        The daemon's figures per service, asked of every worker now and added
+        up (L{socksvc.daemon.figures.merge_services}: connections, accepted,
+        refused by reason, bytes, durations, UDP and chat figures, counters;
+        C{limit} is the daemon-wide cap). Listeners are where the supervisor
+        bound them; C{workers} says how many workers reported the service.
+        A service no worker reported shows zeros.
         """
         per_worker = await self.worker_figures()
-        return sum_services(per_worker.values(), [i.name or "" for i in self.instances()])
+        merged = {svc["name"]: svc for svc in merge_services(per_worker[s] for s in sorted(per_worker))}
+        out = []
+        for instance in self.instances():
+            name = instance.name or ""
+            reported = sum(1 for services in per_worker.values() if any(x["name"] == name for x in services))
+            svc = merged.get(name) or service_figures(instance)
+            svc["listeners"] = listeners_of(instance.listeners())
+            svc["workers"] = reported
+            out.append(svc)
+        return out
 
     async def _refresh(self) -> None:
         self.figures = await self.summed_status()
 
+    def service_figures(self) -> list[Figures]:
+        """The last summed figures (asked of the workers every few seconds): what the admin listener shows."""
+        return self.figures or [service_figures(i) for i in self.instances()]
+
+    def workers_serving(self) -> int:
+        return self.workers_up()
+
     def status(self) -> str:
-        up = self.workers_up()
-        text = f"{up} of {self.target} workers up; " + status_line(self.figures)
+        parts = []
+        total = 0
+        for svc in self.figures:
+            n = int(svc.get("connections") or 0)
+            total += n
+            chat = svc.get("chat")
+            members = chat.get("members") if isinstance(chat, dict) else None
+            users = "" if members is None else f" ({members} user{'' if members == 1 else 's'})"
+            parts.append(f"{svc['name']} {n}{users}")
+        text = f"{self.workers_up()} of {self.target} workers up; "
+        text += f"{total} connection{'' if total == 1 else 's'}: " + ", ".join(parts) if parts else "no figures yet"
         if self.last_reload_error is not None:
             text = f"reload failed, still serving the previous config ({self.last_reload_error}); {text}"
         return text

@@ -51,8 +51,8 @@ from socksvc.daemon.control import (
     page,
 )
 from socksvc.daemon.errors import StartupError
+from socksvc.daemon.figures import service_figures
 from socksvc.daemon.logrelay import Relay
-from socksvc.daemon.sums import service_figures
 from socksvc.daemon.workerdaemon import WorkerDaemon
 from socksvc.services.catalogue import loads
 
