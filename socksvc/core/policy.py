@@ -172,7 +172,7 @@ class Policy:
         """
         old = self.settings
         self.settings = settings
-        self.close_log.reconfigure(settings.log_close_rate, settings.log_close_burst)
+        self.close_log.reconfigure(*self._close_ceiling(settings))
         if settings.max_rate > 0:
             burst = effective_burst(settings.max_rate, settings.max_rate_burst)
             now = self.clock.seconds()
@@ -191,6 +191,18 @@ class Policy:
         if self._running and (old.idle_timeout != settings.idle_timeout or self._sweeper is None):
             self._stop_sweeper()
             self._start_sweeper()
+
+    def _close_ceiling(self, settings: PolicySettings) -> tuple[float, int]:
+        """
+        log_close_rate and its burst for this process: with worker processes
+        each logs its share, so the daemon writes as many close lines as one
+        process would.
+        """
+        rate, burst = settings.log_close_rate, settings.log_close_burst
+        share = self.shared.workers() if self.shared is not None else 1
+        if share <= 1 or rate <= 0:
+            return rate, burst
+        return rate / share, max(1, round(effective_burst(rate, burst) / share))
 
     def sweep_interval(self) -> float:
         return max(MIN_SWEEP_INTERVAL, self.settings.idle_timeout / SWEEPS_PER_TIMEOUT)

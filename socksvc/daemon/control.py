@@ -21,8 +21,9 @@ Supervisor -> worker:
  - L{Heartbeat}: answered at once by a worker whose event loop turns;
  - L{Stop}: stop as on SIGTERM, then exit 0.
 
-Worker -> supervisor: L{Log}, one log event (JSON), no answer: the
-supervisor writes it with the worker's number (L{socksvc.daemon.logrelay}).
+Worker -> supervisor: L{LogLine}, one finished log line, or L{Log}, one
+log event (JSON), no answer: the supervisor writes them with the worker's
+number (L{socksvc.daemon.logrelay}).
 """
 
 from __future__ import annotations
@@ -63,13 +64,18 @@ class Adopt(amp.Command):
 
 
 class Start(amp.Command):
-    """Serve the config adopted as "config", in C{slot} of C{workers}; answered when listening."""
+    """
+    Serve the config adopted as "config", in C{slot} of C{workers}; answered
+    when listening. C{log_format} ("text" or "json"): send finished lines;
+    empty: send events.
+    """
 
     arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = [
         (b"slot", amp.Integer()),
         (b"workers", amp.Integer()),
         (b"source", amp.Unicode()),
         (b"seed", amp.Unicode()),
+        (b"log_format", amp.Unicode()),
     ]
     response: ClassVar[list[tuple[bytes, amp.Argument]]] = [(b"pid", amp.Integer())]
     errors: ClassVar[dict[type[Exception], bytes]] = {Refused: b"REFUSED"}
@@ -105,6 +111,13 @@ class Heartbeat(amp.Command):
 
 class Stop(amp.Command):
     """Stop accepting, say goodbye, give connections their grace, exit 0."""
+
+
+class LogLine(amp.Command):
+    """One log line the worker formatted itself (the supervisor writes it as it is); C{urgent}: flush at once."""
+
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = [(b"line", amp.Unicode()), (b"urgent", amp.Boolean())]
+    requiresAnswer = False
 
 
 class Log(amp.Command):

@@ -1,15 +1,23 @@
 """
 One log stream for the supervisor and its workers.
 
-A worker writes no log of its own: its observer (L{Relay}) turns every event
-into one JSON object (L{flatten}: the format, level, namespace, time and
-the event's fields as JSON can hold them; a failure as its traceback text)
-and sends it to the supervisor as a L{socksvc.daemon.control.Log} command.
-The supervisor rebuilds the event (L{rebuild}), adds the C{worker} field (the
-worker's slot, 0 to N-1) and hands it to its own log observer, so every
-destination and format twistd and C{[daemon]} choose (stdout, a log file
-reopened on SIGUSR1, syslog, JSON or text) works as in one process. In text
-lines the worker shows in the system part: C{[socksvc#info w1]}.
+A worker writes no log of its own: its observer (L{Relay}) sends every
+event to the supervisor over the control channel, with the C{worker} field
+(the worker's slot, 0 to N-1), so every destination and format twistd and
+C{[daemon]} choose (stdout, a log file reopened on SIGUSR1, syslog, JSON or
+text) works as in one process. In text lines the worker shows in the
+system part: C{[socksvc#info w1]}. Two ways, the supervisor chooses:
+
+ - when it writes socksvc's own lines (text or JSON, to stdout or a log
+   file), the worker formats each line itself, exactly so, and sends the
+   finished line (L{socksvc.daemon.control.LogLine}), which the supervisor
+   writes as it is: formatting costs the worker what it would cost one
+   process, and the supervisor only writes;
+ - otherwise (syslog, an admin's C{--logger}, C{twist}), the worker sends
+   the event as one JSON object (L{flatten}: the format, level, namespace,
+   time and the event's fields as JSON can hold them; a failure as its
+   traceback text; L{socksvc.daemon.control.Log}), and the supervisor
+   rebuilds it (L{rebuild}) for its own observer.
 
 What the supervisor says once for the whole daemon (a listener's
 C{listening on}, a reload's summary lines) it does not repeat for every
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.logger import ILogObserver, LogEvent, LogLevel
@@ -30,7 +38,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socksvc.daemon.control import PAGE
-from socksvc.daemon.logformat import is_port_noise, json_value
+from socksvc.daemon.logformat import FastTextObserver, JsonObserver, is_port_noise, json_value
+from socksvc.daemon.logsink import LineSink
 
 _KEPT = ("log_format", "log_namespace", "log_time", "log_system", "log_text")
 """Twisted's own keys a relayed event keeps (besides the level and failure)."""
@@ -97,17 +106,60 @@ def encode(event: LogEvent) -> str:
     return json.dumps({"log_level": record["log_level"], "log_format": "(a log event too big to relay)"})
 
 
+class _LineSender(LineSink):
+    """A sink whose lines go over the control channel (with their urgency)."""
+
+    def __init__(self, send: Callable[[str, bool], None]) -> None:
+        super().__init__(None)
+        self.send = send
+
+    def emit(self, line: str, urgent: bool = False) -> None:
+        if len(line) > PAGE:
+            line = line[: PAGE - 12] + "... (cut)\n"
+        self.send(line, urgent)
+
+
 @implementer(ILogObserver)
 class Relay:
-    """A worker's log observer: each event to C{send} (the control channel), or to C{fallback} (stderr)."""
+    """
+    A worker's log observer: each event to C{send} (the control channel) as
+    JSON, or once L{lines} was called, formatted here into the supervisor's
+    format and sent as a finished line; to C{fallback} (stderr) while there
+    is no channel.
+    """
 
     def __init__(self, fallback: Callable[[str], None]) -> None:
         self.send: Callable[[str], None] | None = None
         self.fallback = fallback
+        self._format: Callable[[LogEvent], None] | None = None
+        self._worker = 0
+        self._text = True
+
+    def lines(self, log_format: str, worker: int, send: Callable[[str, bool], None]) -> None:
+        """Format events here, as C{log_format} ("text" or "json"), with the worker's number, and send the lines."""
+        sink = _LineSender(send)
+        self._text = log_format != "json"
+        self._format = FastTextObserver(sink) if self._text else JsonObserver(sink)
+        self._worker = worker
 
     def __call__(self, event: LogEvent) -> None:
         if is_port_noise(event):
             return
+        formatter = self._format
+        if formatter is not None:
+            if echoed(event):
+                return
+            event = dict(event)
+            event["worker"] = self._worker
+            if self._text:
+                level = event.get("log_level")
+                name = level.name if isinstance(level, type(LogLevel.info)) else "-"
+                event["log_system"] = f"{event.get('log_namespace', '-')}#{name} w{self._worker}"
+            try:
+                formatter(event)
+                return
+            except Exception:
+                self._format = None  # the channel is gone: events, then stderr
         try:
             text = encode(event)
         except Exception as e:  # never let a log line break the worker
@@ -125,7 +177,7 @@ class Relay:
 _PORT_CLOSED = re.compile(r"\((TCP|UDP|UNIX|TLS)\w* Port .* Closed\)")
 
 
-def echoed(record: dict[str, Any]) -> bool:
+def echoed(record: Mapping[str, Any]) -> bool:
     """
     True for a worker event the supervisor logs itself (it would be one line
     per worker otherwise): a listener's start and close, a reload's info lines.
@@ -133,7 +185,7 @@ def echoed(record: dict[str, Any]) -> bool:
     name = record.get("event")
     if name in ECHOED:
         return True
-    if name == "reload" and record.get("log_level") == "info":
+    if name == "reload" and record.get("log_level") in ("info", LogLevel.info):
         return True
     text = record.get("log_text")
     return record.get("log_namespace") == "log_legacy" and isinstance(text, str) and bool(_PORT_CLOSED.fullmatch(text))

@@ -35,7 +35,8 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, Config, ConfigError, read_text
@@ -44,7 +45,9 @@ from socksvc.daemon import systemd
 from socksvc.daemon.control import CONFIG, Adopt, Heartbeat, Start, Status, Stop, table_name
 from socksvc.daemon.figures import Figures, listeners_of, merge_services, service_figures
 from socksvc.daemon.handout import config_memfd, cpus, handout, resize, timeout
+from socksvc.daemon.logformat import FastTextObserver, JsonObserver
 from socksvc.daemon.logrelay import rebuild
+from socksvc.daemon.logsink import Sink
 from socksvc.daemon.reloadworkers import reload_workers
 from socksvc.daemon.service import DaemonService
 from socksvc.daemon.shared import Table
@@ -100,6 +103,9 @@ class SupervisorService(DaemonService):
         self._reloading = False
         self._failed_start: str | None = None
         self._initial: dict[int, bool] = {}
+        self._line_sink: Sink | None = None
+        self._line_format = ""
+        """What the workers send: finished lines in this format, or (empty) log events."""
 
     # -- ports: bound here, served by the workers ----------------------------------
 
@@ -136,7 +142,7 @@ class SupervisorService(DaemonService):
 
     def _start_worker(self, slot: int) -> None:
         self._restarts.pop(slot, None)
-        proc = WorkerProcess(slot, self.reactor, self._worker_log, self._worker_ended)
+        proc = WorkerProcess(slot, self.reactor, self._worker_log, self._worker_ended, self._worker_line)
         self.procs[slot] = proc
         for table in self.tables.values():
             table.clear(slot)
@@ -153,7 +159,14 @@ class SupervisorService(DaemonService):
             calls.append(proc.call(Adopt, name=table_name(instance.name or ""), fd=self.tables[instance.name or ""].fd))
         for name, fd in handout(self.instances(), proc.slot):
             calls.append(proc.call(Adopt, name=name, fd=fd))
-        start = proc.call(Start, slot=proc.slot, workers=self.target, source=self.config.source, seed=self.seed)
+        start = proc.call(
+            Start,
+            slot=proc.slot,
+            workers=self.target,
+            source=self.config.source,
+            seed=self.seed,
+            log_format=self._line_format,
+        )
         await DeferredList(calls, fireOnOneErrback=True, consumeErrors=True)
         await timeout(start, START_TIMEOUT, self.reactor)
         if proc.ended:
@@ -201,6 +214,23 @@ class SupervisorService(DaemonService):
         self.reactor.addSystemEventTrigger("after", "shutdown", exit_1)
         if self.reactor.running:
             self.reactor.stop()
+
+    def _worker_line(self, line: str, urgent: bool) -> None:
+        sink = self._line_sink
+        if sink is not None:
+            sink.emit(line, urgent)
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        The observer chosen, note where socksvc's own lines go: workers then
+        send finished lines to write as they are (L{socksvc.daemon.logrelay}).
+        """
+        super().setServiceParent(parent)
+        if isinstance(parent, Componentized):
+            observer = parent.getComponent(ILogObserver, None)
+            if isinstance(observer, FastTextObserver | JsonObserver):
+                self._line_sink = observer.sink
+                self._line_format = "json" if isinstance(observer, JsonObserver) else "text"
 
     def _worker_log(self, slot: int, text: str) -> None:
         event = rebuild(text, slot, self.config.daemon.log_format == "text")

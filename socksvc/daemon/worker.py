@@ -43,6 +43,7 @@ from socksvc.daemon.control import (
     Commit,
     Heartbeat,
     Log,
+    LogLine,
     Prepare,
     Refused,
     Start,
@@ -88,9 +89,10 @@ def read_text(fd: int) -> str:
 class WorkerControl(Channel):
     """The worker's end of the control channel: the supervisor's commands (L{socksvc.daemon.control})."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, relay: Relay | None = None) -> None:
         super().__init__()
         self.reactor = reactor
+        self.relay = relay
         self.held: dict[str, int] = {}
         self.daemon: WorkerDaemon | None = None
         self.failed = False
@@ -121,9 +123,11 @@ class WorkerControl(Channel):
         return {}
 
     @Start.responder
-    def start(self, slot: int, workers: int, source: str, seed: str) -> dict[str, Any]:
+    def start(self, slot: int, workers: int, source: str, seed: str, log_format: str) -> dict[str, Any]:
         if self.daemon is not None:
             raise Refused("this worker has started already")
+        if log_format and self.relay is not None:
+            self.relay.lines(log_format, slot, self._send_line)
         try:
             if os.environ.get("PYTHONHASHSEED") != seed:
                 raise Refused(
@@ -146,6 +150,9 @@ class WorkerControl(Channel):
         self._drop_held()
         self.reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
         return {"pid": os.getpid()}
+
+    def _send_line(self, line: str, urgent: bool) -> None:
+        self.callRemote(LogLine, line=line, urgent=urgent)
 
     def _fail(self) -> None:
         self.failed = True
@@ -244,7 +251,7 @@ def main() -> int:
 
     relay = Relay(_stderr)
     globalLogBeginner.beginLoggingTo([relay], redirectStandardIO=True)
-    control = WorkerControl(reactor)
+    control = WorkerControl(reactor, relay)
 
     def send(text: str) -> None:
         control.callRemote(Log, event=text)

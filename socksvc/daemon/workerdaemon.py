@@ -201,7 +201,8 @@ class WorkerDaemon(DaemonService):
             if counts is None or instance.stype.one_process:
                 continue
             counts.serving = workers
-            instance.context.state.reconfigure(instance.context.settings)
+            instance.context.policy.reconfigure(instance.context.policy.settings)  # its share of the close lines
+            instance.context.state.reconfigure(instance.context.settings)  # and of UDP's per-source rates
 
     async def commit(self, config: Config) -> str | None:
         """Apply a prepared reload; None when applied, else the line why not."""

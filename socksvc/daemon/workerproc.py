@@ -35,7 +35,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 import socksvc
-from socksvc.daemon.control import SUPERVISOR_ENV, Channel, Log
+from socksvc.daemon.control import SUPERVISOR_ENV, Channel, Log, LogLine
 
 log = Logger(namespace="socksvc")
 
@@ -95,14 +95,20 @@ def describe_exit(reason: Failure) -> str:
 class SupervisorControl(Channel):
     """The supervisor's end of one worker's control channel: the worker's log events arrive here."""
 
-    def __init__(self, on_log: Callable[[str], None]) -> None:
+    def __init__(self, on_log: Callable[[str], None], on_line: Callable[[str, bool], None]) -> None:
         super().__init__()
         self.on_log = on_log
+        self.on_line = on_line
         self.lost: Deferred[None] = Deferred()
 
     @Log.responder
     def log_event(self, event: str) -> dict[str, Any]:
         self.on_log(event)
+        return {}
+
+    @LogLine.responder
+    def log_line(self, line: str, urgent: bool) -> dict[str, Any]:
+        self.on_line(line, urgent)
         return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -121,8 +127,9 @@ class _One(Factory):
 
 class WorkerProcess(protocol.ProcessProtocol):
     """
-    One run of one worker slot. C{on_log(slot, line)} gets its log events and
-    output; C{on_end(self, reason)} is called once when the process is gone.
+    One run of one worker slot. C{on_log(slot, text)} gets its log events and
+    output, C{on_line(line, urgent)} the lines it formatted itself;
+    C{on_end(self, reason)} is called once when the process is gone.
     """
 
     def __init__(
@@ -131,12 +138,13 @@ class WorkerProcess(protocol.ProcessProtocol):
         reactor: Any,
         on_log: Callable[[int, str], None],
         on_end: Callable[[WorkerProcess, Failure], None],
+        on_line: Callable[[str, bool], None] = lambda line, urgent: None,
     ) -> None:
         self.slot = slot
         self.reactor = reactor
         self.on_log = on_log
         self.on_end = on_end
-        self.control = SupervisorControl(lambda text: on_log(slot, text))
+        self.control = SupervisorControl(lambda text: on_log(slot, text), on_line)
         self.pid: int | None = None
         self.ready = False
         self.started_at = reactor.seconds()
