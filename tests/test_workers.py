@@ -25,7 +25,7 @@ from socksvc.config.loader import ConfigError
 from socksvc.config.schema import AUTO_WORKERS, MAX_WORKERS, worker_count
 from socksvc.core import policy as policy_module
 from socksvc.daemon import balance
-from socksvc.daemon.control import PAGE, listener_name, page
+from socksvc.daemon.control import PAGE, listener_name, page, table_name
 from socksvc.daemon.figures import merge_services
 from socksvc.daemon.handout import config_memfd, handout, resize, served_by
 from socksvc.daemon.logformat import FastTextObserver, JsonObserver
@@ -35,6 +35,7 @@ from socksvc.daemon.worker import read_text
 from socksvc.daemon.workerproc import Backoff, describe_exit, worker_env
 from socksvc.services.catalogue import loads, types
 from tests.support import context, peer
+from tests.support.systemd import PortsReactor
 
 # -- [daemon] workers ---------------------------------------------------------------
 
@@ -464,6 +465,35 @@ def test_what_the_supervisor_says_itself_is_not_repeated() -> None:
     assert _relayed(lambda log: log.error("reload failed", event="reload")) is not None
 
 
+def test_a_worker_formats_lines_itself_when_the_supervisor_writes_socksvcs_own() -> None:
+    from socksvc.daemon.logrelay import Relay
+
+    sent: list[tuple[str, bool]] = []
+    relay = Relay(lambda text: sent.append((text, False)))
+    relay.lines("text", 1, lambda line, urgent: sent.append((line, urgent)))
+    log = Logger(namespace="socksvc", observer=relay)
+    log.info("{service}: {peer} closed", event="close", service="echo", peer="127.0.0.1:5")
+    log.warn("{service}: trouble", event="x", service="echo")
+    log.info("echo: listening on tcp 127.0.0.1:1", event="listen")  # the supervisor says it, once
+    assert len(sent) == 2
+    assert "[socksvc#info w1] echo: 127.0.0.1:5 closed\n" in sent[0][0] and not sent[0][1]
+    assert "[socksvc#warn w1] echo: trouble" in sent[1][0] and sent[1][1]  # urgent: flushed at once
+    sent.clear()
+    relay.lines("json", 0, lambda line, urgent: sent.append((line, urgent)))
+    log.info("{service}: hi", event="x", service="echo")
+    record = json.loads(sent[0][0])
+    assert record["worker"] == 0 and record["message"] == "echo: hi" and "system" not in record
+
+
+def test_each_worker_logs_its_share_of_the_close_lines(table: Table) -> None:
+    a, _b = shared_policies(table, "log_close_rate = 100\nlog_close_burst = 10")
+    assert a.close_log._bucket.rate == 100  # one worker serving: the whole ceiling
+    counts = WorkerCounts(table, 0)
+    counts.serving = 4
+    a.share(counts)
+    assert a.close_log._bucket.rate == 25 and a.close_log._bucket.burst == 2  # 10 / 4, rounded
+
+
 def test_huge_events_are_cut_to_fit() -> None:
     event = _relayed(lambda log: log.info("{big}", big="x" * (PAGE * 2)))
     assert event is not None and len(json.dumps(event, default=str)) < PAGE
@@ -520,3 +550,94 @@ def test_paging_splits_big_answers() -> None:
         got += json.loads(text)
         pages += 1
     assert got == items and pages > 1
+
+
+# -- a reload across workers: all or nothing ------------------------------------------------
+
+
+class _Reactor(PortsReactor):
+    """A memory reactor whose ports have a descriptor (a fake one) and can stop reading."""
+
+    def _port(self, kind: str, interface: str) -> Any:
+        port = super()._port(kind, interface)
+        number = self.next_port
+        port.__class__ = type(
+            "FdPort", (port.__class__,), {"fileno": lambda self: number, "stopReading": lambda self: None}
+        )
+        return port
+
+
+class _Worker:
+    """A worker as the supervisor sees it, answering from a script."""
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.pid = 100 + slot
+        self.ready = True
+        self.starting = None
+        self.generation = 0
+        self.refuse = False
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.signals: list[str] = []
+
+    def call(self, command: Any, **kw: Any) -> Any:
+        from twisted.internet import defer
+
+        from socksvc.daemon.control import Refused
+
+        self.calls.append((command.__name__, kw))
+        if command.__name__ == "Prepare" and self.refuse:
+            return defer.fail(Refused(f"worker {self.slot} says no"))
+        return defer.succeed({})
+
+    def commands(self) -> list[str]:
+        return [name for name, _ in self.calls if name != "Adopt"]
+
+    def adopted(self) -> list[str]:
+        return [kw["name"] for name, kw in self.calls if name == "Adopt"]
+
+    def signal(self, name: str) -> None:
+        self.signals.append(name)
+
+
+def test_a_reload_one_worker_refuses_changes_nothing_anywhere(tmp_path: Any) -> None:
+    from socksvc.daemon import systemd
+    from socksvc.daemon.supervisor import SupervisorService
+
+    first = '[daemon]\nworkers = 2\n[services.echo]\nlisten = ["tcp:0"]\n[services.chat]\nlisten = ["tcp:0"]\n'
+    second = first + '[services.greeting]\nlisten = ["tcp:0"]\n'
+    path = tmp_path / "socksvc.toml"
+    path.write_text(first)
+    reactor = _Reactor()
+    sup = SupervisorService(
+        loads(first, str(path)), reactor, text=first, notifier=systemd.Notifier(None), handle_signals=False
+    )
+    sup.privilegedStartService()
+    workers = {0: _Worker(0), 1: _Worker(1)}
+    sup.procs = workers  # type: ignore[assignment]
+    path.write_text(second)
+    workers[1].refuse = True
+    results: list[bool] = []
+    sup.reload().addCallback(results.append)
+    assert results == [False]
+    assert "worker 1 says no" in (sup.last_reload_error or "")
+    for w in workers.values():
+        assert w.commands() == ["Prepare", "Abort"]  # both prepared, neither committed
+    assert [i.name for i in sup.instances()] == ["echo", "chat"] and set(sup.tables) == {"echo", "chat"}
+    bound = len(reactor.listening)
+
+    workers[1].refuse = False
+    for w in workers.values():
+        w.calls.clear()
+    sup.reload().addCallback(results.append)
+    assert results == [False, True]
+    assert [i.name for i in sup.instances()] == ["echo", "chat", "greeting"] and "greeting" in sup.tables
+    assert len(reactor.listening) == bound + 1
+    for w in workers.values():
+        assert w.commands() == ["Prepare", "Commit"]
+        names = w.adopted()
+        assert table_name("greeting") in names and listener_name("greeting", "tcp:0", 0, 0) in names
+        assert listener_name("echo", "tcp:0", 0, 0) not in names  # only what is new is handed over
+        assert w.generation == 1
+    for table in sup.tables.values():
+        table.close()
