@@ -641,3 +641,31 @@ def test_a_reload_one_worker_refuses_changes_nothing_anywhere(tmp_path: Any) -> 
         assert w.generation == 1
     for table in sup.tables.values():
         table.close()
+
+
+def test_a_worker_that_stops_answering_is_killed_and_the_watchdog_waits() -> None:
+    from twisted.internet import defer
+
+    from socksvc.daemon import systemd
+    from socksvc.daemon.supervisor import HEARTBEAT, MISSES, SupervisorService
+
+    text = '[daemon]\nworkers = 2\n[services.echo]\nlisten = ["tcp:0"]\n'
+    clock = Clock()
+    sup = SupervisorService(loads(text), clock, text=text, notifier=systemd.Notifier(None), handle_signals=False)
+    fine, hung = _Worker(0), _Worker(1)
+    hung.call = lambda command, **kw: defer.Deferred()  # type: ignore[method-assign]
+    for w in (fine, hung):
+        w.heartbeat_pending = 0  # type: ignore[attr-defined]
+        w.last_answer = 0.0  # type: ignore[attr-defined]
+    sup.procs = {0: fine, 1: hung}  # type: ignore[dict-item]
+    assert sup.healthy()
+    sup._heartbeat()
+    clock.advance(HEARTBEAT)
+    sup._heartbeat()
+    assert not sup.healthy()  # one heartbeat unanswered: systemd's watchdog is not fed
+    for _ in range(MISSES):
+        clock.advance(HEARTBEAT)
+        sup._heartbeat()
+    assert hung.signals == ["KILL"] and fine.signals == []
+    for table in sup.tables.values():
+        table.close()

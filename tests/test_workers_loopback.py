@@ -342,3 +342,31 @@ def test_admin_listener_shows_every_workers_figures() -> None:
             assert echo["accepted"] >= 4 and echo["limit"] == 1024
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
             assert b'socksvc_connections_accepted_total{service="echo"}' in r.read()
+
+
+def test_a_workers_change_starts_and_stops_workers_keeping_the_others_connections() -> None:
+    body = '[services.echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+    with daemon(config(body, workers=2)) as d:
+        assert d.config_path is not None
+        port = d.port("echo")
+        with clients(port, 6) as socks:
+            pids = workers(d)
+            slots = [holder(s, pids) for s in socks]
+            assert set(slots) == {0, 1}
+            Path(d.config_path).write_text(config(body, workers=3))
+            d.signal(signal.SIGHUP)
+            d.read(until="worker 2 (pid")
+            assert until(lambda: 2 in workers(d) and alive(workers(d)[2]))
+            for s in socks:
+                assert echo_once(s, b"three") == b"three"
+            Path(d.config_path).write_text(config(body, workers=1))
+            d.signal(signal.SIGHUP)
+            d.read(until="3 workers become 1")
+            assert until(lambda: not alive(pids[1]) and not alive(workers(d)[2]))
+            for s, slot in zip(socks, slots, strict=True):
+                if slot == 0:
+                    assert echo_once(s, b"one") == b"one"  # worker 0's clients never noticed
+            with socket.create_connection((LO, port), timeout=10) as s:
+                assert echo_once(s, b"new") == b"new"
+                assert holder(s, {0: pids[0]}) == 0
+        assert "Traceback" not in d.output

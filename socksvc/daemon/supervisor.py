@@ -311,6 +311,7 @@ class SupervisorService(DaemonService):
                     pid=proc.pid,
                     seconds=now - proc.last_answer,
                 )
+                proc.ready = False  # killed once; its end starts the next one
                 proc.signal("KILL")
                 continue
             proc.heartbeat_pending += 1
