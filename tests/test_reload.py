@@ -229,7 +229,7 @@ def test_unexpected_error_while_loading_is_a_failed_reload(monkeypatch: pytest.M
         assert last["STATUS"].startswith("reload failed, still serving the previous config (/etc/socksvc.toml:")
 
 
-def test_failed_bind_rolls_back() -> None:
+def test_a_failed_bind_never_touches_the_old_listener() -> None:
     reactor = FailingReactor()
     svc = started(reactor=reactor)
     greeting_before = svc.instance("greeting").listeners()[0].port
@@ -241,8 +241,9 @@ def test_failed_bind_rolls_back() -> None:
     )
     assert [i.name for i in svc.instances()] == ["echo", "greeting", "chat"]
     assert specs(svc, "greeting") == ["tcp:17:interface=127.0.0.1"]
-    restored = svc.instance("greeting").listeners()[0].port
-    assert restored in reactor.listening and restored is not greeting_before  # re-bound on the old address
+    # The new port was tried before the old one closed: the old one never stopped listening.
+    kept = svc.instance("greeting").listeners()[0].port
+    assert kept is greeting_before and kept in reactor.listening
     assert len(reactor.listening) == 4  # nothing of reverse left behind
 
 
@@ -271,7 +272,8 @@ def test_reloads_do_not_overlap(tmp_path: Any) -> None:
     reactor = SlowReactor()
     svc = started(reactor=reactor)
     path = tmp_path / "socksvc.toml"
-    path.write_text(BASE.replace("tcp:17:", "tcp:18:"))
+    # 127.0.0.1:17 becoming *:17: the old port must close before the new one can bind.
+    path.write_text(BASE.replace('"tcp:17:interface=127.0.0.1"', '"tcp:17"'))
     svc.config_path = str(path)
     first = svc.request_reload()
     assert first is not None and reactor.closing  # waiting for greeting's old port to close
@@ -281,7 +283,7 @@ def test_reloads_do_not_overlap(tmp_path: Any) -> None:
     assert svc.reloads == 0
     reactor.closing.pop().callback(None)
     assert svc.reloads == 2  # the first, then the queued one (nothing left to change)
-    assert specs(svc, "greeting") == ["tcp:18:interface=127.0.0.1"]
+    assert specs(svc, "greeting") == ["tcp:17"]
 
 
 def test_sigterm_path_says_goodbye_and_closes() -> None:
