@@ -3,8 +3,11 @@ One load-generating client process (stdlib only, run as a script).
 
     python bench/load.py KIND HOST PORT --sockets K [--size BYTES] --duration SECONDS
 
-KIND is C{echo} (TCP round trips), C{greet} (connect, read until close) or
-C{udp} (datagram round trips). The process opens its K clients, checks one
+KIND is C{echo} (TCP round trips), C{greet} (connect, read until close),
+C{udp} (datagram round trips), C{ask} (an empty datagram, any reply: UDP
+time), C{download} (bytes read from one stream: chargen) or C{upload}
+(bytes sent on one stream and taken by the server: discard; the count is
+bytes then, not operations). The process opens its K clients, checks one
 exchange on each (the reply must be right), prints C{ready}, waits for a
 line on stdin (the runner's "go", so every process starts together), runs
 for the duration and prints one JSON object: C{{"count": N, "elapsed": S,
@@ -190,9 +193,88 @@ class UDP:
                 return count, lost
 
 
+class Ask:
+    """UDP request/reply where the reply is not the request: send an empty datagram, take any reply (RFC 868 time)."""
+
+    def __init__(self, host: str, port: int, sockets: int) -> None:
+        self.socks = []
+        for _ in range(sockets):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect((host, port))
+            _timeout(sock, UDP_TIMEOUT)
+            self.socks.append(sock)
+        for sock in self.socks:
+            for _attempt in range(5):
+                sock.send(b"")
+                try:
+                    if sock.recv(65536):
+                        break
+                except BlockingIOError:
+                    continue
+            else:
+                raise ConnectionError("no UDP reply in 5 tries")
+
+    def run(self, deadline: float) -> tuple[int, int]:
+        socks = self.socks
+        count = lost = 0
+        now = time.monotonic
+        while True:
+            for sock in socks:
+                sock.send(b"")
+            for sock in socks:
+                try:
+                    sock.recv(65536)
+                    count += 1
+                except BlockingIOError:
+                    lost += 1
+            if now() >= deadline:
+                return count, lost
+
+
+class Stream:
+    """
+    One TCP stream, connected when the run starts. C{download}: read until
+    the deadline (chargen). C{upload}: send until the deadline, then
+    half-close and wait for the server's close, so that every byte counted
+    was taken by the server (discard). The count is bytes.
+    """
+
+    def __init__(self, host: str, port: int, upload: bool) -> None:
+        self.addr = (host, port)
+        self.upload = upload
+        with socket.create_connection(self.addr, timeout=RECV_TIMEOUT):
+            pass  # it is there
+
+    def run(self, deadline: float) -> tuple[int, int]:
+        sock = socket.create_connection(self.addr, timeout=RECV_TIMEOUT)
+        sock.settimeout(None)
+        _timeout(sock, RECV_TIMEOUT)
+        now = time.monotonic
+        total = 0
+        try:
+            if self.upload:
+                block = b"\xa5" * (1 << 20)
+                while now() < deadline:
+                    sock.sendall(block)
+                    total += len(block)
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass
+            else:
+                buf = bytearray(1 << 20)
+                while now() < deadline:
+                    n = sock.recv_into(buf)
+                    if not n:
+                        raise ConnectionError("server closed the connection")
+                    total += n
+        finally:
+            sock.close()
+        return total, 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("kind", choices=("echo", "greet", "udp"))
+    p.add_argument("kind", choices=("echo", "greet", "udp", "ask", "download", "upload"))
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--sockets", type=int, default=1)
@@ -200,11 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=1.0)
     a = p.parse_args(argv)
     try:
-        client: Echo | Greet | UDP
+        client: Echo | Greet | UDP | Ask | Stream
         if a.kind == "echo":
             client = Echo(a.host, a.port, a.sockets, a.size)
         elif a.kind == "greet":
             client = Greet(a.host, a.port, a.sockets)
+        elif a.kind == "ask":
+            client = Ask(a.host, a.port, a.sockets)
+        elif a.kind in ("download", "upload"):
+            client = Stream(a.host, a.port, a.kind == "upload")
         else:
             client = UDP(a.host, a.port, a.sockets, a.size)
     except (OSError, ValueError) as e:

@@ -6,6 +6,7 @@ over StringTransport with a fake clock (see tests/test_chat_support.py).
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 from twisted.internet.error import ConnectionLost
@@ -13,7 +14,7 @@ from twisted.internet.error import ConnectionLost
 from socksvc.config.loader import DEFAULT_CONFIG, ConfigError
 from socksvc.services.catalogue import loads
 from socksvc.services.chat.service import ChatSettings
-from tests.test_chat_support import LINE, UNSAFE, Chat
+from tests.support.chat import LINE, UNSAFE, Chat
 
 # -- connecting and nicknames ------------------------------------------------
 
@@ -142,7 +143,8 @@ def test_good_nicknames(name: str) -> None:
     c = Chat().connect()
     c.lines()
     c.send(name)
-    assert c.lines()[0] == f"-!- You are now known as {name}"
+    # kept as its PRECIS enforcement (NFKC): e + U+0301 is shown as é
+    assert c.lines()[0] == f"-!- You are now known as {unicodedata.normalize('NFKC', name)}"
 
 
 def test_nick_max_and_reserved_are_settings() -> None:
@@ -291,7 +293,7 @@ def test_timestamps() -> None:
     b.send("bob")
     a.lines()
     b.send("hi", "/me hops", "/msg alice x")
-    stamp = chat.state.stamp()
+    stamp = chat.state.fmt.stamp()
     assert a.lines() == [f"[{stamp}] <bob> hi", f"[{stamp}] * bob hops", f"[{stamp}] *bob* x"]
     assert b.lines()[-1] == f"[{stamp}] -> *alice* x"
 
@@ -402,7 +404,7 @@ def test_history_replay_marked_and_bounded() -> None:
     lines = b.lines()
     assert lines[0] == "-!- You are now known as carol"
     assert lines[1] == "-!- You are now in lobby (3 members)"
-    stamp = chat.state.stamp()
+    stamp = chat.state.fmt.stamp()
     assert lines[2:] == [
         f"[history {stamp}] <alice> two",
         f"[history {stamp}] * alice three",
@@ -783,3 +785,11 @@ def test_all_delivered_lines_match_the_grammar() -> None:
     for line in a.all_lines() + b.all_lines():
         assert LINE.match(line), line
         assert not UNSAFE.search(line), line
+
+
+def test_the_console_completes_exactly_the_servers_commands() -> None:
+    """The command names the client completes (socksvc.wire) are the server's command surface."""
+    from socksvc.services.chat.commands import COMMANDS
+    from socksvc.wire import CHAT_COMMANDS
+
+    assert {f"/{name}" for name in COMMANDS} == set(CHAT_COMMANDS)

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from twisted.internet.error import ConnectionLost
 
+from socksvc.services.chat.names import look_key
 from socksvc.services.chat.sanitize import TelnetFilter, decode_line, name_key, nick_problem, visible
-from tests.test_chat_support import LINE, UNSAFE, Chat, Client
+from tests.support.chat import LINE, UNSAFE, Chat, Client
 
 # -- text rules --------------------------------------------------------------
 
@@ -91,6 +92,7 @@ NAMES = st.one_of(
     st.sampled_from(
         ["bob", "Bob", "\uff22\uff2f\uff22", "alice", "ALICE", "admin", "x" * 30, "bo\u200bb", "é", "e\u0301"]
     ),
+    st.sampled_from(["aIice", "\u0430lice", "b0b", "\u0430dmin", "alice\u3164"]),  # look-alikes (UTS #39)
     st.text(min_size=1, max_size=8),
 )
 ROOMS = st.sampled_from(["lobby", "dev", "Dev", "#dev", "\uff44\uff45\uff56", "bad room", "x\u202e", "r1"])
@@ -173,6 +175,7 @@ class ChatMachine(RuleBasedStateMachine):
         keys = [name_key(m.nick) for m in named]
         assert len(keys) == len(set(keys))
         assert set(state.nicks) == set(keys)
+        assert state.looks == {look_key(m.nick): m for m in named}  # no two members look alike
         for m in named:
             assert m.room is not None
             assert m.room.members[m.key] is m

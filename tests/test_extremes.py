@@ -65,8 +65,10 @@ def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
     return {
         ("policy", "allow"): [[], ["127.0.0.0/8", "::1", *_networks(500)]],
         ("policy", "deny"): [[], _networks(500)],
-        ("echo", "rate_exempt"): [[], ["0.0.0.0/0", "::/0"], _networks(500)],
-        ("echo", "deny_source_ports"): [[], list(range(1024))],
+        # The datagram guard's keys, in every type that has them.
+        ("*", "rate_exempt"): [[], ["0.0.0.0/0", "::/0"], _networks(500)],
+        ("*", "deny_source_ports"): [[], list(range(1024))],
+        ("daemon", "log_mode"): ["0200", "0644", "0666"],
         ("greeting", "message"): ["", "m" * 510, "{hostname} {peer} {time} {service}"],
         ("greeting", "quotes"): ["", str(quotes)],
         ("chat", "rooms"): [["a"], ["r" * 32], [f"room{i}" for i in range(256)]],
@@ -94,7 +96,7 @@ def _cases(tmp_path: Path) -> Iterator[tuple[str, str, Any]]:
     classes |= {name: stype.settings for name, stype in types().items()}
     for table, cls in classes.items():
         for name, (_field, meta) in setting_fields(cls).items():
-            values = custom.get((table, name)) or custom.get(("policy", name))
+            values = custom.get((table, name)) or custom.get(("*", name))
             if values is None:
                 values = _extremes(meta.parse)
             if values is None:
@@ -119,7 +121,8 @@ def test_every_number_has_both_bounds() -> None:
         parse = setting_fields(cls[table])[name][1].parse
         item = parse.item if isinstance(parse, ListParser) else parse
         if isinstance(item, IntParser | FloatParser):
-            assert item.maximum < 10**9, f"{table}.{name}: maximum {item.maximum}"
+            # Exact as a float, so no arithmetic on it can overflow (a 400-digit integer did).
+            assert item.maximum <= 2**53, f"{table}.{name}: maximum {item.maximum}"
 
 
 def test_every_setting_has_extremes(tmp_path: Path) -> None:
@@ -127,11 +130,15 @@ def test_every_setting_has_extremes(tmp_path: Path) -> None:
     assert covered == set(KEYS)
 
 
+def listens(host: str) -> list[str]:
+    """A TCP listener, and a UDP one for the types that serve datagrams."""
+    udp = ["udp:0:interface=127.0.0.1"] if types()[host].datagram is not None else []
+    return ["tcp:0:interface=127.0.0.1", *udp]
+
+
 def config_for(table: str, name: str, value: Any) -> str:
     host = HOSTS[table]
-    listen = ["tcp:0:interface=127.0.0.1"]
-    if host == "echo":
-        listen.append("udp:0:interface=127.0.0.1")
+    listen = listens(host)
     line = f"{name} = {_toml(value)}\n"
     head = f"[daemon]\n{line}" if table == "daemon" else ""
     body = f"listen = {json.dumps(listen)}\n" + ("" if table == "daemon" else line)
@@ -249,6 +256,33 @@ async def serve(svc: DaemonService, host: str) -> None:
         assert await _exchange(tcp, line, line[::-1][1:] + b"\n") == line[-2::-1] + b"\n"
     elif host == "chat":
         await _chat(tcp)
+    elif host == "daytime":
+        got = await _exchange(tcp, b"", b"\r\n")
+        assert got.endswith(b"Z\r\n"), got
+    elif host == "time":
+        assert len(await _exchange(tcp, b"", b"\xff" * 5)) == 4  # 4 bytes, then EOF
+    elif host == "chargen":
+        assert b"\r\n" in await _exchange(tcp, b"", b"\r\n")
+    elif host == "discard":
+        sock = socket.create_connection(("127.0.0.1", tcp), timeout=5)
+        try:
+            sock.sendall(b"gone" * 1000)
+            sock.shutdown(socket.SHUT_WR)  # discard closes at the peer's half-close
+            sock.setblocking(False)
+            got = bytearray()
+
+            def closed() -> bool:
+                try:
+                    chunk = sock.recv(100)
+                except BlockingIOError:
+                    return False
+                got.extend(chunk)
+                return not chunk
+
+            await until(closed, 20, what="discard to close")
+            assert got == b""
+        finally:
+            sock.close()
     else:
         raise AssertionError(f"no serve check for {host}")
 
@@ -307,7 +341,7 @@ def _combined(tmp_path: Path, host: str, end: int) -> str:
         line = f"{name} = {_toml(values[end])}"
         (daemon_lines if table == "daemon" else lines).append(line)
     assert own <= {n for _t, n in seen} | {"quotes"}
-    listen = ["tcp:0:interface=127.0.0.1"] + (["udp:0:interface=127.0.0.1"] if host == "echo" else [])
+    listen = listens(host)
     head = "[daemon]\n" + "\n".join(daemon_lines) + "\n" if daemon_lines else ""
     return f"{head}[services.{host}]\nlisten = {json.dumps(listen)}\n" + "\n".join(lines) + "\n"
 

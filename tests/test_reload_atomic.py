@@ -24,7 +24,8 @@ from socksvc.daemon.service import DaemonService
 from socksvc.services.catalogue import loads
 from socksvc.services.chat.state import ChatState
 from tests.conftest import refused, until
-from tests.test_reload import BASE, connection, reload, started
+from tests.support.reload import BASE, connection, reload, started
+from tests.support.tls import self_signed
 
 
 @contextlib.contextmanager
@@ -245,9 +246,7 @@ async def test_a_renewed_certificate_is_served_after_a_reload_on_the_same_socket
     """The files are read at load, so the same ssl: spec with new files is a change: taken over, not re-bound."""
     import ssl
 
-    from tests.test_ssl import _self_signed
-
-    key, cert = _self_signed(tmp_path)
+    key, cert = self_signed(tmp_path)
     svc = live(f'[services.echo]\nlisten = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n')
     try:
         number = port_of(svc, "echo").getHost().port
@@ -279,7 +278,7 @@ async def test_a_renewed_certificate_is_served_after_a_reload_on_the_same_socket
                 tls.close()
 
         before = await served_certificate()
-        _self_signed(tmp_path)  # renewed: new key and certificate, same file names
+        self_signed(tmp_path)  # renewed: new key and certificate, same file names
         assert await live_reload(svc, text)
         after = await served_certificate()
         assert after != before

@@ -22,7 +22,17 @@ from socksvc.config.listen import ListenSpec, parse_listen, parse_systemd_spec
 from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import ItemError, closest, setting_fields
 from socksvc.util.files import read_regular_file
-from socksvc.wire import CHAT_PORT, DEFAULT_INTERFACE, ECHO_PORT, GREETING_PORT, REVERSE_PORT
+from socksvc.wire import (
+    CHARGEN_PORT,
+    CHAT_PORT,
+    DAYTIME_PORT,
+    DEFAULT_INTERFACE,
+    DISCARD_PORT,
+    ECHO_PORT,
+    GREETING_PORT,
+    REVERSE_PORT,
+    TIME_PORT,
+)
 
 DEFAULT_SOURCE = "<embedded default>"
 
@@ -44,13 +54,25 @@ log_format = "text"
 listen = ["tcp:{ECHO_PORT}:interface={_LO}", "udp:{ECHO_PORT}:interface={_LO}"]
 
 [services.greeting]
-listen = ["tcp:{GREETING_PORT}:interface={_LO}"]
+listen = ["tcp:{GREETING_PORT}:interface={_LO}", "udp:{GREETING_PORT}:interface={_LO}"]
 
 [services.reverse]
 listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
 
 [services.chat]
 listen = ["tcp:{CHAT_PORT}:interface={_LO}"]
+
+[services.discard]
+listen = ["tcp:{DISCARD_PORT}:interface={_LO}", "udp:{DISCARD_PORT}:interface={_LO}"]
+
+[services.daytime]
+listen = ["tcp:{DAYTIME_PORT}:interface={_LO}", "udp:{DAYTIME_PORT}:interface={_LO}"]
+
+[services.chargen]
+listen = ["tcp:{CHARGEN_PORT}:interface={_LO}"]
+
+[services.time]
+listen = ["tcp:{TIME_PORT}:interface={_LO}", "udp:{TIME_PORT}:interface={_LO}"]
 """
 
 

@@ -26,10 +26,14 @@ reason:
     C{max_sources} entries that evicts the least recently seen one. Sources
     in C{rate_exempt} (loopback by default) skip it.
 
-A reply larger than its request is never sent (C{too_large}). A failed
-send (EAGAIN, ENOBUFS, ECONNREFUSED, EHOSTUNREACH...) is counted as
-C{send_error} (and by errno in C{send_errors}), never raised. Each
-reason is logged at most once per 10 seconds, with the number held back.
+A reply larger than its request is never sent (C{too_large}), except by
+a protocol's declared C{slack}: a service whose answer to an empty request
+is a fixed few bytes (time's 4, daytime's 22) says so, and its docs give
+the amplification that allows. A protocol whose C{reply_for} returns None
+sends nothing (discard). A failed send (EAGAIN, ENOBUFS, ECONNREFUSED,
+EHOSTUNREACH...) is counted as C{send_error} (and by errno in
+C{send_errors}), never raised. Each reason is logged at most once per 10
+seconds, with the number held back.
 
 All state lives in one L{DatagramGuard} per service (shared by its udp:
 listeners, so a source gets one budget however many ports it hits); a
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from twisted.internet import error as terror
@@ -51,6 +55,7 @@ from twisted.logger import Logger
 
 from socksvc.config.settings import MAX_COUNT, MAX_RATE, as_float, as_int, as_list, as_networks, as_port, setting
 from socksvc.core.policy import Policy, address_allowed
+from socksvc.core.service import ServiceContext, ServiceStatus
 from socksvc.util.addresses import host_ip, source_key
 from socksvc.util.ratelimit import RateLimitedLog, SourceLimiter
 
@@ -102,6 +107,8 @@ RATE = "rate"
 TOO_LARGE = "too_large"
 SEND_ERROR = "send_error"
 ERROR = "error"
+DISABLED = "disabled"
+"""A service whose UDP side is switched off by a setting (chargen's udp = false); counted only when it happens."""
 REASONS = (BROADCAST, MULTICAST, UNSPECIFIED, SOURCE_PORT, OWN_PORT, DENIED, RATE, TOO_LARGE, SEND_ERROR, ERROR)
 
 _WHY = {
@@ -113,6 +120,7 @@ _WHY = {
     DENIED: "address denied by allow/deny",
     RATE: "rate_per_source exceeded",
     TOO_LARGE: "reply would be larger than the request",
+    DISABLED: "this service does not answer UDP (its udp setting is off)",
 }
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -302,6 +310,27 @@ def _errno_name(e: BaseException) -> tuple[str, str]:
     return type(e).__name__, str(e) or type(e).__name__
 
 
+class GuardState:
+    """
+    The state of a service whose only long-lived part is the guard its udp:
+    listens share (discard, chargen): C{make_state=GuardState}.
+    """
+
+    def __init__(self, context: ServiceContext[Any, Any]) -> None:
+        self.settings = context.settings
+        self.guard = DatagramGuard(context.name, context.settings, context.policy, context.reactor, context.udp_ports)
+
+    def reconfigure(self, settings: Any) -> None:
+        self.settings = settings
+        self.guard.reconfigure(settings)
+
+    def shutdown(self) -> None:
+        pass
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus(counters=self.guard.counters())
+
+
 class GuardedDatagram(DatagramProtocol):
     """
     A datagram service's protocol on one UDP port, guarded as the module doc
@@ -309,6 +338,8 @@ class GuardedDatagram(DatagramProtocol):
     """
 
     noisy = False
+    slack: ClassVar[int] = 0
+    """Bytes a reply may exceed its request by (a fixed-size answer to an empty request); 0 for most."""
 
     def __init__(self, guard: DatagramGuard) -> None:
         self.state = guard
@@ -327,8 +358,8 @@ class GuardedDatagram(DatagramProtocol):
         if self.state.listeners <= 0:
             self.state.log_summary()
 
-    def reply_for(self, datagram: bytes) -> bytes:
-        """The reply to C{datagram} (a subclass says; never larger than C{datagram})."""
+    def reply_for(self, datagram: bytes) -> bytes | None:
+        """The reply to C{datagram} (a subclass says; never larger than C{datagram} plus C{slack}), or None for none."""
         raise NotImplementedError
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
@@ -338,12 +369,14 @@ class GuardedDatagram(DatagramProtocol):
         state.bytes_in += len(datagram)
         try:
             reason = state.check(host, port)
-            if reason is None:
-                reply = self.reply_for(datagram)
-                if len(reply) > len(datagram):
-                    reason = TOO_LARGE
             if reason is not None:
                 state.dropped(reason, host, port)
+                return
+            reply = self.reply_for(datagram)
+            if reply is None:
+                return
+            if len(reply) > len(datagram) + self.slack:
+                state.dropped(TOO_LARGE, host, port)
                 return
             self._send(reply, host, port, addr)
         except Exception:
@@ -387,7 +420,7 @@ def _sendto(port: Any, reply: bytes, addr: Any) -> None:
     What C{udp.Port.write(reply, addr)} does, without its checks that
     C{addr} is a numeric address of the port's family: C{addr} is where the
     datagram came from, on this very socket, so it always is (those checks
-    were about a tenth of the server's time per datagram).
+    cost a measurable share of the server's time per datagram: docs/performance.md).
     """
     try:
         port.socket.sendto(reply, addr)

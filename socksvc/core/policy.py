@@ -14,7 +14,11 @@ and the sweeper follows a new idle_timeout.
 
 Refusals are counted, and logged at most once per reason per 10 s per
 service; what was held back is reported in a summary line when the 10 s are
-up.
+up. Closes are logged one line each (unless C{log_connections} is false) up
+to C{log_close_rate} lines a second per service; beyond that they are
+counted, with their bytes, and summarised once per 10 s
+(L{socksvc.core.closelog.CloseCeiling}). A field whose name starts with C{_}
+only shapes the message (the JSON log leaves it out).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksvc.config.schema import PolicySettings
+from socksvc.core.closelog import CloseCeiling
 from socksvc.util.addresses import IP, format_peer, in_any, peer_ip, source_key
 from socksvc.util.ratelimit import LOG_PERIOD, RateLimitedLog, TokenBucket, effective_burst
 
@@ -96,6 +101,7 @@ class Policy:
         self.accepted = 0
         self.refused: dict[str, int] = {}
         self.log_refusal = RateLimitedLog(clock, REFUSAL_LOG_PERIOD, summary=self._refusal_summary)
+        self.close_log = CloseCeiling(clock, settings.log_close_rate, settings.log_close_burst, self._close_summary)
         self._bucket: TokenBucket | None = None
         self._sweeper: LoopingCall | None = None
         self._running = False
@@ -112,6 +118,7 @@ class Policy:
         """
         old = self.settings
         self.settings = settings
+        self.close_log.reconfigure(settings.log_close_rate, settings.log_close_burst)
         if settings.max_rate > 0:
             burst = effective_burst(settings.max_rate, settings.max_rate_burst)
             now = self.clock.seconds()
@@ -138,10 +145,11 @@ class Policy:
         self._start_sweeper()
 
     def stop(self) -> None:
-        """The service stopped: stop the sweeper, report held refusal counts."""
+        """The service stopped: stop the sweeper, report held refusal and close counts."""
         self._running = False
         self._stop_sweeper()
         self.log_refusal.flush()
+        self.close_log.flush()
 
     @property
     def sweeping(self) -> bool:
@@ -192,13 +200,13 @@ class Policy:
         def emit(held: int) -> None:
             more = f" (and {held} more since the last such line)" if held else ""
             log.info(
-                "{service}: refused {peer}: {reason}{more}",
+                "{service}: refused {peer}: {reason}{_more}",
                 event="refuse",
                 service=self.service,
                 peer=peer,
                 reason=reason,
-                more=more,
                 held=held,
+                _more=more,
             )
 
         self.log_refusal(reason, emit)
@@ -232,10 +240,16 @@ class Policy:
             self.per_source[conn.source] = left
         else:
             self.per_source.pop(conn.source, None)
+        if not self.settings.log_connections:
+            return
+        close_log = self.close_log
+        if not close_log.admit():
+            close_log.hold(conn.bytes_in, conn.bytes_out)
+            return
         duration = self.clock.seconds() - conn.started
         why = conn.close_reason or close_reason(reason)
         log.info(
-            "{service}: {peer} closed after {duration:.3f}s, {bytes_in} bytes in, {bytes_out} bytes out{why}",
+            "{service}: {peer} closed after {duration:.3f}s, {bytes_in} bytes in, {bytes_out} bytes out{_why}",
             event="close",
             service=self.service,
             peer=conn.peer,
@@ -243,8 +257,20 @@ class Policy:
             duration=duration,
             bytes_in=conn.bytes_in,
             bytes_out=conn.bytes_out,
-            why=f" ({why})" if why else "",
             reason=why,
+            _why=f" ({why})" if why else "",
+        )
+
+    def _close_summary(self, held: int, bytes_in: int, bytes_out: int, seconds: float) -> None:
+        log.info(
+            "{service}: and {held:,} more connections closed in the last {period:.0f}s, "
+            "{bytes_in:,} bytes in, {bytes_out:,} bytes out (over log_close_rate)",
+            event="close_summary",
+            service=self.service,
+            held=held,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            period=seconds,
         )
 
     def sweep(self) -> None:

@@ -314,7 +314,7 @@ class DaemonService(MultiService):
         if failure is not None:
             return self._failed(failure)
         if new.daemon != self.config.daemon:
-            log.warn("socksvc: [daemon] changes (log_format) take effect at the next restart", event="reload")
+            log.warn("socksvc: [daemon] changes (the log_* keys) take effect at the next restart", event="reload")
         self.config = new
         self._refresh_udp_ports()
         self.last_reload_error = None
@@ -328,7 +328,7 @@ class DaemonService(MultiService):
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
             try:
                 observer = observer_for(
-                    self.config.daemon.log_format, self.twistd_options, self.reactor if self.handle_signals else None
+                    self.config.daemon, self.twistd_options, self.reactor, signals=self.handle_signals
                 )
             except LogFileError as e:
                 raise StartupError(str(e)) from None

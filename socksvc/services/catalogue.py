@@ -13,7 +13,8 @@ from typing import Any
 from socksvc.config import loader
 from socksvc.config.loader import Config
 from socksvc.core.service import ServiceType, catalogue_of
-from socksvc.services import echo, greeting, reverse
+from socksvc.services import chargen, daytime, discard, echo, greeting, reverse
+from socksvc.services import time as time_service
 from socksvc.services.chat import service as chat
 
 TYPES: dict[str, ServiceType[Any, Any]] = catalogue_of(
@@ -22,6 +23,10 @@ TYPES: dict[str, ServiceType[Any, Any]] = catalogue_of(
         greeting.SERVICE_TYPE,
         reverse.SERVICE_TYPE,
         chat.SERVICE_TYPE,
+        discard.SERVICE_TYPE,
+        daytime.SERVICE_TYPE,
+        chargen.SERVICE_TYPE,
+        time_service.SERVICE_TYPE,
     ]
 )
 

@@ -1,17 +1,37 @@
 """
-Chat commands: C{/name args} lines, parsed and dispatched to the state.
+The chat's command surface: every line a member sends comes here.
 
-Command names are case-insensitive. Before a member has a nickname only
-C{/nick}, C{/help}, C{/rooms} and C{/quit} work.
+L{handle_line} decides what a line is: a command (C{/name args}, names
+case-insensitive, L{COMMANDS}), a nickname (the first plain line before one
+is chosen), or something said to the room (C{//text} says C{/text}). Usage
+lines, the help text and the before-nickname rule (only C{/nick},
+C{/help}, C{/rooms} and C{/quit}) live here; the state only has actions.
+The command names the console client completes are L{socksvc.wire.CHAT_COMMANDS};
+a test keeps the two equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from socksvc.services.chat.state import ChatState, Member
+from socksvc.services.chat.delivery import Member
+from socksvc.services.chat.state import ChatState
 
 Handler = Callable[[ChatState, Member, str], None]
+
+HELP = (
+    "Commands (case-insensitive):",
+    "  /nick NAME        take or change your nickname",
+    "  /join ROOM        move to ROOM (created if new)",
+    "  /rooms            list rooms and member counts",
+    "  /who              list members of this room",
+    "  /msg NICK TEXT    private message",
+    "  /me TEXT          action: * you TEXT",
+    "  /topic [TEXT|-]   show, set or clear the room topic",
+    "  /help             this list",
+    "  /quit [REASON]    leave",
+    "Any other line is said to your room; //TEXT says /TEXT.",
+)
 
 
 def _nick(state: ChatState, m: Member, args: str) -> None:
@@ -61,7 +81,7 @@ def _topic(state: ChatState, m: Member, args: str) -> None:
 
 
 def _help(state: ChatState, m: Member, args: str) -> None:
-    state.help(m)
+    state.tell(m, b"".join(state.fmt.notice_lines(text) for text in HELP))
 
 
 def _quit(state: ChatState, m: Member, args: str) -> None:
@@ -98,3 +118,18 @@ def run(state: ChatState, m: Member, text: str) -> None:
         state.notice(m, "error: choose a nickname first")
         return
     handler(state, m, args)
+
+
+def handle_line(state: ChatState, m: Member, text: str) -> None:
+    """One line of decoded input from C{m} (flood control is the caller's: L{ChatState.flood_ok})."""
+    if m.gone or not text.strip():
+        return
+    if text.startswith("/") and not text.startswith("//"):
+        run(state, m, text)
+        return
+    if text.startswith("//"):
+        text = text[1:]
+    if m.nick is None:
+        state.set_nick(m, text.strip())
+    else:
+        state.say(m, text)

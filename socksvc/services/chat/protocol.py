@@ -20,8 +20,10 @@ from zope.interface import implementer
 from socksvc.core import writethrough
 from socksvc.core.protocols import Tracked
 from socksvc.core.service import ServiceContext
+from socksvc.services.chat.commands import handle_line
+from socksvc.services.chat.delivery import Member
 from socksvc.services.chat.sanitize import TelnetFilter, decode_line
-from socksvc.services.chat.state import ChatState, Member
+from socksvc.services.chat.state import ChatState
 from socksvc.util.lines import LineSplitter, TooLong
 
 CLOSE_GRACE = 10.0  # seconds a closing peer gets to take its last lines
@@ -31,8 +33,8 @@ CLOSE_GRACE = 10.0  # seconds a closing peer gets to take its last lines
 class ChatProtocol(Tracked):
     """One chat client."""
 
-    # Slots, not a per-instance dict: with 10,000 members that is a quarter
-    # of the daemon's memory per client. Everything the base classes and the
+    # Slots, not a per-instance dict: a dict per member is a large share of
+    # the daemon's memory per client (docs/performance.md). Everything the base classes and the
     # policy layer set is here too (anything else still lands in __dict__).
     __slots__ = (
         "bytes_in",
@@ -109,7 +111,7 @@ class ChatProtocol(Tracked):
             if self.telnet is None:
                 self.telnet = TelnetFilter()
             data = self.telnet.feed(data)
-        state = member.state
+        state = self.context.state
         splitter = self.splitter
         max_line = state.settings.max_line
         splitter.max_line = max_line
@@ -126,7 +128,7 @@ class ChatProtocol(Tracked):
                 self.touched = True
                 if not state.flood_ok(member):
                     break  # the rest of this read is over the limit too: no work spent on it
-                state.input_line(member, decode_line(line))
+                handle_line(state, member, decode_line(line))
             if not member.gone and splitter.pending > 8 * max_line:
                 state.no_line_end(member)
         if member.held is not None:
@@ -175,7 +177,7 @@ class ChatProtocol(Tracked):
         """The client half-closed: it has left; deliver what is owed and close."""
         member = self.member
         if member is not None:
-            member.state.disconnected(member, "connection closed")
+            self.context.state.disconnected(member, "connection closed")
         self.close()
 
     def writeConnectionLost(self) -> None:
@@ -188,5 +190,5 @@ class ChatProtocol(Tracked):
         self.closer = None
         member = self.member
         if member is not None and not member.gone:
-            member.state.disconnected(member, "connection closed")
+            self.context.state.disconnected(member, "connection closed")
         super().connectionLost(reason)

@@ -1,6 +1,7 @@
 """
 Text rules for chat: what a client's text may show on another terminal, what
-a nickname or room name may be, and how names compare.
+a nickname or room name may be, and how names compare. The standards-based
+part of the name rules (PRECIS, UTS #39) is in L{socksvc.services.chat.names}.
 
 Nothing here knows about connections; every function is pure.
 """
@@ -8,7 +9,9 @@ Nothing here knows about connections; every function is pure.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable, Mapping
 
+from socksvc.services.chat import names
 from socksvc.util.visible import UNSAFE
 from socksvc.util.visible import visible as _visible
 
@@ -51,20 +54,10 @@ def _name_char_ok(ch: str, first: bool) -> bool:
 
 
 def _describe(ch: str) -> str:
-    name = unicodedata.name(ch, "")
-    code = f"U+{ord(ch):04X}"
-    return f"{code} {name}" if name else code
+    return names.describe(ch)
 
 
-def name_problem(name: str, limit: int, reserved: frozenset[str] = frozenset(), what: str = "nickname") -> str | None:
-    """
-    Why C{name} cannot be a nickname (or room name), or None if it can.
-    C{reserved} holds L{name_key} forms.
-    """
-    if not name:
-        return f"a {what} needs at least one character"
-    if len(name) > limit:
-        return f"too long (at most {limit} characters)"
+def _chars_problem(name: str, what: str) -> str | None:
     for i, ch in enumerate(name):
         if not _name_char_ok(ch, i == 0):
             if ch == "\t" or unicodedata.category(ch) == "Zs":
@@ -75,16 +68,71 @@ def name_problem(name: str, limit: int, reserved: frozenset[str] = frozenset(), 
             else:
                 shown = f"{shown!r} ({_describe(ch)})"
             return f"character {shown} is not allowed; use letters, digits, _ - ."
-    key = name_key(name)
-    if len(key) > limit * 4:
-        return f"too long (at most {limit} characters)"
+    return None
+
+
+def name_check(
+    name: str,
+    limit: int,
+    reserved: frozenset[str] = frozenset(),
+    what: str = "nickname",
+    reserved_looks: Mapping[str, str] | None = None,
+    taken: Callable[[str, str], str | None] | None = None,
+) -> tuple[str, str | None]:
+    """
+    C{(form, None)} if C{name} can be a nickname (or room name), C{form}
+    being the name as it is kept: its PRECIS enforcement (see
+    L{socksvc.services.chat.names.precis}). Otherwise C{(name, why not)}.
+    C{reserved} holds L{name_key} forms; C{reserved_looks} maps
+    L{socksvc.services.chat.names.look_key} forms to the reserved names. C{taken},
+    given the form and its look key, says why it is in use (or None); it is
+    asked before the script checks, so that a look-alike of a present name
+    is refused as that.
+    """
+    if not name:
+        return name, f"a {what} needs at least one character"
+    if len(name) > limit:
+        return name, f"too long (at most {limit} characters)"
+    problem = _chars_problem(name, what)
+    if problem is not None:
+        return name, problem
+    form, problem = names.precis(name)
+    if problem is not None:
+        return name, problem
+    if len(form) > limit:
+        return name, f"too long (at most {limit} characters)"
+    key = name_key(form)
     if key in reserved:
-        return f"{name} is reserved"
-    # The folded form must obey the rules too (NFKC can produce spaces or symbols).
+        return name, f"{name} is reserved"
+    # The kept and the folded forms must obey the rules too (NFKC can produce spaces or symbols).
     for i, ch in enumerate(key):
         if not _name_char_ok(ch, i == 0):
-            return f"character {_describe(name[min(i, len(name) - 1)])} is not allowed; use letters, digits, _ - ."
-    return None
+            return (
+                name,
+                f"character {_describe(name[min(i, len(name) - 1)])} is not allowed; use letters, digits, _ - .",
+            )
+    problem = _chars_problem(form, what)
+    if problem is not None:
+        return name, problem
+    look = names.look_key(form)
+    like = reserved_looks.get(look) if reserved_looks else None
+    if like is not None:
+        return name, f'"{name}" looks like "{like}", which is reserved'
+    problem = taken(form, look) if taken is not None else None
+    if problem is not None:
+        return name, problem
+    problem = names.look_problem(form)
+    if problem is not None:
+        return name, f'"{name}" {problem}'
+    return form, None
+
+
+def name_problem(name: str, limit: int, reserved: frozenset[str] = frozenset(), what: str = "nickname") -> str | None:
+    """
+    Why C{name} cannot be a nickname (or room name), or None if it can.
+    C{reserved} holds L{name_key} forms.
+    """
+    return name_check(name, limit, reserved, what)[1]
 
 
 def nick_problem(name: str, limit: int, reserved: frozenset[str] = frozenset()) -> str | None:
@@ -92,9 +140,25 @@ def nick_problem(name: str, limit: int, reserved: frozenset[str] = frozenset()) 
     return name_problem(name, limit, reserved, "nickname")
 
 
+def nick_check(
+    name: str,
+    limit: int,
+    reserved: frozenset[str] = frozenset(),
+    reserved_looks: Mapping[str, str] | None = None,
+    taken: Callable[[str, str], str | None] | None = None,
+) -> tuple[str, str | None]:
+    """L{name_check} for a nickname."""
+    return name_check(name, limit, reserved, "nickname", reserved_looks, taken)
+
+
 def room_problem(name: str) -> str | None:
     """Why C{name} (without a leading #) cannot be a room name, or None."""
     return name_problem(name, ROOM_MAX, frozenset(), "room name")
+
+
+def room_check(name: str, taken: Callable[[str, str], str | None] | None = None) -> tuple[str, str | None]:
+    """L{name_check} for a room name (without a leading #)."""
+    return name_check(name, ROOM_MAX, frozenset(), "room name", None, taken)
 
 
 def clip(text: str, limit: int) -> str:

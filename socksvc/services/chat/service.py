@@ -16,8 +16,9 @@ from twisted.internet.protocol import ServerFactory
 from socksvc.config.settings import MAX_COUNT, MAX_TIMEOUT, as_bool, as_float, as_int, as_list, as_str, setting
 from socksvc.core.protocols import ServiceFactory
 from socksvc.core.service import ServiceContext, ServiceType
+from socksvc.services.chat.names import look_key
 from socksvc.services.chat.protocol import ChatProtocol
-from socksvc.services.chat.sanitize import name_key, room_problem
+from socksvc.services.chat.sanitize import name_key, room_check
 from socksvc.services.chat.state import ChatState
 
 DEFAULT_RESERVED = (
@@ -37,20 +38,26 @@ DEFAULT_RESERVED = (
 
 
 def parse_rooms(value: Any) -> tuple[str, ...]:
-    """The configured rooms: valid, distinct names (a leading # is dropped)."""
+    """
+    The configured rooms: valid, distinct names that do not look alike (a
+    leading # is dropped), each as it is kept (its PRECIS enforcement).
+    """
     names: tuple[str, ...] = as_list(as_str(nonempty=True), nonempty=True)(value)
     out: list[str] = []
+    looks: dict[str, str] = {}
     seen: dict[str, str] = {}
     for name in names:
         name = name.removeprefix("#")
-        problem = room_problem(name)
+        form, problem = room_check(name)
         if problem is not None:
             raise ValueError(f"room {name!r}: {problem}")
-        key = name_key(name)
+        key, look = name_key(form), look_key(form)
         if key in seen:
             raise ValueError(f"rooms {seen[key]!r} and {name!r} are the same name")
-        seen[key] = name
-        out.append(name)
+        if look in looks:
+            raise ValueError(f"rooms {looks[look]!r} and {name!r} look alike")
+        seen[key] = looks[look] = name
+        out.append(form)
     return tuple(out)
 
 
@@ -91,7 +98,9 @@ class ChatSettings:
         "seconds a stalled (not reading) client has to catch up before a disconnect",
     )
     reserved_nicks: tuple[str, ...] = setting(
-        DEFAULT_RESERVED, as_list(as_str(nonempty=True)), "nicknames nobody may take (compared case-insensitively)"
+        DEFAULT_RESERVED,
+        as_list(as_str(nonempty=True)),
+        "nicknames nobody may take, nor any look-alike (case-insensitive; see docs/chat.md)",
     )
 
 

@@ -1,218 +1,37 @@
 """
-Chat state: members, rooms, history, and the delivery of lines.
+Chat state: the roster, rooms and history, and what members do in them.
 
-Plain objects given a clock: no sockets here. A member talks to its
-connection through the small L{Connection} interface (the protocol
-implements it; tests use fakes). The state outlives a config reload: it is
-kept in the service context and given new settings by L{ChatState.reconfigure}.
-
-Delivery is batched: between L{ChatState.batch} entry and exit, lines for a
-room are collected once and every recipient gets everything meant for it in
-one write. A room's membership never changes while the batch holds lines for it
-(L{ChatState.settle} flushes first), so each member's share is simply "the
-lines for its room, plus its own".
-
-Each member's unsent output is bounded: the transport tells us (through the
-producer API) when its buffer is full; from then on lines wait in the
-member's own queue, up to C{send_queue_max} bytes. Beyond that the member is
-stalled: lines are counted, not kept, and it is told how many it missed once
-it catches up, or aborted after C{stall_timeout} seconds.
+Plain objects given a clock: no sockets here. The state outlives a config
+reload: the service type makes it once (C{make_state}) and the daemon gives
+it new settings with L{ChatState.reconfigure}. Delivery (outboxes, batching,
+stalls) is L{socksvc.services.chat.delivery}; line formats are
+L{socksvc.services.chat.formats}; the command surface (names, usage, help,
+what works before a nickname) is L{socksvc.services.chat.commands}, which
+calls the actions here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from socksvc.core.service import ServiceStatus
-from socksvc.services.chat.sanitize import clip, name_key, nick_problem, room_problem, visible
+from socksvc.services.chat.delivery import Connection, Delivery, Member, Room
+from socksvc.services.chat.formats import Formatter
+from socksvc.services.chat.names import look_key
+from socksvc.services.chat.sanitize import clip, name_key, nick_check, room_check, visible
 from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
 
 log = Logger(namespace="socksvc")
 
-CRLF = b"\r\n"
 WELCOME_HOLD = 0.02  # seconds the welcome waits for a nickname to go out with
-LIST_WIDTH = 400  # characters of names on one /who or /rooms line
 REASON_MAX = 200  # characters of a /quit reason
 
-HELP = (
-    "Commands (case-insensitive):",
-    "  /nick NAME        take or change your nickname",
-    "  /join ROOM        move to ROOM (created if new)",
-    "  /rooms            list rooms and member counts",
-    "  /who              list members of this room",
-    "  /msg NICK TEXT    private message",
-    "  /me TEXT          action: * you TEXT",
-    "  /topic [TEXT|-]   show, set or clear the room topic",
-    "  /help             this list",
-    "  /quit [REASON]    leave",
-    "Any other line is said to your room; //TEXT says /TEXT.",
-)
 
-
-class Connection(Protocol):
-    """What the state needs from a member's connection."""
-
-    def send(self, data: bytes) -> None:
-        """Write now (or queue in the transport)."""
-
-    def send_last(self, data: bytes, reason: str) -> None:
-        """Best effort to write C{data}, then abort the connection (C{reason} is for the log)."""
-
-    def close(self, reason: str = "") -> None:
-        """Deliver what is written, then close (C{reason} is for the log)."""
-
-
-class Member:
-    """One connected client, registered (has a nick) or not."""
-
-    __slots__ = (
-        "bucket",
-        "conn",
-        "flood_since",
-        "gone",
-        "held",
-        "key",
-        "last_drop",
-        "missed",
-        "nick",
-        "paused",
-        "queue",
-        "queued",
-        "room",
-        "stall_timer",
-        "stalled",
-        "state",
-    )
-
-    def __init__(self, state: ChatState, conn: Connection) -> None:
-        self.state = state
-        self.conn = conn
-        self.nick: str | None = None
-        self.key: str | None = None
-        self.room: Room | None = None
-        self.bucket: TokenBucket | None = None
-        self.flood_since: float | None = None
-        self.last_drop = 0.0
-        self.paused = False
-        self.queue: deque[bytes] | None = None
-        self.queued = 0
-        self.stalled = False
-        self.missed = 0
-        self.stall_timer: IDelayedCall | None = None
-        self.gone = False
-        self.held: list[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"<Member {self.nick!r}>"
-
-    # -- output --------------------------------------------------------------
-
-    def deliver(self, data: bytes) -> None:
-        """Send C{data} (whole lines), or queue it, or count it as missed."""
-        if self.gone:
-            return
-        if self.held is not None:
-            self.held.append(data)
-            return
-        if self.stalled:
-            self.missed += data.count(b"\n")
-            return
-        if self.paused:
-            limit = self.state.settings.send_queue_max
-            if self.queued + len(data) > limit:
-                self._stall(data)
-                return
-            if self.queue is None:
-                self.queue = deque()
-            self.queue.append(data)
-            self.queued += len(data)
-            return
-        self.conn.send(data)
-
-    def release(self) -> None:
-        """Send the output held since connecting (the welcome), and stop holding."""
-        held, self.held = self.held, None
-        if held:
-            self.deliver(b"".join(held))
-
-    def _stall(self, data: bytes) -> None:
-        self.stalled = True
-        self.missed += data.count(b"\n")
-        state = self.state
-        timeout = state.settings.stall_timeout
-        if self.stall_timer is None:
-            self.stall_timer = state.clock.callLater(timeout, state.stall_expired, self)
-        state.log_event(
-            "stall",
-            "{service}: {nick} is not reading; holding at {queued} bytes",
-            nick=self.nick or "(no nick)",
-            queued=self.queued,
-        )
-
-    def pause(self) -> None:
-        """The transport's buffer is full."""
-        self.paused = True
-
-    def resume(self) -> None:
-        """The transport's buffer drained: send what waited, then say what was missed."""
-        self.paused = False
-        queue = self.queue
-        while queue and not self.paused and not self.gone:
-            data = queue.popleft()
-            self.queued -= len(data)
-            self.conn.send(data)
-        if self.paused or self.gone:
-            return
-        self.queue = None
-        self.queued = 0
-        if self.stalled:
-            self.stalled = False
-            if self.stall_timer is not None and self.stall_timer.active():
-                self.stall_timer.cancel()
-            self.stall_timer = None
-            missed, self.missed = self.missed, 0
-            self.conn.send(self.state.line(f"-!- You missed {missed} lines (you were not reading fast enough)"))
-
-    def unsent(self) -> int:
-        """Bytes waiting in this member's own queue."""
-        return self.queued
-
-    def drop(self) -> None:
-        """Forget everything owed; no more output."""
-        self.gone = True
-        self.queue = None
-        self.queued = 0
-        self.held = None
-        if self.stall_timer is not None and self.stall_timer.active():
-            self.stall_timer.cancel()
-        self.stall_timer = None
-
-
-class Room:
-    """A room: its members by name key, topic and recent history."""
-
-    __slots__ = ("configured", "history", "key", "members", "name", "topic")
-
-    def __init__(self, name: str, history: int, configured: bool = False) -> None:
-        self.name = name
-        self.key = name_key(name)
-        self.members: dict[str, Member] = {}
-        self.topic = ""
-        self.history: deque[tuple[float, str]] = deque(maxlen=history)
-        self.configured = configured
-
-    def __repr__(self) -> str:
-        return f"<Room {self.name!r} {len(self.members)}>"
-
-
-class ChatState:
+class ChatState(Delivery):
     """Everything the chat service knows, for one service instance."""
 
     def __init__(self, settings: Any, clock: IReactorTime, service: str = "chat") -> None:
@@ -222,13 +41,12 @@ class ChatState:
         self.members: set[Member] = set()
         self.nicks: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}
+        self.looks: dict[str, Member] = {}  # by look_key: no two members look alike
+        self.room_looks: dict[str, Room] = {}
         self.reserved: frozenset[str] = frozenset()
-        self._stamp_minute = -1
-        self._stamp_text = ""
-        self._depth = 0
-        self._entries: list[tuple[Room | Member, bytes, Member | None]] = []
-        self._room_data: dict[Room, list[bytes]] = {}
-        self._special: set[Member] = set()
+        self.reserved_looks: dict[str, str] = {}
+        self.fmt = Formatter(clock, settings.timestamps)
+        super().__init__()
         self._log_limit = RateLimitedLog(clock)
         self._held: list[Member] = []
         self._hold_timer: IDelayedCall | None = None
@@ -239,7 +57,9 @@ class ChatState:
     def reconfigure(self, settings: Any) -> None:
         """Apply new settings to the live state."""
         self.settings = settings
+        self.fmt.timestamps = settings.timestamps
         self.reserved = frozenset(name_key(n) for n in settings.reserved_nicks)
+        self.reserved_looks = {look_key(n): n for n in settings.reserved_nicks}
         wanted = {name_key(n): n for n in settings.rooms}
         for room in self.rooms.values():
             room.configured = room.key in wanted
@@ -247,9 +67,9 @@ class ChatState:
                 room.history = deque(room.history, maxlen=settings.history)
         for key, name in wanted.items():
             if key not in self.rooms:
-                self.rooms[key] = Room(name, settings.history, configured=True)
-        for key in [k for k, r in self.rooms.items() if not r.configured and not r.members]:
-            del self.rooms[key]
+                self.add_room(Room(name, settings.history, configured=True))
+        for room in [r for r in self.rooms.values() if not r.configured and not r.members]:
+            self.drop_room(room)
         for m in self.members:
             if m.bucket is not None:
                 if settings.flood_rate > 0:
@@ -259,110 +79,18 @@ class ChatState:
                 else:
                     m.bucket = None
 
+    def add_room(self, room: Room) -> None:
+        self.rooms[room.key] = room
+        self.room_looks[room.look] = room
+
+    def drop_room(self, room: Room) -> None:
+        if self.rooms.get(room.key) is room:
+            del self.rooms[room.key]
+        if self.room_looks.get(room.look) is room:
+            del self.room_looks[room.look]
+
     def first_room(self) -> Room:
         return self.rooms[name_key(self.settings.rooms[0])]
-
-    # -- formatting ----------------------------------------------------------
-
-    def stamp(self, now: float | None = None) -> str:
-        """C{HH:MM} (server local time) for C{now}."""
-        if now is None:
-            now = self.clock.seconds()
-        minute = int(now // 60)
-        if minute != self._stamp_minute:
-            self._stamp_minute = minute
-            self._stamp_text = time.strftime("%H:%M", time.localtime(now))
-        return self._stamp_text
-
-    def line(self, body: str) -> bytes:
-        """
-        A live line as sent: optional timestamp, body, CRLF. Every line sent
-        goes through here, so this is where unsafe characters are made visible.
-        """
-        body = visible(body)
-        if self.settings.timestamps:
-            body = f"[{self.stamp()}] {body}"
-        return body.encode("utf-8") + CRLF
-
-    def notice_lines(self, text: str) -> bytes:
-        return self.line("-!- " + text)
-
-    # -- batching ------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Collect deliveries; everyone gets their share in one write at the end."""
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                self.flush()
-
-    def tell(self, member: Member, data: bytes) -> None:
-        """Lines for one member."""
-        if member.gone:
-            return
-        if self._depth == 0:
-            member.deliver(data)
-            return
-        self._entries.append((member, data, None))
-        self._special.add(member)
-
-    def notice(self, member: Member, text: str) -> None:
-        self.tell(member, self.notice_lines(text))
-
-    def to_room(self, room: Room, data: bytes, exclude: Member | None = None) -> None:
-        """Lines for everyone in C{room} (but C{exclude})."""
-        if self._depth == 0:
-            for m in list(room.members.values()):
-                if m is not exclude:
-                    m.deliver(data)
-            return
-        self._entries.append((room, data, exclude))
-        pending = self._room_data.get(room)
-        if pending is None:
-            self._room_data[room] = [data]
-        else:
-            pending.append(data)
-        if exclude is not None:
-            self._special.add(exclude)
-
-    def settle(self, room: Room) -> None:
-        """
-        The members of C{room} are about to change: first deliver what the
-        batch holds for it, so those lines reach the members it had.
-        """
-        if room in self._room_data:
-            self.flush()
-
-    def flush(self) -> None:
-        """Deliver what the batch collected."""
-        if not self._entries:
-            return
-        entries, self._entries = self._entries, []
-        room_data, self._room_data = self._room_data, {}
-        special, self._special = self._special, set()
-        for room, parts in room_data.items():
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
-            if special:
-                for m in list(room.members.values()):
-                    if m not in special:
-                        m.deliver(data)
-            else:
-                for m in list(room.members.values()):
-                    m.deliver(data)
-        for m in special:
-            if m.gone:
-                continue
-            mine = [
-                data
-                for target, data, exclude in entries
-                if target is m or (target is m.room and exclude is not m and m.room is not None)
-            ]
-            if mine:
-                m.deliver(mine[0] if len(mine) == 1 else b"".join(mine))
 
     # -- logging -------------------------------------------------------------
 
@@ -420,9 +148,9 @@ class ChatState:
             del room.members[m.key]
         m.room = None
         if announce is not None and announce_it:
-            self.to_room(room, self.notice_lines(announce))
+            self.to_room(room, self.fmt.notice_lines(announce))
         if not room.members and not room.configured:
-            self.rooms.pop(room.key, None)
+            self.drop_room(room)
 
     def announces(self, room: Room) -> bool:
         limit: int = self.settings.announce_max
@@ -437,6 +165,8 @@ class ChatState:
             self.leave(m, text)
             if m.key is not None and self.nicks.get(m.key) is m:
                 del self.nicks[m.key]
+            if m.look is not None and self.looks.get(m.look) is m:
+                del self.looks[m.look]
         m.drop()
         self.members.discard(m)
 
@@ -452,7 +182,7 @@ class ChatState:
         self.log_event("kick", "{service}: disconnecting {nick}: {reason}", nick=m.nick or "(no nick)", reason=reason)
         conn = m.conn
         self.remove(m, reason)
-        conn.send_last(self.notice_lines(f"Disconnected: {reason}"), reason)
+        conn.send_last(self.fmt.notice_lines(f"Disconnected: {reason}"), reason)
 
     def stall_expired(self, m: Member) -> None:
         m.stall_timer = None
@@ -474,7 +204,7 @@ class ChatState:
 
     def shutdown(self) -> None:
         """The service is stopping: tell everyone, close."""
-        data = self.notice_lines("server is shutting down")
+        data = self.fmt.notice_lines("server is shutting down")
         self.flush()
         self.release_held()
         for m in list(self.members):
@@ -484,6 +214,7 @@ class ChatState:
             conn.close("server shutting down")
         self.members.clear()
         self.nicks.clear()
+        self.looks.clear()
         for room in self.rooms.values():
             room.members.clear()
 
@@ -519,37 +250,32 @@ class ChatState:
     def no_line_end(self, m: Member) -> None:
         self.kick(m, f"line too long (no line end in {8 * self.settings.max_line} bytes)")
 
-    def input_line(self, m: Member, text: str) -> None:
-        """One line of decoded input from C{m} (flood control is the caller's: L{flood_ok})."""
-        if m.gone or not text.strip():
-            return
-        if text.startswith("/") and not text.startswith("//"):
-            from socksvc.services.chat.commands import run
-
-            run(self, m, text)
-            return
-        if text.startswith("//"):
-            text = text[1:]
-        if m.nick is None:
-            self.set_nick(m, text.strip())
-        else:
-            self.say(m, text)
-
     # -- actions -------------------------------------------------------------
 
     def set_nick(self, m: Member, name: str) -> None:
-        problem = nick_problem(name, self.settings.nick_max, self.reserved)
-        key = name_key(name) if problem is None else ""
-        if problem is None:
-            holder = self.nicks.get(key)
+        typed = name
+
+        def taken(form: str, look: str) -> str | None:
+            holder, twin = self.nicks.get(name_key(form)), self.looks.get(look)
             if holder is not None and holder is not m:
-                problem = f"{name} is taken"
-            elif holder is m and m.nick == name:
-                self.notice(m, f"You are now known as {name}")
-                return
+                return f"{typed} is taken"
+            if twin is not None and twin is not m:
+                return f'"{typed}" looks like "{twin.nick}", which is in use'
+            return None
+
+        form, problem = nick_check(name, self.settings.nick_max, self.reserved, self.reserved_looks, taken)
         if problem is not None:
             self.notice(m, f"error: nickname refused: {problem}")
             return
+        name, key, look = form, name_key(form), look_key(form)
+        look = key if look == key else look  # most often the same: keep one string
+        if self.nicks.get(key) is m and m.nick == name:
+            self.notice(m, f"You are now known as {name}")
+            return
+        if m.look is not None and self.looks.get(m.look) is m:
+            del self.looks[m.look]
+        m.look = look
+        self.looks[look] = m
         old = m.nick
         if old is None:
             m.nick, m.key = name, key
@@ -568,13 +294,21 @@ class ChatState:
         self.nicks[key] = m
         self.notice(m, f"You are now known as {name}")
         if room is not None and self.announces(room):
-            self.to_room(room, self.notice_lines(f"{old} is now known as {name}"), exclude=m)
+            self.to_room(room, self.fmt.notice_lines(f"{old} is now known as {name}"), exclude=m)
 
     def find_room(self, name: str) -> tuple[Room | None, str | None]:
         """The room called C{name} (created if allowed), or why not."""
         if name.startswith("#"):
             name = name[1:]
-        problem = room_problem(name)
+        typed = name
+
+        def taken(form: str, look: str) -> str | None:
+            twin = self.room_looks.get(look)
+            if twin is not None and name_key(form) not in self.rooms:
+                return f'"{typed}" looks like "{twin.name}", which exists'
+            return None
+
+        name, problem = room_check(name, taken)
         if problem is not None:
             return None, f"bad room name: {problem}"
         key = name_key(name)
@@ -587,7 +321,7 @@ class ChatState:
         if s.max_rooms and len(self.rooms) >= s.max_rooms:
             return None, f"too many rooms (at most {s.max_rooms}); join one of /rooms"
         room = Room(name, s.history)
-        self.rooms[key] = room
+        self.add_room(room)
         return room, None
 
     def join(self, m: Member, name: str) -> None:
@@ -607,7 +341,7 @@ class ChatState:
         room.members[m.key] = m
         m.room = room
         if self.announces(room):
-            self.to_room(room, self.notice_lines(f"{m.nick} has joined {room.name}"), exclude=m)
+            self.to_room(room, self.fmt.notice_lines(f"{m.nick} has joined {room.name}"), exclude=m)
         count = len(room.members)
         self.notice(m, f"You are now in {room.name} ({count} member{'' if count == 1 else 's'})")
         if room.topic:
@@ -615,7 +349,7 @@ class ChatState:
         if room.history:
             out = []
             for when, body in room.history:
-                out.append(f"[history {self.stamp(when)}] {body}".encode() + CRLF)
+                out.append(self.fmt.history_line(when, body))
             self.tell(m, b"".join(out))
 
     def _said(self, m: Member, body: str) -> None:
@@ -626,7 +360,7 @@ class ChatState:
         body = visible(body)
         if room.history.maxlen:
             room.history.append((now, body))
-        self.to_room(room, self.line(body), exclude=m)
+        self.to_room(room, self.fmt.line(body), exclude=m)
 
     def say(self, m: Member, text: str) -> None:
         self._said(m, f"<{m.nick}> {text}")
@@ -639,11 +373,11 @@ class ChatState:
         if target is None:
             self.notice(m, f"error: no such nick: {nick}")
             return
-        self.tell(target, self.line(f"*{m.nick}* {text}"))
+        self.tell(target, self.fmt.line(f"*{m.nick}* {text}"))
         self.notice_free(m, f"-> *{target.nick}* {text}")
 
     def notice_free(self, m: Member, body: str) -> None:
-        self.tell(m, self.line(body))
+        self.tell(m, self.fmt.line(body))
 
     def topic(self, m: Member, text: str) -> None:
         room = m.room
@@ -658,36 +392,20 @@ class ChatState:
             return
         if text == "-":
             room.topic = ""
-            self.to_room(room, self.notice_lines(f"{m.nick} cleared the topic of {room.name}"))
+            self.to_room(room, self.fmt.notice_lines(f"{m.nick} cleared the topic of {room.name}"))
             return
         room.topic = clip(text, REASON_MAX)
-        self.to_room(room, self.notice_lines(f"{m.nick} set the topic of {room.name} to: {room.topic}"))
+        self.to_room(room, self.fmt.notice_lines(f"{m.nick} set the topic of {room.name} to: {room.topic}"))
 
     def who(self, m: Member) -> None:
         room = m.room
         if room is None:
             return
         names = sorted((x.nick or "" for x in room.members.values()), key=name_key)
-        self.list_lines(m, f"Members of {room.name} ({len(names)}): ", names)
+        self.tell(m, self.fmt.notice_list(f"Members of {room.name} ({len(names)}): ", names))
 
     def list_rooms(self, m: Member) -> None:
         configured = [r for r in self.rooms.values() if r.configured]
         others = sorted((r for r in self.rooms.values() if not r.configured), key=lambda r: r.key)
         items = [f"{r.name} ({len(r.members)})" for r in configured + others]
-        self.list_lines(m, "Rooms: ", items)
-
-    def list_lines(self, m: Member, head: str, items: list[str]) -> None:
-        out: list[bytes] = []
-        line: list[str] = []
-        width = 0
-        for item in items:
-            if line and width + len(item) > LIST_WIDTH:
-                out.append(self.notice_lines(head + ", ".join(line)))
-                line, width = [], 0
-            line.append(item)
-            width += len(item) + 2
-        out.append(self.notice_lines(head + ", ".join(line)))
-        self.tell(m, b"".join(out))
-
-    def help(self, m: Member) -> None:
-        self.tell(m, b"".join(self.notice_lines(text) for text in HELP))
+        self.tell(m, self.fmt.notice_list("Rooms: ", items))

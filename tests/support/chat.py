@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -113,5 +114,6 @@ class Chat:
                 self.state.release_held()  # as the timer would, a moment later
         else:
             client.send(nick)
-            assert f"-!- You are now known as {nick}" in client.lines()
+            # A nickname is kept as its PRECIS enforcement: NFKC (docs/chat.md).
+            assert f"-!- You are now known as {unicodedata.normalize('NFKC', nick)}" in client.lines()
         return client
