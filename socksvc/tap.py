@@ -84,6 +84,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
     twistd is about to daemonize: then every listener binds now, so that a
     failure is reported by the launching process (L{DaemonService.bind_now}).
     """
+    real = reactor is None
     if reactor is None:
         choose_reactor()
         from twisted.internet import reactor as default_reactor
@@ -104,6 +105,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         )
         sys.stdout.flush()
         raise SystemExit(0)
+    if real:
+        # Until the reactor runs, SIGTERM would end the process without its
+        # usual stop (STOPPING=1, pidfile, sockets): held, then acted on.
+        hangup.hold_stop()
     service = DaemonService(config, reactor)
     # twistd's own parsed options (usage.Options sets .parent on a subcommand's
     # options): where twistd sends its log decides socksvc's observer choice.

@@ -210,3 +210,37 @@ def test_twistd_sent_sighup_as_soon_as_it_takes_one_survives_and_serves() -> Non
             assert echo_round_trip(s, b"after SIGHUP") == b"after SIGHUP"
     assert "Traceback" not in d.output
     print(f"SIGHUP caught {caught:.3f} s after spawn; ready after {ready:.3f} s")
+
+
+EARLY_TERM = """
+import os, signal, sys
+from twisted.internet import reactor
+from twisted.logger import globalLogBeginner, textFileLogObserver
+from socksvc import tap
+service = tap.makeService({"config": sys.argv[1]}, None)
+os.kill(os.getpid(), signal.SIGTERM)  # before the reactor runs: held by makeService
+globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+service.privilegedStartService()
+service.startService()
+reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+reactor.run()
+print("exited cleanly", flush=True)
+"""
+
+
+def test_a_sigterm_before_the_reactor_runs_stops_the_usual_way(tmp_path: Path) -> None:
+    """Not killed on the spot: the daemon starts, then stops in order (STOPPING=1, listeners closed)."""
+    path = tmp_path / "socksvc.toml"
+    path.write_text('[services.echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n')
+    out = subprocess.run(
+        [sys.executable, "-c", EARLY_TERM, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out
+    assert "SIGTERM during start-up: stopping" in out.stdout
+    assert out.stdout.index("services on") < out.stdout.index("socksvc: stopping")
+    assert out.stdout.rstrip().endswith("exited cleanly")

@@ -197,6 +197,9 @@ class DaemonService(MultiService):
             # logrotate) may send SIGHUP the moment it sees either, and
             # SIGHUP's default disposition kills.
             self._install_signal_handlers()
+            # A SIGTERM held since makeService (hangup.hold_stop): stop as
+            # soon as the reactor runs (its own handlers are in by then).
+            self.reactor.callWhenRunning(self._stop_if_told)
         super().startService()
         total = sum(len(i.listeners()) for i in self.instances())
         log.info(
@@ -216,6 +219,11 @@ class DaemonService(MultiService):
         # take close_grace seconds to close, and a SIGHUP meanwhile must not
         # kill the daemon (request_reload ignores it once stopped).
         return super().stopService()  # type: ignore[no-any-return]
+
+    def _stop_if_told(self) -> None:
+        if hangup.take_stop():
+            log.info("socksvc: SIGTERM during start-up: stopping", event="stopping")
+            self.reactor.stop()
 
     def _install_signal_handlers(self) -> None:
         """
