@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.application.service import Application
@@ -36,7 +37,16 @@ from socksvc.config.settings import (
 from socksvc.daemon.service import DaemonService
 from socksvc.services.catalogue import loads, types
 from socksvc.tap import rehearse_config
+from socksvc.util.passwords import hash_password
 from tests.conftest import until
+from tests.support.tls import self_signed
+
+
+@pytest.fixture(autouse=True)
+def _state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mail service with no maildir files into $STATE_DIRECTORY/mail: here, not in a home directory."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+
 
 # The service type each settings class is exercised on.
 HOSTS: dict[str, str] = {"daemon": "echo", "policy": "echo"} | {name: name for name in types()}
@@ -57,11 +67,26 @@ def _networks(n: int) -> list[str]:
     return [f"10.{i >> 8 & 255}.{i & 255}.0/24" for i in range(n)] + [f"2001:db8:{i:x}::/48" for i in range(n)]
 
 
+@attrs.frozen
+class With:
+    """A value that only makes sense with other keys of its table set too (auth = "users" needs users)."""
+
+    value: Any
+    also: dict[str, Any]
+
+
+def _value(v: Any) -> Any:
+    return v.value if isinstance(v, With) else v
+
+
 def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
     quotes = tmp_path / "quotes.txt"
     line = "q" * 510 + "\n"  # 512 bytes with CRLF: the longest quote
     with open(quotes, "w") as f:
         f.write(line * ((16 << 20) // len(line)))  # just under the 16 MiB limit
+    key, cert = (str(p) for p in self_signed(tmp_path))
+    users = tmp_path / "users"
+    users.write_text(f"alice:{hash_password('secret', ln=1)}\n")
     return {
         ("policy", "allow"): [[], ["127.0.0.0/8", "::1", *_networks(500)]],
         ("policy", "deny"): [[], _networks(500)],
@@ -69,11 +94,29 @@ def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
         ("*", "rate_exempt"): [[], ["0.0.0.0/0", "::/0"], _networks(500)],
         ("*", "deny_source_ports"): [[], list(range(1024))],
         ("daemon", "log_mode"): ["0200", "0644", "0666"],
+        ("daemon", "http"): [[], ["tcp:0:interface=127.0.0.1"]],
+        ("daemon", "http_auth"): ["", str(users)],
         ("greeting", "message"): ["", "m" * 510, "{hostname} {peer} {time} {service}"],
         ("greeting", "quotes"): ["", str(quotes)],
         ("chat", "rooms"): [["a"], ["r" * 32], [f"room{i}" for i in range(256)]],
         ("chat", "reserved_nicks"): [[], [f"nick{i}" for i in range(1000)]],
+        ("*", "maildir"): ["", str(tmp_path / "maildir")],
+        ("smtp", "users"): ["", With(str(users), {"auth": "users"})],
+        ("pop3", "users"): ["", str(users)],
+        ("*", "tls_certificate"): ["", With(cert, {"tls_key": key})],
+        ("*", "tls_key"): ["", With(key, {"tls_certificate": cert})],
+        ("smtp", "auth"): ["off", "any", With("users", {"users": str(users)})],
+        ("smtp", "require_tls"): [False, With(True, {"tls_certificate": cert, "tls_key": key})],
+        ("smtp", "hostname"): ["", "mail." + "h" * 240 + ".test"],
+        ("smtp", "domains"): [[], ["example.test", *(f"d{i}.example.test" for i in range(1000))]],
     }
+
+
+# Keys every config for a host gets unless the key is the one under test.
+def _base(tmp_path: Path, host: str) -> dict[str, Any]:
+    if host in ("smtp", "pop3"):
+        return {"maildir": str(tmp_path / "mail")}
+    return {}
 
 
 def _extremes(parse: Any) -> list[Any] | None:
@@ -136,12 +179,12 @@ def listens(host: str) -> list[str]:
     return ["tcp:0:interface=127.0.0.1", *udp]
 
 
-def config_for(table: str, name: str, value: Any) -> str:
+def config_for(table: str, name: str, value: Any, tmp_path: Path) -> str:
     host = HOSTS[table]
-    listen = listens(host)
-    line = f"{name} = {_toml(value)}\n"
-    head = f"[daemon]\n{line}" if table == "daemon" else ""
-    body = f"listen = {json.dumps(listen)}\n" + ("" if table == "daemon" else line)
+    keys = {**_base(tmp_path, host), **(value.also if isinstance(value, With) else {}), name: _value(value)}
+    lines = "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
+    head = f"[daemon]\n{lines}" if table == "daemon" else ""
+    body = f"listen = {json.dumps(listens(host))}\n" + ("" if table == "daemon" else lines)
     return f"{head}[services.{host}]\n{body}"
 
 
@@ -263,6 +306,12 @@ async def serve(svc: DaemonService, host: str) -> None:
         assert len(await _exchange(tcp, b"", b"\xff" * 5)) == 4  # 4 bytes, then EOF
     elif host == "chargen":
         assert b"\r\n" in await _exchange(tcp, b"", b"\r\n")
+    elif host == "smtp":
+        got = await _exchange(tcp, b"QUIT\r\n", b"\r\n221")
+        assert got.startswith(b"220 ") and b"\r\n221" in got, got
+    elif host == "pop3":
+        got = await _exchange(tcp, b"QUIT\r\n", b"\r\n+OK")
+        assert got.startswith(b"+OK") and got.count(b"+OK") == 2, got
     elif host == "discard":
         sock = socket.create_connection(("127.0.0.1", tcp), timeout=5)
         try:
@@ -295,7 +344,7 @@ async def test_the_extremes_of_every_setting_start_and_serve(table: str, name: s
     values = [value for t, n, value in _cases(tmp_path) if (t, n) == (table, name)]
     assert values
     for value in values:
-        config = loads(config_for(table, name, value), f"<{table}.{name} = {str(value)[:40]}>")
+        config = loads(config_for(table, name, value, tmp_path), f"<{table}.{name} = {str(_value(value))[:40]}>")
         rehearse_config(config)  # what --check does after loading
         svc = DaemonService(config, reactor, handle_signals=False)
         svc.setServiceParent(Application("socksvc-test"))  # chooses the log observer, as under twistd
@@ -329,7 +378,7 @@ def _combined(tmp_path: Path, host: str, end: int) -> str:
     daemon_lines: list[str] = []
     lines: list[str] = []
     seen: set[tuple[str, str]] = set()
-    for table, name, _value in _cases(tmp_path):
+    for table, name, _ in _cases(tmp_path):
         if (table, name) in seen or table not in (host, "policy", "daemon"):
             continue
         if table == "daemon" and host != "echo":
@@ -337,7 +386,7 @@ def _combined(tmp_path: Path, host: str, end: int) -> str:
         if (table, name) == ("greeting", "quotes"):
             continue  # quotes and message exclude each other; quotes has its own case above
         seen.add((table, name))
-        values = [v for t, n, v in _cases(tmp_path) if (t, n) == (table, name)]
+        values = [_value(v) for t, n, v in _cases(tmp_path) if (t, n) == (table, name)]
         line = f"{name} = {_toml(values[end])}"
         (daemon_lines if table == "daemon" else lines).append(line)
     assert own <= {n for _t, n in seen} | {"quotes"}

@@ -17,11 +17,11 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
-from socksvc.client import classic, lookup, probes, udp
+from socksvc.client import classic, lookup, mail, passwd, probes, status, udp
 from socksvc.client.chat import command as chat
 from socksvc.client.common import EXIT_CODES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, ClientError
 
-MODULES = (probes, udp, classic, chat, lookup)
+MODULES = (probes, udp, classic, chat, mail, lookup, status, passwd)
 
 
 def version() -> str:
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Client and toolbox for the socksvc daemon's services (echo, greeting, reverse, UDP echo, "
-            "time, daytime, chargen, discard, chat)."
+            "time, daytime, chargen, discard, chat, mail)."
         ),
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

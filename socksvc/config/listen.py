@@ -18,6 +18,7 @@ socket is created with mode 0660 (Twisted's is 0666).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import ipaddress
 import os
@@ -42,6 +43,10 @@ DEFAULT_UNIX_MODE = 0o660
 """A UNIX socket's permissions: owner and group may connect (Twisted's default is 0666, anyone)."""
 UNIX_PATH_MAX = 107
 """Bytes in a UNIX socket path (sun_path is 108 bytes with its NUL)."""
+
+
+CONFIG_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("socksvc_config_dir", default=None)
+"""Where relative paths start while the loader checks a config (its file's directory); None: the working directory."""
 
 
 @functools.cache
@@ -159,8 +164,9 @@ def _check_interface(value: str, scheme: str) -> str:
 def parse_listen(text: Any, base_dir: str | None = None) -> ListenSpec:
     """
     Parse and check one listen spec; raise L{ValueError} with the reason.
-    C{base_dir} is where relative paths start (the config file's directory;
-    None: the working directory).
+    C{base_dir} is where relative paths start (None: L{CONFIG_DIR}, which
+    the loader sets to the config file's directory, else the working
+    directory).
     """
     if not isinstance(text, str):
         raise ValueError('expected a listen spec string such as "tcp:7007"')
@@ -268,6 +274,8 @@ def _backlog(value: str | None) -> int:
 
 
 def _resolve(path: str, base_dir: str | None) -> str:
+    if base_dir is None:
+        base_dir = CONFIG_DIR.get()
     return os.path.normpath(os.path.join(base_dir if base_dir is not None else os.getcwd(), path))
 
 

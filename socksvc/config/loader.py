@@ -18,11 +18,12 @@ from typing import Any, Protocol
 
 import attrs
 
-from socksvc.config.listen import ListenSpec, parse_listen, parse_systemd_spec
+from socksvc.config.listen import CONFIG_DIR, ListenSpec, parse_listen, parse_systemd_spec
 from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import ItemError, closest, setting_fields
 from socksvc.util.files import read_regular_file
 from socksvc.wire import (
+    ADMIN_PORT,
     CHARGEN_PORT,
     CHAT_PORT,
     DAYTIME_PORT,
@@ -30,7 +31,9 @@ from socksvc.wire import (
     DISCARD_PORT,
     ECHO_PORT,
     GREETING_PORT,
+    POP3_PORT,
     REVERSE_PORT,
+    SMTP_PORT,
     TIME_PORT,
 )
 
@@ -49,6 +52,7 @@ DEFAULT_CONFIG = f"""\
 # The embedded default: every service on {_LO} (see docs/architecture.md).
 [daemon]
 log_format = "text"
+http = ["tcp:{ADMIN_PORT}:interface={_LO}"]
 
 [services.echo]
 listen = ["tcp:{ECHO_PORT}:interface={_LO}", "udp:{ECHO_PORT}:interface={_LO}"]
@@ -73,6 +77,15 @@ listen = ["tcp:{CHARGEN_PORT}:interface={_LO}"]
 
 [services.time]
 listen = ["tcp:{TIME_PORT}:interface={_LO}", "udp:{TIME_PORT}:interface={_LO}"]
+
+# Mail is filed in $XDG_DATA_HOME/socksvc/mail (~/.local/share/socksvc/mail),
+# or $STATE_DIRECTORY/mail under systemd; see docs/mail.md.
+[services.smtp]
+listen = ["tcp:{SMTP_PORT}:interface={_LO}"]
+announce = "lobby"
+
+[services.pop3]
+listen = ["tcp:{POP3_PORT}:interface={_LO}"]
 """
 
 
@@ -115,6 +128,8 @@ class Config:
     source: str
     daemon: DaemonSettings
     services: tuple[ServiceConfig, ...]
+    admin_policy: PolicySettings = attrs.field(factory=PolicySettings)
+    """The admin listener's policy: [defaults], then [daemon]'s http_KEY overrides (see L{ADMIN_POLICY_PREFIX})."""
 
     def service(self, name: str) -> ServiceConfig:
         for svc in self.services:
@@ -137,10 +152,13 @@ def _show(value: Any) -> str:
 
 
 def _show_other(value: Any) -> str:
-    """TOML dates and times as TOML writes them."""
+    """TOML dates and times as TOML writes them; a file read at load time (it has a path) as its path."""
     isoformat = getattr(value, "isoformat", None)
     if callable(isoformat):
         return str(isoformat())
+    path = getattr(value, "path", None)
+    if isinstance(path, str):
+        return path
     raise TypeError(type(value).__name__)
 
 
@@ -169,6 +187,9 @@ class ConfigError(Exception):
 
 
 _MISSING: Any = object()
+
+ADMIN_POLICY_PREFIX = "http_"
+"""[daemon] http_KEY sets policy key KEY (allow, deny, max_connections...) for the admin listener only."""
 
 
 def load(path: str | None, types: Catalogue) -> Config:
@@ -205,10 +226,15 @@ def loads(text: str, source: str, types: Catalogue, base_dir: str | None = None)
         # int() inside tomllib: "Exceeds the limit (4300 digits) for integer string conversion..."
         reason = "an integer too long to read" if "digits" in str(e) else str(e).split(";")[0]
         raise ConfigError(source, None, _MISSING, f"not valid TOML: {reason}") from None
+    checker = _Checker(source, types, base_dir)
+    # Listen specs parsed by a setting's own parser ([daemon] http) find the directory here.
+    token = CONFIG_DIR.set(checker.base_dir)
     try:
-        return _Checker(source, types, base_dir).config(raw)
+        return checker.config(raw)
     except RecursionError:
         raise ConfigError(source, None, _MISSING, "tables nested too deeply") from None
+    finally:
+        CONFIG_DIR.reset(token)
 
 
 class _Checker:
@@ -239,21 +265,27 @@ class _Checker:
         for key, value in raw.items():
             if key not in ("daemon", "defaults", "services"):
                 raise self.unknown("", key, value, ["daemon", "defaults", "services"])
-        daemon = self.settings("daemon", DaemonSettings, self.table("daemon", raw.get("daemon", {})))
-        defaults_raw = self.table("defaults", raw.get("defaults", {}))
         policy_keys = setting_fields(PolicySettings)
+        daemon_raw = dict(self.table("daemon", raw.get("daemon", {})))
+        admin_keys = {ADMIN_POLICY_PREFIX + k: v for k, v in policy_keys.items()}
+        admin_raw = {key: daemon_raw.pop(key) for key in list(daemon_raw) if key in admin_keys}
+        daemon = self.settings("daemon", DaemonSettings, daemon_raw, list(admin_keys))
+        defaults_raw = self.table("defaults", raw.get("defaults", {}))
         for key, value in defaults_raw.items():
             if key not in policy_keys:
                 raise self.unknown("defaults", key, value, list(policy_keys))
         defaults = self.values("defaults", policy_keys, defaults_raw)
+        admin_values = dict(defaults)
+        for key, value in self.values("daemon", admin_keys, admin_raw).items():
+            admin_values[key.removeprefix(ADMIN_POLICY_PREFIX)] = value
         services_raw = self.table("services", raw.get("services", {}))
         if not services_raw:
             raise self.fail("services", _MISSING, "no services configured; add a [services.NAME] table")
         services = tuple(
             self.service(name, self.table(f"services.{name}", body), defaults) for name, body in services_raw.items()
         )
-        self.check_clashes(services)
-        return Config(source=self.source, daemon=daemon, services=services)
+        self.check_clashes(services, daemon.http)
+        return Config(source=self.source, daemon=daemon, services=services, admin_policy=PolicySettings(**admin_values))
 
     def values(self, table: str, fields: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -277,11 +309,11 @@ class _Checker:
             return path  # empty means unset; a NUL is refused by whoever opens it
         return os.path.normpath(os.path.join(self.base_dir, path))
 
-    def settings(self, table: str, cls: type, raw: dict[str, Any]) -> Any:
+    def settings(self, table: str, cls: type, raw: dict[str, Any], also: list[str] | None = None) -> Any:
         fields = setting_fields(cls)
         for key, value in raw.items():
             if key not in fields:
-                raise self.unknown(table, key, value, list(fields))
+                raise self.unknown(table, key, value, [*fields, *(also or [])])
         for key in raw:
             for other in fields[key][1].conflicts:
                 if other in raw:
@@ -349,20 +381,20 @@ class _Checker:
             specs.append(spec)
         return tuple(specs)
 
-    def check_clashes(self, services: tuple[ServiceConfig, ...]) -> None:
+    def check_clashes(self, services: tuple[ServiceConfig, ...], admin: tuple[ListenSpec, ...] = ()) -> None:
         """Two listen specs that can never both bind (or adopt the same socket) stop the load."""
         seen: list[tuple[tuple[str, Any], str, str]] = []
-        for svc in services:
-            for i, spec in enumerate(svc.listen):
-                key = bind_key(spec)
-                if key is None:
-                    continue
-                where = f"services.{svc.name}.listen[{i}]"
-                space, address = key
-                for other_space, other_address, other_where in seen:
-                    if space == other_space and same_address(space[0], address, other_address):
-                        raise self.fail(where, spec.text, f"same address as {other_where}")
-                seen.append((space, address, where))
+        every = [(f"daemon.http[{i}]", spec) for i, spec in enumerate(admin)]
+        every += [(f"services.{svc.name}.listen[{i}]", spec) for svc in services for i, spec in enumerate(svc.listen)]
+        for where, spec in every:
+            key = bind_key(spec)
+            if key is None:
+                continue
+            space, address = key
+            for other_space, other_address, other_where in seen:
+                if space == other_space and same_address(space[0], address, other_address):
+                    raise self.fail(where, spec.text, f"same address as {other_where}")
+            seen.append((space, address, where))
 
 
 def bind_key(spec: ListenSpec) -> BindKey | None:

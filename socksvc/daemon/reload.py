@@ -116,9 +116,18 @@ def rehearse_plan(running: Mapping[str, ServiceInstance], plan: ReloadPlan) -> s
     return None
 
 
-async def _undo(bound: list[Listener], released: list[Listener]) -> None:
-    """Put the ports back as they were: close what was bound, bind again what was released."""
+async def _undo(bound: list[Listener], released: list[Listener], added: list[ServiceInstance]) -> None:
+    """
+    Put everything back as it was: close what was bound, bind again what was
+    released; the services made for the reload let go of their states (never
+    started: chat leaves the notice bus).
+    """
     await DeferredList([listener.release() for listener in reversed(bound)], consumeErrors=True)
+    for instance in added:
+        try:
+            instance.context.state.shutdown()
+        except Exception:
+            log.failure("{service}: letting go of an unused new service failed", service=instance.name)
     for listener in released:
         try:
             listener.bind()
@@ -188,7 +197,7 @@ async def apply_reload(daemon: Reloadable, new: Config, plan: ReloadPlan) -> str
             listener.take_over(old)
             bound.append(listener)
     except StartupError as e:
-        await _undo(bound, [])
+        await _undo(bound, [], added)
         return e.line
     released: list[Listener] = []
     if late:
@@ -199,7 +208,7 @@ async def apply_reload(daemon: Reloadable, new: Config, plan: ReloadPlan) -> str
                 listener.bind()
                 bound.append(listener)
         except StartupError as e:
-            await _undo(bound, released)
+            await _undo(bound, released, added)
             return e.line
 
     # Commit. Options first: rehearsed, so they apply; if a service raises all the same, undo.
@@ -217,7 +226,7 @@ async def apply_reload(daemon: Reloadable, new: Config, plan: ReloadPlan) -> str
                 instance.reconfigure(previous)
             except Exception:
                 log.failure("{service}: putting the previous options back failed", service=instance.name)
-        await _undo(bound, released)
+        await _undo(bound, released, added)
         return f"internal error while applying the new options: {' '.join(f'{e.__class__.__name__}: {e}'.split())}"
 
     # Nothing below can fail on the network.
