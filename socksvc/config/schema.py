@@ -25,7 +25,7 @@ from socksvc.config.settings import (
     as_networks,
     setting,
 )
-from socksvc.util.files import read_regular_file
+from socksvc.util.files import read_setting_text
 from socksvc.util.passwords import parse_password_file
 
 MAX_LOG_BUFFER = 16 << 20
@@ -81,16 +81,9 @@ def parse_password_file_key(value: Any) -> PasswordFile | None:
         raise ValueError("expected a file path string")
     if not value:
         return None
+    text = read_setting_text(value, MAX_PASSWORD_FILE, "password file")
     try:
-        data = read_regular_file(value, MAX_PASSWORD_FILE)
-    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
-        raise ValueError(f"cannot read password file: {getattr(e, 'strerror', None) or e}") from None
-    if len(data) > MAX_PASSWORD_FILE:
-        raise ValueError(f"password file is over {MAX_PASSWORD_FILE >> 20} MiB")
-    try:
-        users = parse_password_file(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("password file is not UTF-8 text") from None
+        users = parse_password_file(text)
     except ValueError as e:
         raise ValueError(f"password file: {e}") from None
     return PasswordFile(value, tuple(users.items()))
