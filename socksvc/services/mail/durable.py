@@ -114,6 +114,8 @@ class Syncer:
         self.command = list(command) if command is not None else None
         self.started = 0
         """Children started so far."""
+        self.commands = 0
+        """L{Sync} commands sent so far (fewer than requests when they are batched)."""
         self._child: _Child | None = None
         self._queue: deque[tuple[_Request, bytes]] = deque()
         self._in_flight = False
@@ -174,6 +176,7 @@ class Syncer:
             self._pump()
             return
         self._in_flight = True
+        self.commands += 1
         try:
             d = child.amp.callRemote(Sync, paths=[p for _r, p in batch])
         except Exception as e:  # the pipe is gone already: processEnded follows
