@@ -130,6 +130,12 @@ async def test_the_syncer_child_syncs_and_answers(tmp_path: Path) -> None:
         results = await DeferredList([syncer.sync([str(f), str(tmp_path)]) for _ in range(10)], consumeErrors=True)
         assert all(ok for ok, _ in results)
         assert syncer.commands - before == 2
+
+        # In one command, a failing path fails every message that asked for it, and only those.
+        gone = str(tmp_path / "gone")
+        asked = [syncer.sync([str(f)]), syncer.sync([str(f), gone]), syncer.sync([gone, str(tmp_path)])]
+        results = await DeferredList(asked, consumeErrors=True)
+        assert [ok for ok, _ in results] == [True, False, False]
         assert syncer.started == 1 and syncer.pid == pid
     finally:
         await _stopped(syncer)

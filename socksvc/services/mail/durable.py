@@ -175,20 +175,24 @@ class Syncer:
         if not batch:
             self._pump()
             return
+        # A path asked for by several messages (their new/) is synced once, at its last place: each
+        # message's own paths keep their order (a file before the directory naming it).
+        last = {p: i for i, (_r, p) in enumerate(batch)}
+        paths = [p for i, (_r, p) in enumerate(batch) if last[p] == i]
         self._in_flight = True
         self.commands += 1
         try:
-            d = child.amp.callRemote(Sync, paths=[p for _r, p in batch])
+            d = child.amp.callRemote(Sync, paths=paths)
         except Exception as e:  # the pipe is gone already: processEnded follows
             d = fail(e)
-        d.addCallbacks(self._answered, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
+        d.addCallbacks(self._answered, self._lost, callbackArgs=(batch, paths), errbackArgs=(batch,))
 
-    def _answered(self, answer: dict[str, Any], batch: list[tuple[_Request, bytes]]) -> None:
+    def _answered(self, answer: dict[str, Any], batch: list[tuple[_Request, bytes]], paths: list[bytes]) -> None:
         self._in_flight = False
-        failed = {int(row["index"]): str(row["error"]) for row in answer.get("failed", ())}
-        for i, (request, path) in enumerate(batch):
-            if i in failed:
-                request.settle(SyncError(f"{visible(os.fsdecode(path))}: {failed[i]}"))
+        failed = {paths[int(row["index"])]: str(row["error"]) for row in answer.get("failed", ())}
+        for request, path in batch:
+            if path in failed:
+                request.settle(SyncError(f"{visible(os.fsdecode(path))}: {failed[path]}"))
                 continue
             request.remaining -= 1
             if request.remaining == 0:
