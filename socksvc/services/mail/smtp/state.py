@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet import threads
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess
 from twisted.logger import Logger
 
 from socksvc.config.settings import (
@@ -28,8 +26,10 @@ from socksvc.config.settings import (
     setting,
 )
 from socksvc.core.service import ServiceContext, ServiceStatus
+from socksvc.services.mail.durable import Syncer, SyncError
 from socksvc.services.mail.maildir import Draft, Maildir, check_creatable, clean_tmp, default_maildir, folder_name
 from socksvc.services.mail.smtp.envelope import announcement
+from socksvc.services.mail.syncwire import sync_paths
 from socksvc.services.mail.tls import PemFile, parse_pem, tls_options
 from socksvc.services.mail.users import AuthLimiter, PasswordChecker, Users, parse_users
 from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
@@ -138,6 +138,14 @@ class SmtpSettings:
         check_maildir(self, not self.per_recipient)
 
 
+def _sync_now(paths: list[str]) -> None:
+    """Blocking: for a test clock only (it cannot start processes)."""
+    failed = sync_paths([os.fsencode(p) for p in paths])
+    if failed:
+        index, error = failed[0]
+        raise SyncError(f"{paths[index]}: {error}")
+
+
 def _fail(key: str, reason: str) -> None:
     err = ValueError(reason)
     err.key = key  # type: ignore[attr-defined]
@@ -156,6 +164,7 @@ class SmtpState:
         self._unannounced = 0
         self._summary: IDelayedCall | None = None
         self._errors = RateLimitedLog(self.reactor)
+        self.syncer: Syncer | None = None
         self.reconfigure(context.settings)
         removed = clean_tmp(self.root, self.settings.per_recipient)
         if removed:
@@ -177,8 +186,14 @@ class SmtpState:
         self._announced.rate = settings.announce_rate
         self.root = maildir_path(settings)
         self._catch_all = Maildir(self.root)
+        if not settings.fsync and self.syncer is not None:
+            self.syncer.stop()
+            self.syncer = None
 
     def shutdown(self) -> None:
+        if self.syncer is not None:
+            self.syncer.stop()  # what is in flight is answered, then the child exits
+            self.syncer = None
         if self._summary is not None and self._summary.active():
             self._summary.cancel()
         self._summary = None
@@ -194,21 +209,41 @@ class SmtpState:
         return Maildir(os.path.join(self.root, folder_name(recipient)))
 
     def commit(self, draft: Draft, boxes: list[Maildir]) -> Deferred[str]:
-        """File a complete message (see L{Draft.finish}); with fsync on, off the reactor thread."""
+        """
+        File a complete message (L{Draft.seal}, L{Draft.publish}); with fsync
+        on, the file is fsynced before it is published and its directories
+        after, by the syncer child (L{sync}). Fires with its name; on an error
+        nothing of it is left.
+        """
         if not self.settings.fsync:
             return maybeDeferred(draft.finish, boxes, False)
-        return self.run_blocking(draft.finish, boxes, True)
+        return Deferred.fromCoroutine(self._durably(draft, boxes))
 
-    def run_blocking(self, f: Callable[..., str], *args: Any) -> Deferred[str]:
+    async def _durably(self, draft: Draft, boxes: list[Maildir]) -> str:
+        try:
+            await self.sync([draft.seal()])
+            final, paths = draft.publish(boxes)
+        except BaseException:
+            draft.abort()
+            raise
+        try:
+            await self.sync(paths)
+        except BaseException:
+            draft.withdraw()
+            raise
+        return final
+
+    def sync(self, paths: list[str]) -> Deferred[None]:
         """
-        C{f(*args)} in the reactor's thread pool: fsync waits for the disk
-        (milliseconds to a second), and the reactor must not. The one use of
-        threads in socksvc; the protocol reads nothing meanwhile.
+        fsync C{paths}, in order, without waiting here: the syncer child
+        (L{Syncer}, started on first use) does it and answers over AMP. A test
+        clock (no processes) gets it done at once.
         """
-        pool = getattr(self.reactor, "getThreadPool", None)
-        if pool is None:  # a test clock
-            return maybeDeferred(f, *args)
-        return threads.deferToThreadPool(self.reactor, pool(), f, *args)
+        if not IReactorProcess.providedBy(self.reactor):
+            return maybeDeferred(_sync_now, paths)
+        if self.syncer is None:
+            self.syncer = Syncer(self.reactor, self.context.name)
+        return self.syncer.sync(paths)
 
     def filed(self, sender: str, recipients: list[str], subject: str, size: int, name: str) -> None:
         self.counters["accepted"] += 1
