@@ -67,7 +67,8 @@ class Start(amp.Command):
     """
     Serve the config adopted as "config", in C{slot} of C{workers}; answered
     when listening. C{log_format} ("text" or "json"): send finished lines;
-    empty: send events.
+    empty: send events. C{base_dir}: where the config's relative paths start
+    (its file's directory; empty: the working directory).
     """
 
     arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = [
@@ -76,15 +77,23 @@ class Start(amp.Command):
         (b"source", amp.Unicode()),
         (b"seed", amp.Unicode()),
         (b"log_format", amp.Unicode()),
+        (b"base_dir", amp.Unicode()),
     ]
     response: ClassVar[list[tuple[bytes, amp.Argument]]] = [(b"pid", amp.Integer())]
     errors: ClassVar[dict[type[Exception], bytes]] = {Refused: b"REFUSED"}
 
 
 class Prepare(amp.Command):
-    """Reload, first phase: check the config adopted as "config" and plan; change nothing."""
+    """
+    Reload, first phase: check the config adopted as "config", plan, and
+    rehearse every new or changed service on a scratch state; change nothing.
+    """
 
-    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = [(b"source", amp.Unicode()), (b"workers", amp.Integer())]
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = [
+        (b"source", amp.Unicode()),
+        (b"workers", amp.Integer()),
+        (b"base_dir", amp.Unicode()),
+    ]
     errors: ClassVar[dict[type[Exception], bytes]] = {Refused: b"REFUSED"}
 
 

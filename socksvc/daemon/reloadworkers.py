@@ -60,7 +60,7 @@ async def reload_workers(sup: Any, new: Config, text: str) -> bool:
     config_fd = config_memfd(text)
     applied = False
     try:
-        failure = await _prepare(live, config_fd, added, new.source, target, sup.reactor)
+        failure = await _prepare(live, config_fd, added, new.source, target, sup.base_dir(), sup.reactor)
         if failure is None:
             before = {id(x) for i in sup.instances() for x in i.listeners()}
             failure = await apply_reload(sup, new, plan)
@@ -119,7 +119,13 @@ async def reload_workers(sup: Any, new: Config, text: str) -> bool:
 
 
 async def _prepare(
-    live: list[WorkerProcess], config_fd: int, added: dict[str, Table], source: str, workers: int, clock: Any
+    live: list[WorkerProcess],
+    config_fd: int,
+    added: dict[str, Table],
+    source: str,
+    workers: int,
+    base_dir: str,
+    clock: Any,
 ) -> str | None:
     """Every worker checks the new config; the first refusal's line, or None when all agreed."""
 
@@ -127,7 +133,8 @@ async def _prepare(
         calls = [proc.call(Adopt, name=CONFIG, fd=config_fd)]
         calls += [proc.call(Adopt, name=table_name(name), fd=t.fd) for name, t in added.items()]
         await DeferredList(calls, fireOnOneErrback=True, consumeErrors=True)
-        await timeout(proc.call(Prepare, source=source, workers=workers), PREPARE_TIMEOUT, clock)
+        prepare = proc.call(Prepare, source=source, workers=workers, base_dir=base_dir)
+        await timeout(prepare, PREPARE_TIMEOUT, clock)
 
     results = await DeferredList([ensureDeferred(one(p)) for p in live], consumeErrors=True)
     value: Any

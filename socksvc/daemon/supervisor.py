@@ -39,10 +39,11 @@ from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, Config, ConfigError, read_text
+from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, Config, ConfigError, config_dir, read_text
 from socksvc.config.schema import worker_count
 from socksvc.daemon import systemd
 from socksvc.daemon.control import CONFIG, Adopt, Heartbeat, Start, Status, Stop, table_name
+from socksvc.daemon.errors import StartupError
 from socksvc.daemon.figures import Figures, listeners_of, merge_services, service_figures
 from socksvc.daemon.handout import config_memfd, cpus, handout, resize, timeout
 from socksvc.daemon.logformat import FastTextObserver, JsonObserver
@@ -120,13 +121,20 @@ class SupervisorService(DaemonService):
         self._pause()
 
     def startService(self) -> None:
+        # DaemonService's, but the "services on" line and READY=1 wait for the workers.
         self._check_fd_limit()
-        self._bind_all()
+        try:
+            self._bind_all()
+        except StartupError as e:
+            if self._status_pipe() is None:
+                raise
+            raise self._daemonized_failure(e) from None
         self._pause()
         if self.handle_signals:
             self._install_signal_handlers()
-        MultiService.startService(self)
+            self.reactor.callWhenRunning(self._stop_if_told)
         self.started_at = self.reactor.seconds()
+        MultiService.startService(self)
         for table in self.tables.values():
             table.columns = self.target
         self._initial = dict.fromkeys(range(self.target), False)
@@ -166,6 +174,7 @@ class SupervisorService(DaemonService):
             source=self.config.source,
             seed=self.seed,
             log_format=self._line_format,
+            base_dir=self.base_dir(),
         )
         await DeferredList(calls, fireOnOneErrback=True, consumeErrors=True)
         await timeout(start, START_TIMEOUT, self.reactor)
@@ -214,6 +223,10 @@ class SupervisorService(DaemonService):
         self.reactor.addSystemEventTrigger("after", "shutdown", exit_1)
         if self.reactor.running:
             self.reactor.stop()
+
+    def base_dir(self) -> str:
+        """Where the config's relative paths start, for the workers ("": the working directory)."""
+        return config_dir(self.config_path) if self.config_path else ""
 
     def _worker_line(self, line: str, urgent: bool) -> None:
         sink = self._line_sink
@@ -433,7 +446,7 @@ class SupervisorService(DaemonService):
             return self._failed("a supervisor reloads its config file, not a config object")
         try:
             text = read_text(self.config_path) if self.config_path else DEFAULT_CONFIG
-            new = loads(text, self.config_path or DEFAULT_SOURCE)
+            new = loads(text, self.config_path or DEFAULT_SOURCE, self.base_dir() or None)
         except ConfigError as e:
             return self._failed(str(e))
         self._reloading = True

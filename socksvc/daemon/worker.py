@@ -54,6 +54,7 @@ from socksvc.daemon.control import (
 from socksvc.daemon.errors import StartupError
 from socksvc.daemon.figures import service_figures
 from socksvc.daemon.logrelay import Relay
+from socksvc.daemon.reload import plan_reload, rehearse_plan
 from socksvc.daemon.workerdaemon import WorkerDaemon
 from socksvc.services.catalogue import loads
 
@@ -98,12 +99,12 @@ class WorkerControl(Channel):
         self.failed = False
         self._pending: tuple[Config, int] | None = None
 
-    def _config(self, source: str) -> Config:
+    def _config(self, source: str, base_dir: str) -> Config:
         fd = self.held.pop(CONFIG, None)
         if fd is None:
             raise Refused("no config text was handed over")
         try:
-            return loads(read_text(fd), source)
+            return loads(read_text(fd), source, base_dir or None)
         except ConfigError as e:
             raise Refused(str(e)) from None
         except UnicodeDecodeError as e:
@@ -123,7 +124,7 @@ class WorkerControl(Channel):
         return {}
 
     @Start.responder
-    def start(self, slot: int, workers: int, source: str, seed: str, log_format: str) -> dict[str, Any]:
+    def start(self, slot: int, workers: int, source: str, seed: str, log_format: str, base_dir: str) -> dict[str, Any]:
         if self.daemon is not None:
             raise Refused("this worker has started already")
         if log_format and self.relay is not None:
@@ -133,7 +134,7 @@ class WorkerControl(Channel):
                 raise Refused(
                     "started without the supervisor's hash seed: the shared per-source counts would not agree"
                 )
-            config = self._config(source)
+            config = self._config(source, base_dir)
             daemon = WorkerDaemon(config, self.reactor, slot, workers, self.held)
             daemon.startService()
         except Refused:
@@ -160,10 +161,16 @@ class WorkerControl(Channel):
         self.reactor.callLater(0, self.reactor.stop)
 
     @Prepare.responder
-    def prepare(self, source: str, workers: int) -> dict[str, Any]:
-        if self.daemon is None:
+    def prepare(self, source: str, workers: int, base_dir: str) -> dict[str, Any]:
+        daemon = self.daemon
+        if daemon is None:
             raise Refused("this worker has not started")
-        self._pending = (self._config(source), workers)
+        config = self._config(source, base_dir)
+        running = {i.config.name: i for i in daemon.instances()}
+        failure = rehearse_plan(running, plan_reload({n: i.config for n, i in running.items()}, config))
+        if failure is not None:
+            raise Refused(failure)
+        self._pending = (config, workers)
         return {}
 
     @Commit.responder

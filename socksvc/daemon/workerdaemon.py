@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet import endpoints, tcp, unix
+from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -60,15 +60,6 @@ class AdoptedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
-def ssl_context(spec: ListenSpec, reactor: Any) -> Any:
-    """The TLS context an C{ssl:} listen spec describes (its keys, certificate and options)."""
-    endpoint = endpoints.serverFromString(reactor, spec.endpoint)
-    context = getattr(endpoint, "_sslContextFactory", None)
-    if context is None:
-        raise ValueError("cannot make a TLS context of this ssl: spec")
-    return context
-
-
 def adopt_stream(reactor: Any, fd: int, spec: ListenSpec, factory: Any) -> Any:
     """A listening port on C{fd} (TCP, TLS for an C{ssl:} spec, or UNIX); C{fd} is closed (the port has its own)."""
     try:
@@ -80,10 +71,9 @@ def adopt_stream(reactor: Any, fd: int, spec: ListenSpec, factory: Any) -> Any:
             port: Any = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
             port.startListening()
             return port
-        if spec.scheme == "ssl":
-            port = reactor.adoptStreamPort(
-                fd, info.family, TLSMemoryBIOFactory(ssl_context(spec, reactor), False, factory)
-            )
+        if spec.tls is not None:  # ssl: the certificate and key were read with the config
+            tls = TLSMemoryBIOFactory(spec.tls.options(), False, factory)
+            port = reactor.adoptStreamPort(fd, info.family, tls)
             port._type = "TLS"
             return port
         return reactor.adoptStreamPort(fd, info.family, factory)
