@@ -15,6 +15,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import stat
 import time
 import urllib.request
@@ -26,6 +27,7 @@ import pytest
 
 from tests.support import Daemon, daemon, echo_round_trip, recv_all, recv_exactly
 from tests.support.systemd import ACTIVATE, activated, connect_retry, free_port, notify_socket, wait_for_text
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 
@@ -370,3 +372,23 @@ def test_a_workers_change_starts_and_stops_workers_keeping_the_others_connection
                 assert echo_once(s, b"new") == b"new"
                 assert holder(s, {0: pids[0]}) == 0
         assert "Traceback" not in d.output
+
+
+def test_tls_with_two_workers(tmp_path: Path) -> None:
+    key, cert = self_signed(tmp_path)
+    body = f'[services.echo]\nlisten = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n'
+    with daemon(config(body)) as d:
+        pids = workers(d)
+        ctx = ssl.create_default_context(cafile=str(cert))
+        held: list[ssl.SSLSocket] = []
+        try:
+            for n in range(4):
+                raw = socket.create_connection((LO, d.port("echo")), timeout=10)
+                s = ctx.wrap_socket(raw, server_hostname="localhost")
+                s.sendall(b"tls %d" % n)
+                assert recv_exactly(s, 5) == b"tls %d" % n
+                held.append(s)
+            assert {holder(s, pids) for s in held} == {0, 1}  # both workers speak TLS
+        finally:
+            for s in held:
+                s.close()
