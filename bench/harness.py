@@ -217,8 +217,11 @@ def server(name: str, service: str, env: dict[str, str] | None = None) -> Iterat
         with launch(name, cmd, pattern, config, ready=ready, env=env) as running:
             yield running
     else:
+        # uvloop-wN: N uvloop processes on one listening socket (the workers benchmark's control).
+        impl, _, processes = name.partition("-w")
+        extra = ["--processes", processes] if processes.isdigit() else []
         pattern = re.compile(rf"bench-ref: listening on {kind} {re.escape(HOST)}:(\d+)")
-        with launch(name, [sys.executable, REFSERVER, name, service], pattern) as running:
+        with launch(name, [sys.executable, REFSERVER, impl, service, *extra], pattern, env=env) as running:
             yield running
 
 

@@ -5,8 +5,10 @@ Workers: what N worker processes buy over one process, and what they cost.
 
 - scaling: echo 1 KiB with 4 clients and greetings with 4 clients against
   socksvc with N workers (the column "socksvc"), socksvc as one process
-  ("socksvc-1") and one uvloop process, the runs alternating as in every
-  benchmark; the ratio above 1 means the N workers did better; server CPU
+  ("socksvc-1"), one uvloop process and, as the control of what N
+  processes can gain on this machine at all, N uvloop processes on one
+  listening socket ("uvloop-wN"); the runs alternate as in every
+  benchmark; a ratio above 1 means the N workers did better; server CPU
   per operation counts the supervisor and every worker;
 - balance: 16 echo clients (4 client processes of 4, each connection
   answered once before the next, as bench/load.py opens them); which worker
@@ -38,10 +40,11 @@ BALANCE_CLIENTS = 16
 
 
 def servers() -> list[str]:
+    """socksvc with N workers, socksvc as one process, one uvloop process and N uvloop processes on one socket."""
     out = [harness.SOCKSVC, "socksvc-1"]
     why = harness.uvloop_missing()
     if why is None:
-        out.append("uvloop")
+        out += ["uvloop", f"uvloop-w{harness.overrides.workers or 2}"]
     else:
         harness.note(why)
     return out
@@ -166,7 +169,7 @@ def cost() -> list[dict[str, Any]]:
                 pid = running.proc.pid
                 total = rss_kib(pid)
                 kids = harness.children(pid)
-                if kids:
+                if kids and harness.socksvc_workers(name):
                     rows.append(row("supervisor, idle", name, total))
                     per = [rss_kib(k) for k in kids]
                     rows.append(row("one worker, idle", name, sum(per) / len(per)))

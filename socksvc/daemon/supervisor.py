@@ -300,10 +300,14 @@ class SupervisorService(DaemonService):
             source=self.config.source,
         )
         self._loop(self._heartbeat, HEARTBEAT)
-        # The figures STATUS= and the admin listener show: the workers are asked every few seconds.
-        d = ensureDeferred(self._refresh())
-        d.addBoth(lambda _: self.systemd.started())
-        self._loop(lambda: ensureDeferred(self._refresh()), FIGURES_INTERVAL)
+        # The figures STATUS= and the admin listener show: the workers are asked every few seconds
+        # (when someone looks: systemd or the admin listener).
+        if self.systemd.notifier.enabled or self.admin is not None:
+            d = ensureDeferred(self._refresh())
+            d.addBoth(lambda _: self.systemd.started())
+            self._loop(lambda: ensureDeferred(self._refresh()), FIGURES_INTERVAL)
+        else:
+            self.systemd.started()
 
     def _loop(self, fn: Callable[[], Any], interval: float) -> None:
         loop = LoopingCall(fn)
