@@ -253,7 +253,8 @@ def _conn(host: str) -> Any:
 
 def test_allowance() -> None:
     assert balance.allowance(5, None) is None  # nobody else serves it
-    assert balance.allowance(0, 0) == balance.MARGIN
+    assert balance.allowance(0, 0) is None  # nobody holds anything (greetings): the loop takes all it can
+    assert balance.allowance(1, 0) == balance.MARGIN - 1
     assert balance.allowance(9, 7) == 0
     assert balance.allowance(3, 7) == 6
 

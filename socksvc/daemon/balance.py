@@ -48,8 +48,14 @@ class Load(Protocol):
 
 
 def allowance(mine: int, least: int | None) -> int | None:
-    """How many connections a worker holding C{mine} may accept now (None: no limit; 0 or less: none)."""
-    if least is None:
+    """
+    How many connections a worker holding C{mine} may accept now (None: no
+    limit; 0 or less: none). While no worker holds any (short connections,
+    such as greetings served inside the accept loop, never do) there is
+    nothing to balance, and the accept loop takes all it can: capping it
+    would cost an event loop turn every few connections.
+    """
+    if least is None or (mine == 0 and least == 0):
         return None
     return least + MARGIN - mine
 
