@@ -17,6 +17,8 @@ import signal
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -392,3 +394,35 @@ def test_tls_with_two_workers(tmp_path: Path) -> None:
         finally:
             for s in held:
                 s.close()
+
+
+def test_the_toolbox_sees_no_difference() -> None:
+    """socksvc echo --count, udp, greet and reverse print the same against one process and two workers."""
+    body = (
+        '[services.echo]\nlisten = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]\n'
+        '[services.greeting]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        '[services.reverse]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+    )
+    socksvc = os.path.join(os.path.dirname(sys.executable), "socksvc")
+    said: list[list[str]] = []
+    for n in (1, 2):
+        with daemon(config(body, workers=n)) as d:
+
+            def run(*args: str) -> str:
+                proc = subprocess.run([socksvc, *args], capture_output=True, text=True, timeout=30)
+                assert proc.returncode == 0, proc.stdout + proc.stderr
+                # What differs between any two runs: ports, times.
+                return re.sub(r"\d+\.\d+|port \d+|time \d+ ms", "N", proc.stdout)
+
+            said.append(
+                [
+                    run("echo", "--count", "5", "-i", "0.05", LO, str(d.port("echo")), "ping"),
+                    run("udp", "--count", "5", "-i", "0.05", LO, str(d.port("echo", "udp"))),
+                    run("greet", LO, str(d.port("greeting"))),
+                    run("reverse", LO, str(d.port("reverse")), "abc"),
+                ]
+            )
+    one, two = said
+    assert one == two
+    assert "5 messages sent, 5 received" in two[0] and "5 datagrams sent, 5 received" in two[1]
+    assert two[2] == "Thank you for connecting\n" and two[3] == "cba\n"
