@@ -154,7 +154,7 @@ def test_a_256_kib_line_of_combining_marks() -> None:
     assert clusters(text) == [text]
     line = text.encode()
     assert len(line) == 256 * 1024
-    proto, transport = connect(context("reverse", f"max_line = {1 << 20}"))
+    proto, transport = connect(context("reverse", f"max_line = {1 << 20}\ninput_byte_rate = 0"))
     proto.dataReceived(line + b"\n")
     assert transport.value() == line + b"\n"
     assert clusters("ab" + text) == ["a", "b", text]

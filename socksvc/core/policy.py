@@ -19,7 +19,9 @@ up.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+from collections.abc import Hashable
 from typing import Any, Protocol
 
 from twisted.internet.error import ConnectionDone
@@ -46,8 +48,9 @@ MIN_SWEEP_INTERVAL = 0.05
 DENIED = "access denied"
 TOO_MANY = "too many connections, try again later"
 TOO_MANY_FROM_YOU = "too many connections from your address"
+TOO_MANY_FROM_SUBNET = "too many connections from your network"
 RATE_EXCEEDED = "connection rate exceeded, try again later"
-REASONS = (DENIED, TOO_MANY, TOO_MANY_FROM_YOU, RATE_EXCEEDED)
+REASONS = (DENIED, TOO_MANY, TOO_MANY_FROM_YOU, TOO_MANY_FROM_SUBNET, RATE_EXCEEDED)
 
 
 class Connection(Protocol):
@@ -55,6 +58,7 @@ class Connection(Protocol):
 
     peer: str
     source: str
+    subnet: Hashable
     bytes_in: int
     bytes_out: int
     started: float
@@ -67,6 +71,22 @@ class Connection(Protocol):
 
     @property
     def idle_exempt(self) -> bool: ...
+
+
+def subnet_key(ip: IP | None, settings: PolicySettings) -> Hashable:
+    """
+    How peers are grouped for max_per_subnet: the first subnet_v4 (IPv4) or
+    subnet_v6 (IPv6) bits of the address, with the family and length (so
+    counts taken under another prefix length, before a reload, stay apart).
+    None for a UNIX-socket peer (never grouped).
+    """
+    if ip is None:
+        return None
+    if isinstance(ip, ipaddress.IPv4Address):
+        bits = settings.subnet_v4
+        return (4, bits, int(ip) >> (32 - bits))
+    bits = settings.subnet_v6
+    return (6, bits, int(ip) >> (128 - bits))
 
 
 def address_allowed(settings: PolicySettings, ip: IP | None) -> bool:
@@ -93,6 +113,7 @@ class Policy:
         self.settings = settings
         self.connections: set[Connection] = set()
         self.per_source: dict[str, int] = {}
+        self.per_subnet: dict[Hashable, int] = {}
         self.accepted = 0
         self.refused: dict[str, int] = {}
         self.log_refusal = RateLimitedLog(clock, REFUSAL_LOG_PERIOD, summary=self._refusal_summary)
@@ -169,10 +190,17 @@ class Policy:
     def check(self, addr: Any) -> str | None:
         """Why a new peer at C{addr} is refused, or None to admit it."""
         ip = peer_ip(addr)
-        return self.check_ip(ip, source_key(ip))
+        return self.check_ip(ip, source_key(ip), self.subnet_of(ip))
 
-    def check_ip(self, ip: IP | None, source: str) -> str | None:
-        """L{check} for a peer already parsed: C{ip} from L{peer_ip}, C{source} its L{source_key}."""
+    def subnet_of(self, ip: IP | None) -> Hashable:
+        """The peer's L{subnet_key} under the current settings."""
+        return subnet_key(ip, self.settings)
+
+    def check_ip(self, ip: IP | None, source: str, subnet: Hashable = None) -> str | None:
+        """
+        L{check} for a peer already parsed: C{ip} from L{peer_ip}, C{source}
+        its L{source_key}, C{subnet} its L{subnet_of} (None: not counted).
+        """
         s = self.settings
         if (s.deny or s.allow) and not address_allowed(s, ip):
             return DENIED
@@ -180,6 +208,8 @@ class Policy:
             return TOO_MANY
         if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
             return TOO_MANY_FROM_YOU
+        if s.max_per_subnet and subnet is not None and self.per_subnet.get(subnet, 0) >= s.max_per_subnet:
+            return TOO_MANY_FROM_SUBNET
         if self._bucket is not None and not self._bucket.take(self.clock.seconds()):
             return RATE_EXCEEDED
         return None
@@ -221,6 +251,9 @@ class Policy:
         conn.idle_sweeps = -1  # the first sweep may come at once: it does not count
         self.connections.add(conn)
         self.per_source[conn.source] = self.per_source.get(conn.source, 0) + 1
+        subnet = conn.subnet
+        if subnet is not None:
+            self.per_subnet[subnet] = self.per_subnet.get(subnet, 0) + 1
         self.accepted += 1
 
     def closed(self, conn: Connection, reason: Failure) -> None:
@@ -232,6 +265,13 @@ class Policy:
             self.per_source[conn.source] = left
         else:
             self.per_source.pop(conn.source, None)
+        subnet = conn.subnet
+        if subnet is not None:
+            left = self.per_subnet.get(subnet, 1) - 1
+            if left > 0:
+                self.per_subnet[subnet] = left
+            else:
+                self.per_subnet.pop(subnet, None)
         duration = self.clock.seconds() - conn.started
         why = conn.close_reason or close_reason(reason)
         log.info(

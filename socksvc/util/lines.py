@@ -7,6 +7,14 @@ never holds more than C{max_line} (+1 for a CR) bytes; a longer line is
 skipped up to its end and reported as L{TOO_LONG}, and L{LineSplitter.pending}
 says how many bytes have come since the last line end so a caller can give up
 on a peer that never sends one.
+
+A caller that paces its work (L{socksvc.core.lineinput.LineInput}) adds
+bytes with L{LineSplitter.append} and takes complete lines a slice at a time
+with L{LineSplitter.take}: splitting is one C-level pass per read, and the
+per-line work (CR, length) is done only for the lines taken, so a read of
+65,536 blank lines costs one C{split} until its lines are actually wanted.
+The lines not taken yet wait (L{LineSplitter.ready}); a caller that queues
+must stop reading while they do, or the queue grows with every read.
 """
 
 from __future__ import annotations
@@ -32,66 +40,118 @@ TOO_LONG = TooLong()
 class LineSplitter:
     """Feed it bytes, get complete lines."""
 
-    __slots__ = ("_buf", "_skipped", "max_line", "strip_cr")
+    __slots__ = ("_buf", "_head", "_queue", "_skipped", "max_line", "strip_cr")
 
     def __init__(self, max_line: int, strip_cr: bool = True) -> None:
         self.max_line = max_line
         self.strip_cr = strip_cr
         self._buf = bytearray()  # the partial line: appended to in place, never copied per read
         self._skipped = 0  # bytes of an over-long line thrown away so far
+        self._queue: list[bytes | TooLong] = []  # complete lines not taken yet, raw (LF removed, CR kept)
+        self._head = 0  # the next line of _queue to hand out
 
     @property
     def pending(self) -> int:
-        """Bytes received since the last line end (kept or skipped)."""
+        """Bytes of the unfinished last line: received since the last line end (kept or skipped)."""
         return self._skipped + len(self._buf)
 
+    @property
+    def ready(self) -> int:
+        """Complete lines waiting to be taken."""
+        return len(self._queue) - self._head
+
+    @property
+    def tail_cr(self) -> bool:
+        """Does the unfinished last line end with a CR (the first half of a CRLF or CR NUL)?"""
+        return self._buf.endswith(b"\r")
+
     def feed(self, data: bytes) -> list[bytes | TooLong]:
-        """Add C{data}; return the lines it completed, in order."""
-        out: list[bytes | TooLong] = []
+        """Add C{data}; return every complete line waiting, in order."""
+        self.append(data)
+        return self.take()
+
+    def append(self, data: bytes) -> None:
+        """Add C{data}; its complete lines wait for L{take}."""
         if self._skipped:
             end = data.find(b"\n")
             if end < 0:
                 self._skipped += len(data)
-                return out
+                return
             self._skipped = 0
-            out.append(TOO_LONG)
+            self._queue.append(TOO_LONG)
             data = data[end + 1 :]
-        limit = self.max_line
         if b"\n" not in data:
             # Only the partial line grows: append in place (amortised linear;
             # a one-byte-at-a-time sender costs no copy of what came before).
             self._buf += data
-            if len(self._buf) > limit + 1:  # +1: the CR of a CRLF may be waiting for its LF
+            if len(self._buf) > self.max_line + 1:  # +1: the CR of a CRLF may be waiting for its LF
                 self._skipped = len(self._buf)
                 self._buf = bytearray()
-            return out
+            return
         if self._buf:
             self._buf += data
             data = bytes(self._buf)  # once per completed line
-        lines = data.split(b"\n")
+        lines: list[bytes | TooLong] = data.split(b"\n")  # type: ignore[assignment]
         rest = lines.pop()
-        for line in lines:
-            cr = line.endswith(b"\r")
-            if cr and self.strip_cr:
-                line = line[:-1]
-            # max_line counts the line without its line end (LF, or CRLF).
-            if len(line) - (cr and not self.strip_cr) > limit:
-                out.append(TOO_LONG)
-            else:
-                out.append(line)
-        if len(rest) > limit + 1:
+        assert isinstance(rest, bytes)
+        if self._head >= len(self._queue):
+            self._queue = lines
+            self._head = 0
+        else:
+            self._queue.extend(lines)
+        if len(rest) > self.max_line + 1:
             self._skipped = len(rest)
             self._buf = bytearray()
         else:
             self._buf = bytearray(rest)
+
+    def take(self, max_lines: int | None = None, max_bytes: int | None = None) -> list[bytes | TooLong]:
+        """
+        Complete lines, in order: all that wait, or at most C{max_lines} and
+        no more once C{max_bytes} bytes of lines were given (at least one line
+        when one waits). An over-long line is L{TOO_LONG}.
+        """
+        queue, head = self._queue, self._head
+        end = len(queue) if max_lines is None else min(len(queue), head + max(0, max_lines))
+        limit = self.max_line
+        strip = self.strip_cr
+        out: list[bytes | TooLong] = []
+        budget = max_bytes
+        i = head
+        while i < end:
+            line = queue[i]
+            i += 1
+            if isinstance(line, TooLong):
+                out.append(line)
+                continue
+            cr = line.endswith(b"\r")
+            if cr and strip:
+                line = line[:-1]
+            # max_line counts the line without its line end (LF, or CRLF).
+            out.append(TOO_LONG if len(line) - (cr and not strip) > limit else line)
+            if budget is not None:
+                budget -= len(line) + 1
+                if budget <= 0:
+                    break
+        if i >= len(queue):
+            self._queue = []
+            self._head = 0
+        else:
+            self._head = i
+            if i > 4096 and i * 2 > len(queue):
+                del queue[:i]  # the taken half goes: memory stays what the reads brought
+                self._head = 0
         return out
 
     def finish(self) -> bytes | TooLong | None:
         """
         The input ended: the unterminated last line, if there is one (a
         trailing CR removed when stripping), L{TOO_LONG} if it was over
-        max_line, or None. The splitter is empty afterwards.
+        max_line, or None. The splitter is empty afterwards (lines still
+        waiting are dropped: take them first).
         """
+        self._queue = []
+        self._head = 0
         if self._skipped:
             self._skipped = 0
             return TOO_LONG

@@ -170,26 +170,72 @@ def clip(text: str, limit: int) -> str:
 
 IAC = 255
 _SE, _SB = 240, 250
-_WILL, _DONT = 251, 254
+_WILL, _WONT, _DO, _DONT = 251, 252, 253, 254
+TIMING_MARK = 6  # RFC 860
 _DATA, _IAC, _OPT, _SUB, _SUB_IAC = range(5)
+REPLY_MAX = 4096
+"""Bytes of replies a filter holds for its connection at most (a client that only negotiates gets no more)."""
 
 
 class TelnetFilter:
     """
-    Removes telnet IAC sequences from a byte stream, across reads: option
-    negotiation (C{IAC WILL/WONT/DO/DONT x}), subnegotiation (C{IAC SB ...
-    IAC SE}, discarded as it comes, never stored) and other C{IAC x}.
-    C{IAC IAC} stands for a 0xFF data byte.
+    Removes telnet commands from a byte stream, across reads, and answers
+    what a telnet client waits for.
+
+    Removed: option negotiation (C{IAC WILL/WONT/DO/DONT x}), subnegotiation
+    (C{IAC SB ... IAC SE}, discarded as it comes, never stored) and other
+    C{IAC x}. C{IAC IAC} stands for a 0xFF data byte.
+
+    Answered (in C{replies}, for the connection to send): C{DO TIMING-MARK}
+    with C{WILL TIMING-MARK} (RFC 860: a telnet client that sent
+    C{IAC IP IAC DO TM} for Ctrl-C throws away everything it receives until
+    that answer comes); any other C{DO x} with C{WONT x} and C{WILL x} with
+    C{DONT x} (RFC 854: we enable no option; C{WONT} and C{DONT} are never
+    answered, so two parties cannot loop).
+
+    Character mode (RFC 854): Enter is C{CR NUL} (or C{CR LF}); C{CR NUL}
+    comes out as C{CR LF}, so it ends the line like any other.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ("cr", "replies", "state", "verb")
 
-    def __init__(self) -> None:
+    def __init__(self, cr: bool = False) -> None:
         self.state = _DATA
+        self.verb = 0  # WILL/WONT/DO/DONT waiting for its option byte
+        self.cr = cr  # the last data byte was a CR (a NUL may follow in the next read)
+        self.replies = bytearray()
+
+    def take_replies(self) -> bytes:
+        """What to send back, once."""
+        out = bytes(self.replies)
+        self.replies.clear()
+        return out
+
+    def _data(self, out: bytearray, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self.cr and chunk[0] == 0:
+            chunk = b"\n" + chunk[1:]
+        if b"\r\x00" in chunk:
+            chunk = chunk.replace(b"\r\x00", b"\r\n")
+        out += chunk
+        self.cr = chunk[-1] == 13
+
+    def _answer(self, verb: int, option: int) -> None:
+        if len(self.replies) >= REPLY_MAX:
+            return
+        if verb == _DO:
+            self.replies += bytes((IAC, _WILL if option == TIMING_MARK else _WONT, option))
+        elif verb == _WILL:
+            self.replies += bytes((IAC, _DONT, option))
 
     def feed(self, data: bytes) -> bytes:
         if self.state == _DATA and IAC not in data:
-            return data
+            if not self.cr and b"\r\x00" not in data:
+                return data
+            out = bytearray()
+            self._data(out, data)
+            return bytes(out)
         out = bytearray()
         state = self.state
         i, n = 0, len(data)
@@ -197,9 +243,9 @@ class TelnetFilter:
             if state == _DATA:
                 j = data.find(IAC, i)
                 if j < 0:
-                    out += data[i:]
+                    self._data(out, data[i:])
                     break
-                out += data[i:j]
+                self._data(out, data[i:j])
                 state = _IAC
                 i = j + 1
                 continue
@@ -208,14 +254,17 @@ class TelnetFilter:
             if state == _IAC:
                 if b == IAC:
                     out.append(IAC)
+                    self.cr = False
                     state = _DATA
                 elif _WILL <= b <= _DONT:
+                    self.verb = b
                     state = _OPT
                 elif b == _SB:
                     state = _SUB
                 else:
                     state = _DATA
             elif state == _OPT:
+                self._answer(self.verb, b)
                 state = _DATA
             elif state == _SUB:
                 j = data.find(IAC, i - 1)
