@@ -232,6 +232,7 @@ class TelnetFilter:
     def feed(self, data: bytes) -> bytes:
         if self.state == _DATA and IAC not in data:
             if not self.cr and b"\r\x00" not in data:
+                self.cr = data.endswith(b"\r")
                 return data
             out = bytearray()
             self._data(out, data)
