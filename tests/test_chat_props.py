@@ -7,6 +7,7 @@ control characters delivered.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from hypothesis import given, settings
@@ -101,6 +102,9 @@ TEXT = st.text(
 )
 
 
+TELNET_ANSWER = re.compile(rb"\xff[\xfb-\xfe][\x00-\xff]", re.DOTALL)
+
+
 class ChatMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -187,7 +191,8 @@ class ChatMachine(RuleBasedStateMachine):
         for c in self.clients:
             data = c.transport.value()
             start = self.seen.get(id(c), 0)
-            new = data[start:]
+            # Telnet answers (IAC WILL/WONT/DONT x) come between whole lines; UTF-8 never holds 0xFF.
+            new = TELNET_ANSWER.sub(b"", data[start:])
             self.seen[id(c)] = len(data)
             if not new:
                 continue

@@ -51,6 +51,9 @@ SLICE_LINES = 256
 SLICE_BYTES = 16384
 """Bytes of lines handled for one connection in one reactor turn (the line that crosses it ends the slice)."""
 
+MIN_WAIT = 0.001
+"""The shortest hold for budget: the refill must show in the clock's floats (reactor time is about 2e9)."""
+
 OUTPUT = 1
 """Held: the transport's write buffer is full (only when registered as its producer)."""
 BUDGET = 2
@@ -153,6 +156,7 @@ class LineInput:
         if splitter.ready and line_rate > 0 and self.lines < 1:
             delay = max(delay, (1 - self.lines) / line_rate)
         if delay > 0:
+            delay = max(delay, MIN_WAIT)
             if self._throttled(now, delay, settings):
                 return
             self._hold(BUDGET, delay)

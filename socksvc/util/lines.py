@@ -11,13 +11,17 @@ on a peer that never sends one.
 A caller that paces its work (L{socksvc.core.lineinput.LineInput}) adds
 bytes with L{LineSplitter.append} and takes complete lines a slice at a time
 with L{LineSplitter.take}: splitting is one C-level pass per read, and the
-per-line work (CR, length) is done only for the lines taken, so a read of
-65,536 blank lines costs one C{split} until its lines are actually wanted.
-The lines not taken yet wait (L{LineSplitter.ready}); a caller that queues
-must stop reading while they do, or the queue grows with every read.
+per-line work (CR, length) is done only for the lines taken, and what waits
+is kept as the bytes that came (split L{SPLIT_MAX} lines at a time when
+taken), so a read of 65,536 blank lines costs its 64 KiB, not a list of
+65,536 lines. The lines not taken yet wait (L{LineSplitter.ready}); a
+caller that queues must stop reading while they do, or what waits grows
+with every read.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 
 class TooLong:
@@ -37,18 +41,25 @@ class TooLong:
 TOO_LONG = TooLong()
 
 
+SPLIT_MAX = 1024
+"""Lines split out of a waiting block at a time: what waits costs its bytes, not a pointer per line."""
+
+
 class LineSplitter:
     """Feed it bytes, get complete lines."""
 
-    __slots__ = ("_buf", "_head", "_queue", "_skipped", "max_line", "strip_cr")
+    __slots__ = ("_blocks", "_buf", "_head", "_queue", "_skipped", "max_line", "strip_cr")
 
     def __init__(self, max_line: int, strip_cr: bool = True) -> None:
         self.max_line = max_line
         self.strip_cr = strip_cr
         self._buf = bytearray()  # the partial line: appended to in place, never copied per read
         self._skipped = 0  # bytes of an over-long line thrown away so far
-        self._queue: list[bytes | TooLong] = []  # complete lines not taken yet, raw (LF removed, CR kept)
-        self._head = 0  # the next line of _queue to hand out
+        # Complete lines not taken yet: _queue[_head:] (split, raw: LF removed, CR kept), then
+        # _blocks, each TOO_LONG or bytes holding whole lines joined by LF (not split yet).
+        self._queue: list[bytes] = []
+        self._head = 0
+        self._blocks: deque[bytes | TooLong] = deque()
 
     @property
     def pending(self) -> int:
@@ -56,9 +67,9 @@ class LineSplitter:
         return self._skipped + len(self._buf)
 
     @property
-    def ready(self) -> int:
-        """Complete lines waiting to be taken."""
-        return len(self._queue) - self._head
+    def ready(self) -> bool:
+        """Do complete lines wait to be taken?"""
+        return self._head < len(self._queue) or bool(self._blocks)
 
     @property
     def tail_cr(self) -> bool:
@@ -78,9 +89,10 @@ class LineSplitter:
                 self._skipped += len(data)
                 return
             self._skipped = 0
-            self._queue.append(TOO_LONG)
+            self._blocks.append(TOO_LONG)
             data = data[end + 1 :]
-        if b"\n" not in data:
+        last = data.rfind(b"\n")
+        if last < 0:
             # Only the partial line grows: append in place (amortised linear;
             # a one-byte-at-a-time sender costs no copy of what came before).
             self._buf += data
@@ -89,16 +101,12 @@ class LineSplitter:
                 self._buf = bytearray()
             return
         if self._buf:
-            self._buf += data
-            data = bytes(self._buf)  # once per completed line
-        lines: list[bytes | TooLong] = data.split(b"\n")  # type: ignore[assignment]
-        rest = lines.pop()
-        assert isinstance(rest, bytes)
-        if self._head >= len(self._queue):
-            self._queue = lines
-            self._head = 0
+            self._buf += data[:last]
+            block = bytes(self._buf)  # once per completed line
         else:
-            self._queue.extend(lines)
+            block = data[:last]
+        self._blocks.append(block)
+        rest = data[last + 1 :]
         if len(rest) > self.max_line + 1:
             self._skipped = len(rest)
             self._buf = bytearray()
@@ -111,19 +119,28 @@ class LineSplitter:
         no more once C{max_bytes} bytes of lines were given (at least one line
         when one waits). An over-long line is L{TOO_LONG}.
         """
-        queue, head = self._queue, self._head
-        end = len(queue) if max_lines is None else min(len(queue), head + max(0, max_lines))
+        out: list[bytes | TooLong] = []
+        wanted = -1 if max_lines is None else max(0, max_lines)
+        budget = max_bytes
         limit = self.max_line
         strip = self.strip_cr
-        out: list[bytes | TooLong] = []
-        budget = max_bytes
-        i = head
-        while i < end:
-            line = queue[i]
-            i += 1
-            if isinstance(line, TooLong):
-                out.append(line)
-                continue
+        queue, head = self._queue, self._head
+        while wanted:
+            if head >= len(queue):
+                if not self._blocks:
+                    break
+                block = self._blocks.popleft()
+                if isinstance(block, TooLong):
+                    out.append(block)
+                    wanted -= 1
+                    continue
+                queue = block.split(b"\n", SPLIT_MAX)
+                if len(queue) > SPLIT_MAX:
+                    self._blocks.appendleft(queue.pop())  # the rest, still whole
+                head = 0
+            line = queue[head]
+            head += 1
+            wanted -= 1
             cr = line.endswith(b"\r")
             if cr and strip:
                 line = line[:-1]
@@ -133,14 +150,9 @@ class LineSplitter:
                 budget -= len(line) + 1
                 if budget <= 0:
                     break
-        if i >= len(queue):
-            self._queue = []
-            self._head = 0
-        else:
-            self._head = i
-            if i > 4096 and i * 2 > len(queue):
-                del queue[:i]  # the taken half goes: memory stays what the reads brought
-                self._head = 0
+        if head >= len(queue):
+            queue, head = [], 0
+        self._queue, self._head = queue, head
         return out
 
     def finish(self) -> bytes | TooLong | None:
@@ -150,8 +162,8 @@ class LineSplitter:
         max_line, or None. The splitter is empty afterwards (lines still
         waiting are dropped: take them first).
         """
-        self._queue = []
-        self._head = 0
+        self._queue, self._head = [], 0
+        self._blocks.clear()
         if self._skipped:
             self._skipped = 0
             return TOO_LONG
