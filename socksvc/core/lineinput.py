@@ -8,6 +8,8 @@ too) from its line budget. The budgets are token buckets (C{input_byte_rate}
 and C{input_line_rate} a second, C{input_burst} seconds' worth saved up),
 read from the policy settings on every use, so a reload applies at once.
 
+ - Work done outside lines (telnet commands) is charged with
+   L{LineInput.charge}, a line per command.
  - Over budget, the connection is slowed: its transport stops reading
    (C{pauseProducing}) and a timer resumes it when the budget has refilled.
    Its unread input waits in the kernel, then in its own TCP window: nothing
@@ -15,11 +17,13 @@ read from the policy settings on every use, so a reload applies at once.
  - Still over budget C{throttle_kick} seconds after it first went over (an
    episode ends after C{input_burst} seconds within budget), it is
    disconnected with a reason (L{LineOwner.input_refused}).
- - Never more than one slice per reactor turn: at most L{SLICE_LINES} lines
-   and about L{SLICE_BYTES} bytes of lines are handled per turn; the rest
-   waits in the splitter, reading paused, and the next slice comes on the
-   next turn (C{callLater(0)}), after every other ready connection had its
-   turn.
+ - Never more than one slice per reactor turn: a read takes at most
+   L{READ_SIZE} bytes from the socket (Twisted's default is 64 KiB, and
+   whatever a read brings is filtered and split before anything else), and
+   at most L{SLICE_LINES} lines and about L{SLICE_BYTES} bytes of lines are
+   handled per turn; the rest waits in the splitter, reading paused, and the
+   next slice comes on the next turn (C{callLater(0)}), after every other
+   ready connection had its turn.
  - A started line must be finished within C{line_timeout} (nginx's
    client_header_timeout): a timer runs while an unfinished line waits for
    its end, checked again on every read, so a trickling peer and one gone
@@ -44,6 +48,9 @@ from zope.interface import implementer
 
 from socksvc.config.schema import PolicySettings
 from socksvc.util.lines import LineSplitter, TooLong
+
+READ_SIZE = 16384
+"""Bytes one read takes from a line service's socket, at most (TCP; other transports read their own way)."""
 
 SLICE_LINES = 256
 """Lines handled for one connection in one reactor turn, at most."""
@@ -96,6 +103,8 @@ class LineInput:
 
     def __init__(self, owner: LineOwner, splitter: LineSplitter, clock: Any, settings: PolicySettings) -> None:
         self.owner = owner
+        if hasattr(owner.transport, "bufferSize"):
+            owner.transport.bufferSize = READ_SIZE
         self.splitter = splitter
         self.clock = clock
         self.stamp = clock.seconds()
@@ -122,11 +131,17 @@ class LineInput:
         else:
             self._hold(BUDGET, None)  # read while held (a stray resume): hold again, the wake comes
 
-    def charge(self, size: int, settings: PolicySettings) -> None:
-        """Spend C{size} bytes of the byte budget (it may go into debt: the bytes are here already)."""
+    def charge(self, size: int, settings: PolicySettings, lines: int = 0) -> None:
+        """
+        Spend C{size} bytes of the byte budget and C{lines} of the line budget
+        (work done outside lines: telnet commands); either may go into debt,
+        the input is here already.
+        """
         self._refill(self.clock.seconds(), settings)
         if settings.input_byte_rate > 0:
             self.bytes -= size
+        if lines and settings.input_line_rate > 0:
+            self.lines -= lines
 
     def run(self, settings: PolicySettings) -> None:
         """Handle one slice if the budget allows, then hold or release reading, and keep the line clock."""
@@ -153,8 +168,10 @@ class LineInput:
         delay = 0.0
         if byte_rate > 0 and self.bytes < 0:
             delay = -self.bytes / byte_rate
-        if splitter.ready and line_rate > 0 and self.lines < 1:
-            delay = max(delay, (1 - self.lines) / line_rate)
+        if line_rate > 0:
+            short = (1 if splitter.ready else 0) - self.lines  # a line to take, or a debt to pay
+            if short > 0:
+                delay = max(delay, short / line_rate)
         if delay > 0:
             delay = max(delay, MIN_WAIT)
             if self._throttled(now, delay, settings):

@@ -129,9 +129,10 @@ class ChatProtocol(Tracked):
         if telnet is not None or b"\xff" in data or b"\r\x00" in data or (data[:1] == b"\x00" and splitter.tail_cr):
             if telnet is None:
                 telnet = self.telnet = TelnetFilter(cr=splitter.tail_cr)
-            size = len(data)
+            size, commands = len(data), telnet.commands
             data = telnet.feed(data)
-            line_input.charge(size - len(data), settings)  # telnet commands cost their bytes too
+            # Telnet commands cost their bytes, and each costs a line (an IRC-style penalty per command).
+            line_input.charge(size - len(data), settings, telnet.commands - commands)
             if telnet.replies:
                 state.tell(member, telnet.take_replies())
         max_line = state.settings.max_line

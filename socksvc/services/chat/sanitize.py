@@ -169,10 +169,13 @@ def clip(text: str, limit: int) -> str:
 # -- telnet ------------------------------------------------------------------
 
 IAC = 255
+IAC_BYTE = 255
 _SE, _SB = 240, 250
 _WILL, _WONT, _DO, _DONT = 251, 252, 253, 254
 TIMING_MARK = 6  # RFC 860
 _DATA, _IAC, _OPT, _SUB, _SUB_IAC = range(5)
+_SIMPLE = tuple(bytes((IAC_BYTE, code)) for code in range(0xF1, 0xFA))
+"""The two-byte commands (NOP, DM, BRK, IP, AO, AYT, EC, EL, GA): nothing follows them."""
 REPLY_MAX = 4096
 """Bytes of replies a filter holds for its connection at most (a client that only negotiates gets no more)."""
 
@@ -197,9 +200,10 @@ class TelnetFilter:
     comes out as C{CR LF}, so it ends the line like any other.
     """
 
-    __slots__ = ("cr", "replies", "state", "verb")
+    __slots__ = ("commands", "cr", "replies", "state", "verb")
 
     def __init__(self, cr: bool = False) -> None:
+        self.commands = 0  # telnet commands seen (each is charged to the connection like a line)
         self.state = _DATA
         self.verb = 0  # WILL/WONT/DO/DONT waiting for its option byte
         self.cr = cr  # the last data byte was a CR (a NUL may follow in the next read)
@@ -230,13 +234,27 @@ class TelnetFilter:
             self.replies += bytes((IAC, _DONT, option))
 
     def feed(self, data: bytes) -> bytes:
-        if self.state == _DATA and IAC not in data:
-            if not self.cr and b"\r\x00" not in data:
-                self.cr = data.endswith(b"\r")
-                return data
-            out = bytearray()
-            self._data(out, data)
-            return bytes(out)
+        if self.state == _DATA:
+            if IAC not in data:
+                if not self.cr and b"\r\x00" not in data:
+                    self.cr = data.endswith(b"\r")
+                    return data
+                out = bytearray()
+                self._data(out, data)
+                return bytes(out)
+            count = data.count(b"\xff")
+            if b"\xff\xff" not in data and count == sum(data.count(c) for c in _SIMPLE):
+                # Only two-byte commands (a NOP flood): a few C-level passes, not a loop turn each.
+                self.commands += count
+                for c in _SIMPLE:
+                    if c in data:
+                        data = data.replace(c, b"")
+                out = bytearray()
+                self._data(out, data)
+                return bytes(out)
+        return self._feed(data)
+
+    def _feed(self, data: bytes) -> bytes:
         out = bytearray()
         state = self.state
         i, n = 0, len(data)
@@ -253,6 +271,7 @@ class TelnetFilter:
             b = data[i]
             i += 1
             if state == _IAC:
+                self.commands += 1
                 if b == IAC:
                     out.append(IAC)
                     self.cr = False
