@@ -82,11 +82,12 @@ def subnet_key(ip: IP | None, settings: PolicySettings) -> Hashable:
     """
     if ip is None:
         return None
+    # One int (family, length, prefix), not a tuple: a chat keeps one per member.
     if isinstance(ip, ipaddress.IPv4Address):
         bits = settings.subnet_v4
-        return (4, bits, int(ip) >> (32 - bits))
+        return (bits << 129) | (int(ip) >> (32 - bits))
     bits = settings.subnet_v6
-    return (6, bits, int(ip) >> (128 - bits))
+    return (1 << 136) | (bits << 129) | (int(ip) >> (128 - bits))
 
 
 def address_allowed(settings: PolicySettings, ip: IP | None) -> bool:

@@ -44,6 +44,8 @@ TOO_LONG = TooLong()
 SPLIT_MAX = 1024
 """Lines split out of a waiting block at a time: what waits costs its bytes, not a pointer per line."""
 
+_EMPTY: list[bytes] = []  # the queue when nothing waits: shared, never mutated (a chat holds thousands of splitters)
+
 
 class LineSplitter:
     """Feed it bytes, get complete lines."""
@@ -57,9 +59,9 @@ class LineSplitter:
         self._skipped = 0  # bytes of an over-long line thrown away so far
         # Complete lines not taken yet: _queue[_head:] (split, raw: LF removed, CR kept), then
         # _blocks, each TOO_LONG or bytes holding whole lines joined by LF (not split yet).
-        self._queue: list[bytes] = []
+        self._queue = _EMPTY
         self._head = 0
-        self._blocks: deque[bytes | TooLong] = deque()
+        self._blocks: deque[bytes | TooLong] | None = None  # made when first needed: an empty deque is 600 bytes
 
     @property
     def pending(self) -> int:
@@ -89,7 +91,7 @@ class LineSplitter:
                 self._skipped += len(data)
                 return
             self._skipped = 0
-            self._blocks.append(TOO_LONG)
+            self._block(TOO_LONG)
             data = data[end + 1 :]
         last = data.rfind(b"\n")
         if last < 0:
@@ -105,13 +107,18 @@ class LineSplitter:
             block = bytes(self._buf)  # once per completed line
         else:
             block = data[:last]
-        self._blocks.append(block)
+        self._block(block)
         rest = data[last + 1 :]
         if len(rest) > self.max_line + 1:
             self._skipped = len(rest)
             self._buf = bytearray()
         else:
             self._buf = bytearray(rest)
+
+    def _block(self, block: bytes | TooLong) -> None:
+        if self._blocks is None:
+            self._blocks = deque()
+        self._blocks.append(block)
 
     def take(self, max_lines: int | None = None, max_bytes: int | None = None) -> list[bytes | TooLong]:
         """
@@ -125,18 +132,19 @@ class LineSplitter:
         limit = self.max_line
         strip = self.strip_cr
         queue, head = self._queue, self._head
+        blocks = self._blocks
         while wanted:
             if head >= len(queue):
-                if not self._blocks:
+                if not blocks:
                     break
-                block = self._blocks.popleft()
+                block = blocks.popleft()
                 if isinstance(block, TooLong):
                     out.append(block)
                     wanted -= 1
                     continue
                 queue = block.split(b"\n", SPLIT_MAX)
                 if len(queue) > SPLIT_MAX:
-                    self._blocks.appendleft(queue.pop())  # the rest, still whole
+                    blocks.appendleft(queue.pop())  # the rest, still whole
                 head = 0
             line = queue[head]
             head += 1
@@ -151,7 +159,9 @@ class LineSplitter:
                 if budget <= 0:
                     break
         if head >= len(queue):
-            queue, head = [], 0
+            queue, head = _EMPTY, 0
+        if not blocks:
+            self._blocks = None
         self._queue, self._head = queue, head
         return out
 
@@ -162,8 +172,8 @@ class LineSplitter:
         max_line, or None. The splitter is empty afterwards (lines still
         waiting are dropped: take them first).
         """
-        self._queue, self._head = [], 0
-        self._blocks.clear()
+        self._queue, self._head = _EMPTY, 0
+        self._blocks = None
         if self._skipped:
             self._skipped = 0
             return TOO_LONG
