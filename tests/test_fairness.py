@@ -351,3 +351,16 @@ def test_type_policy_defaults_are_valid_policy_values() -> None:
         for key, value in stype.policy_defaults.items():
             assert key in fields, (stype.name, key)
             assert fields[key][1].parse(value) == value
+
+
+def test_a_debt_longer_than_throttle_kick_is_a_disconnect_at_the_deadline() -> None:
+    """8,192 telnet NOPs cost 8,192 lines: at 50 a second that is 164 s of debt; the kick comes at 60 s."""
+    chat = Chat()
+    bob = chat.connect("bob")
+    bob.raw(b"\xff\xf1" * 8192)
+    assert bob.transport.producerState == "paused"
+    chat.clock.advance(59)
+    assert not bob.transport.disconnected
+    chat.clock.advance(1.5)
+    assert bob.transport.disconnected
+    assert bob.proto.close_reason == "sending too fast"

@@ -176,6 +176,9 @@ class LineInput:
             delay = max(delay, MIN_WAIT)
             if self._throttled(now, delay, settings):
                 return
+            if settings.throttle_kick > 0 and self.since is not None:
+                # Wake by the kick's deadline at the latest: a debt that outlasts it is a disconnect then.
+                delay = min(delay, max(MIN_WAIT, self.since + settings.throttle_kick - now))
             self._hold(BUDGET, delay)
         elif splitter.ready:
             self._hold(BUDGET, 0.0)  # the next slice on the next turn
