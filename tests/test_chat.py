@@ -540,7 +540,7 @@ def test_flood_rate_zero_is_off() -> None:
     b = chat.connect("bob")
     a.lines()
     b.send(*["x"] * 500)
-    chat.clock.advance(0)  # 500 lines are two slices: the second comes on the next turn
+    chat.clock.advance(0)  # whatever did not fit in one slice comes on the next turn
     assert len(a.lines()) == 500
     assert b.lines() == []
 

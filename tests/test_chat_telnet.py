@@ -65,10 +65,17 @@ def test_cr_nul_is_a_line_end_even_split() -> None:
     assert TelnetFilter(cr=True).feed(b"\x00x") == b"\nx"
 
 
-def test_replies_are_bounded() -> None:
-    f = TelnetFilter()
-    f.feed(cmd(DO, SGA) * 10000)
-    assert len(f.take_replies()) <= 4096 + 3
+def test_replies_are_bounded_the_same_in_one_read_or_byte_by_byte() -> None:
+    flood = cmd(DO, SGA) * 10000 + cmd(DO, TIMING_MARK)
+    whole = TelnetFilter()
+    whole.feed(flood)  # one pass: the C-level path
+    slow = TelnetFilter()
+    for i in range(len(flood)):
+        slow.feed(flood[i : i + 1])  # the byte loop
+    assert whole.commands == slow.commands == 10001
+    replies = whole.take_replies()
+    assert replies == slow.take_replies()
+    assert 4096 <= len(replies) <= 4096 + 2
 
 
 def model(data: bytes) -> tuple[bytes, bytes]:

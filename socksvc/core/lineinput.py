@@ -41,7 +41,7 @@ nor the budget holds it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from zope.interface import implementer
@@ -83,7 +83,15 @@ class LineOwner(Protocol):
 
 @implementer(IPushProducer)
 class LineInput:
-    """One connection's input: see the module doc."""
+    """
+    One connection's input: see the module doc. A service whose lines cost
+    little each and whose slice is one write to many (chat) may take more
+    per turn: a subclass sets L{read_size}, L{slice_lines}, L{slice_bytes}.
+    """
+
+    read_size: ClassVar[int] = READ_SIZE
+    slice_lines: ClassVar[int] = SLICE_LINES
+    slice_bytes: ClassVar[int] = SLICE_BYTES
 
     __slots__ = (
         "bytes",
@@ -104,7 +112,7 @@ class LineInput:
     def __init__(self, owner: LineOwner, splitter: LineSplitter, clock: Any, settings: PolicySettings) -> None:
         self.owner = owner
         if hasattr(owner.transport, "bufferSize"):
-            owner.transport.bufferSize = READ_SIZE
+            owner.transport.bufferSize = self.read_size
         self.splitter = splitter
         self.clock = clock
         self.stamp = clock.seconds()
@@ -156,9 +164,9 @@ class LineInput:
                 self.held |= BUDGET  # taken up again when the output drains
             return
         if splitter.ready and not (byte_rate > 0 and self.bytes < 0):
-            allowed = SLICE_LINES if line_rate <= 0 else min(SLICE_LINES, int(self.lines))
+            allowed = self.slice_lines if line_rate <= 0 else min(self.slice_lines, int(self.lines))
             if allowed >= 1:
-                lines = splitter.take(allowed, SLICE_BYTES)
+                lines = splitter.take(allowed, self.slice_bytes)
                 if line_rate > 0:
                     self.lines -= len(lines)
                 self.owner.lines_received(lines)

@@ -34,6 +34,21 @@ from socksvc.util.lines import LineSplitter, TooLong
 CLOSE_GRACE = 10.0  # seconds a closing peer gets to take its last lines
 
 
+class ChatInput(LineInput):
+    """
+    A chat connection's input: a slice is one batch, one write to every
+    member of the room, so a bigger slice means fewer writes per member
+    (64 KiB and 1,024 lines a turn, where reverse takes 16 KiB and 256).
+    Chat's lines cost little each, and the input budget (200 lines at once
+    by default) bounds what a client gets per turn long before that.
+    """
+
+    __slots__ = ()
+    read_size = 65536
+    slice_lines = 1024
+    slice_bytes = 65536
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
 class ChatProtocol(Tracked):
     """One chat client."""
@@ -106,7 +121,7 @@ class ChatProtocol(Tracked):
         super().connectionMade()
         state = self.context.state
         splitter = LineSplitter(state.settings.max_line)
-        self.input = LineInput(self, splitter, self.context.reactor, self.policy.settings)
+        self.input = ChatInput(self, splitter, self.context.reactor, self.policy.settings)
         transport: Any = self.transport
         for option in ("setTcpNoDelay", "setTcpKeepAlive"):
             method = getattr(transport, option, None)

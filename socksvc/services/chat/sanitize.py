@@ -8,6 +8,7 @@ Nothing here knows about connections; every function is pure.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 
@@ -176,8 +177,24 @@ TIMING_MARK = 6  # RFC 860
 _DATA, _IAC, _OPT, _SUB, _SUB_IAC = range(5)
 _SIMPLE = tuple(bytes((IAC_BYTE, code)) for code in range(0xF1, 0xFA))
 """The two-byte commands (NOP, DM, BRK, IP, AO, AYT, EC, EL, GA): nothing follows them."""
+_OPTION = re.compile(rb"\xff[\xfb-\xfe][\x00-\xff]")
+"""One option negotiation (IAC WILL/WONT/DO/DONT x)."""
 REPLY_MAX = 4096
 """Bytes of replies a filter holds for its connection at most (a client that only negotiates gets no more)."""
+
+
+def _answer(verb: int, option: int) -> bytes:
+    if verb == _DO:
+        return bytes((IAC, _WILL if option == TIMING_MARK else _WONT, option))
+    if verb == _WILL:
+        return bytes((IAC, _DONT, option))
+    return b""
+
+
+_ANSWERS = {
+    bytes((IAC, verb, option)): _answer(verb, option) for verb in range(_WILL, _DONT + 1) for option in range(256)
+}
+"""What each option negotiation gets back (L{TelnetFilter}): WONT/DONT get nothing."""
 
 
 class TelnetFilter:
@@ -226,12 +243,8 @@ class TelnetFilter:
         self.cr = chunk[-1] == 13
 
     def _answer(self, verb: int, option: int) -> None:
-        if len(self.replies) >= REPLY_MAX:
-            return
-        if verb == _DO:
-            self.replies += bytes((IAC, _WILL if option == TIMING_MARK else _WONT, option))
-        elif verb == _WILL:
-            self.replies += bytes((IAC, _DONT, option))
+        if len(self.replies) < REPLY_MAX:
+            self.replies += _answer(verb, option)
 
     def feed(self, data: bytes) -> bytes:
         if self.state == _DATA:
@@ -242,17 +255,40 @@ class TelnetFilter:
                 out = bytearray()
                 self._data(out, data)
                 return bytes(out)
-            count = data.count(b"\xff")
-            if b"\xff\xff" not in data and count == sum(data.count(c) for c in _SIMPLE):
-                # Only two-byte commands (a NOP flood): a few C-level passes, not a loop turn each.
-                self.commands += count
-                for c in _SIMPLE:
-                    if c in data:
-                        data = data.replace(c, b"")
-                out = bytearray()
-                self._data(out, data)
-                return bytes(out)
+            fast = self._fast(data)
+            if fast is not None:
+                return fast
         return self._feed(data)
+
+    def _fast(self, data: bytes) -> bytes | None:
+        """
+        C{data} with its commands taken out in a few C-level passes, when it
+        holds only whole two-byte commands and option negotiations (no IAC
+        IAC, no SB, nothing cut at the end: a flood of NOPs or DOs); else
+        None, and the byte loop does it.
+        """
+        if b"\xff\xff" in data or b"\xff\xfa" in data:
+            return None
+        simple = sum(data.count(c) for c in _SIMPLE)
+        if simple == data.count(b"\xff"):
+            options, rest = [], data  # two-byte commands only: no regex pass
+        else:
+            options = _OPTION.findall(data)
+            rest = _OPTION.sub(b"", data)
+            simple = rest.count(b"\xff")
+            if simple != sum(rest.count(c) for c in _SIMPLE):
+                return None
+        for c in _SIMPLE:
+            if c in rest:
+                rest = rest.replace(c, b"")
+        self.commands += len(options) + simple
+        if options and len(self.replies) < REPLY_MAX:
+            answers = b"".join(map(_ANSWERS.__getitem__, options))
+            room = -(-(REPLY_MAX - len(self.replies)) // 3) * 3  # as many as the loop would add
+            self.replies += answers[:room]
+        out = bytearray()
+        self._data(out, rest)
+        return bytes(out)
 
     def _feed(self, data: bytes) -> bytes:
         out = bytearray()
