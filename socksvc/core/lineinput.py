@@ -111,7 +111,9 @@ class LineInput:
 
     def __init__(self, owner: LineOwner, splitter: LineSplitter, clock: Any, settings: PolicySettings) -> None:
         self.owner = owner
-        if hasattr(owner.transport, "bufferSize"):
+        size = getattr(owner.transport, "bufferSize", None)
+        if size is not None and size != self.read_size:
+            # Set only when it differs: an instance attribute more costs a transport memory.
             owner.transport.bufferSize = self.read_size
         self.splitter = splitter
         self.clock = clock
