@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import harness
 
-BENCHMARKS = ("echo", "greeting", "udp", "chat")
+BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail")
 OPTIONAL = ("attack",)
 """Run only when named with --only (attack: fairness under a flood, not a comparison)."""
 DEFAULT_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "latest.json")

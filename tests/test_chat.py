@@ -14,7 +14,7 @@ from twisted.internet.error import ConnectionLost
 from socksvc.config.loader import DEFAULT_CONFIG, ConfigError
 from socksvc.services.catalogue import loads
 from socksvc.services.chat.service import ChatSettings
-from tests.test_chat_support import LINE, UNSAFE, Chat
+from tests.support.chat import LINE, UNSAFE, Chat
 
 # -- connecting and nicknames ------------------------------------------------
 

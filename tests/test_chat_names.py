@@ -21,7 +21,7 @@ from socksvc.services.chat import names
 from socksvc.services.chat.names import Level, look_key, restriction_level, skeleton
 from socksvc.services.chat.sanitize import nick_check, room_check
 from socksvc.services.chat.service import DEFAULT_RESERVED, parse_rooms
-from tests.test_chat_support import Chat
+from tests.support.chat import Chat
 
 NICKNAME = get_profile("NicknameCasePreserved")
 REFUSED = "-!- error: nickname refused: "

@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionLost
 
 from socksvc.services.chat.names import look_key
 from socksvc.services.chat.sanitize import TelnetFilter, decode_line, name_key, nick_problem, visible
-from tests.test_chat_support import LINE, UNSAFE, Chat, Client
+from tests.support.chat import LINE, UNSAFE, Chat, Client
 
 # -- text rules --------------------------------------------------------------
 

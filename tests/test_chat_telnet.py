@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from socksvc.services.chat.sanitize import IAC, TIMING_MARK, TelnetFilter
 from tests.support import daemon
-from tests.test_chat_support import Chat
+from tests.support.chat import Chat
 
 WILL, WONT, DO, DONT, SB, SE, IP = 251, 252, 253, 254, 250, 240, 244
 ECHO, SGA, NAWS = 1, 3, 31

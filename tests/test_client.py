@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from socksvc.client import main as client_main
 from socksvc.client.common import (
     EXIT_CONNECT,
     EXIT_INTERRUPTED,
@@ -30,6 +29,8 @@ from socksvc.client.common import (
     EXIT_USAGE,
 )
 from tests.support import Daemon, daemon, has_ipv6_loopback
+from tests.support.client import one_error_line, run
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
 
@@ -58,16 +59,6 @@ def svc() -> Iterator[Daemon]:
         yield d
 
 
-def run(argv: list[str], capsysbinary: Any) -> tuple[int, bytes, str]:
-    """The client in this process: exit code, stdout bytes, stderr text."""
-    with pytest.raises(SystemExit) as exc:
-        client_main.main(argv)
-    out, err = capsysbinary.readouterr()
-    code = exc.value.code
-    assert isinstance(code, int)
-    return code, out, err.decode()
-
-
 @pytest.fixture
 def feed(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Callable[[bytes], None]]:
     """Make sys.stdin a real file (with a descriptor, as in a shell pipe) holding the given bytes."""
@@ -87,14 +78,6 @@ def feed(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Callable[[b
 
 def script(*args: str, input: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([SCRIPT, *args], input=input, capture_output=True, timeout=timeout, check=False)
-
-
-def one_error_line(err: str, pattern: str) -> None:
-    """Exactly one line on stderr, matching C{pattern}; no traceback."""
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert re.fullmatch(pattern, lines[0]), lines[0]
 
 
 @pytest.fixture
@@ -162,7 +145,7 @@ def test_echo_count_prints_each_round_and_min_avg_max(svc: Daemon, capsysbinary:
     assert text.startswith(f"ECHO 127.0.0.1 port {port} (127.0.0.1): 4 bytes, 4 round trips\n")
     assert re.findall(r"seq=(\d+)", text) == ["1", "2", "3", "4"]
     assert f"4 bytes from 127.0.0.1 port {port}: seq=1 time=" in text
-    assert "4 sent, 4 received, 0% lost" in text
+    assert re.search(r"^4 messages sent, 4 received, 0\.0% loss, time \d+ ms$", text, re.M)
     m = re.search(r"rtt min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+) ms", text)
     assert m is not None
     lo, avg, hi = (float(x) for x in m.groups())
@@ -170,6 +153,17 @@ def test_echo_count_prints_each_round_and_min_avg_max(svc: Daemon, capsysbinary:
     assert lo == pytest.approx(min(rtts), abs=0.001)
     assert hi == pytest.approx(max(rtts), abs=0.001)
     assert lo <= avg <= hi
+
+
+def test_echo_count_says_one_in_the_singular(svc: Daemon, capsysbinary: Any) -> None:
+    port = svc.port("echo")
+    code, out, err = run(["echo", "127.0.0.1", str(port), "x", "--count", "1"], capsysbinary)
+    assert (code, err) == (EXIT_OK, "")
+    lines = out.decode().splitlines()
+    assert lines[0] == f"ECHO 127.0.0.1 port {port} (127.0.0.1): 1 byte, 1 round trip"
+    assert lines[1].startswith(f"1 byte from 127.0.0.1 port {port}: seq=1 time=")
+    assert lines[2] == f"--- 127.0.0.1 port {port} echo statistics ---"
+    assert re.fullmatch(r"1 message sent, 1 received, 0\.0% loss, time \d+ ms", lines[3])
 
 
 def test_echo_count_with_interval_and_stdin_payload(
@@ -194,7 +188,7 @@ def test_echo_count_against_a_wrong_reply_fails(svc: Daemon, capsysbinary: Any) 
     code, out, err = run(["echo", "127.0.0.1", str(svc.port("greeting")), "x" * 26, "-c", "3"], capsysbinary)
     assert code == EXIT_PROTOCOL
     one_error_line(err, r"socksvc: reply 1 from 127\.0\.0\.1 port \d+ differs from what was sent \(26 bytes\)")
-    assert b"1 sent, 0 received, 100% lost" in out  # the summary still comes
+    assert b"1 message sent, 0 received, 100.0% loss, time " in out  # the summary still comes
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback on this host")
@@ -231,6 +225,108 @@ def test_reverse_many_lines(svc: Daemon, capsysbinary: Any, feed: Callable[[byte
     assert out.split(b"\n")[:-1] == [line[::-1] for line in lines]
 
 
+SHORT_LINES = """
+[services.reverse]
+listen = ["tcp:0:interface=127.0.0.1"]
+max_line = 16
+"""
+
+
+@pytest.fixture(scope="module")
+def short_lines() -> Iterator[Daemon]:
+    with daemon(SHORT_LINES) as d:
+        yield d
+
+
+@pytest.mark.parametrize("size", [17, 100, 1 << 20])
+def test_reverse_a_line_over_the_servers_limit_is_exit_6(short_lines: Daemon, capsysbinary: Any, size: int) -> None:
+    port = short_lines.port("reverse")
+    code, out, err = run(["reverse", "127.0.0.1", str(port), "x" * size], capsysbinary)
+    assert (code, out) == (EXIT_PROTOCOL, b"")
+    one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} answered line 1: error: line longer than 16 bytes")
+
+
+def test_reverse_lines_before_the_long_one_are_printed(
+    short_lines: Daemon, capsysbinary: Any, feed: Callable[[bytes], None]
+) -> None:
+    port = short_lines.port("reverse")
+    feed(b"abc\ndef\n" + b"y" * 5000 + b"\nnever answered\n")
+    code, out, err = run(["reverse", "127.0.0.1", str(port)], capsysbinary)
+    assert (code, out) == (EXIT_PROTOCOL, b"cba\nfed\n")
+    one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} answered line 3: error: line longer than 16 bytes")
+
+
+def test_reverse_text_that_reverses_to_the_error_line_is_a_reply(svc: Daemon, capsysbinary: Any) -> None:
+    text = "error: line longer than 16 bytes"[::-1]
+    code, out, err = run(["reverse", "127.0.0.1", str(svc.port("reverse")), text], capsysbinary)
+    assert (code, out, err) == (EXIT_OK, b"error: line longer than 16 bytes\n", "")
+
+
+# -- UNIX sockets: the same grammar for every stream command ----------------------
+
+
+@pytest.fixture(scope="module")
+def unix_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A daemon with echo, greeting, reverse and chat on UNIX sockets only (as in the README's config)."""
+    base = str(tmp_path_factory.mktemp("unix"))
+    config = "".join(
+        f'[services.{name}]\nlisten = ["unix:{base}/{name}.sock"]\n' for name in ("echo", "greeting", "reverse", "chat")
+    )
+    with daemon(config):
+        yield base
+
+
+def test_echo_over_a_unix_socket(unix_dir: str, capsysbinary: Any, feed: Callable[[bytes], None]) -> None:
+    where = f"unix:{unix_dir}/echo.sock"
+    assert run(["echo", where, "hello"], capsysbinary) == (EXIT_OK, b"hello\n", "")
+    # After unix:PATH there is no PORT: the next word is the MESSAGE, whatever it looks like.
+    assert run(["echo", where, "7007"], capsysbinary) == (EXIT_OK, b"7007\n", "")
+    feed(b"\x00binary\xff")
+    assert run(["echo", where], capsysbinary) == (EXIT_OK, b"\x00binary\xff", "")
+    code, out, err = run(["echo", where, "ping", "-c", "2", "-i", "0"], capsysbinary)
+    assert (code, err) == (EXIT_OK, "")
+    assert out.decode().startswith(f"ECHO {where}: 4 bytes, 2 round trips\n4 bytes from {where}: seq=1 ")
+
+
+def test_greet_and_reverse_over_unix_sockets(unix_dir: str, capsysbinary: Any) -> None:
+    code, out, err = run(["greet", f"unix:{unix_dir}/greeting.sock"], capsysbinary)
+    assert (code, out, err) == (EXIT_OK, b"Thank you for connecting\r\n", "")
+    code, out, err = run(["reverse", f"unix:{unix_dir}/reverse.sock", "stressed"], capsysbinary)
+    assert (code, out, err) == (EXIT_OK, b"desserts\n", "")
+
+
+def test_chat_over_a_unix_socket(unix_dir: str) -> None:
+    p = script("chat", f"unix:{unix_dir}/chat.sock", "--nick", "unixer", input=b"/who\n")
+    assert p.returncode == EXIT_OK, p.stderr
+    assert "-!- You are now known as unixer" in p.stdout.decode().splitlines()
+
+
+@pytest.mark.parametrize("command", ["echo", "greet", "reverse", "chat"])
+def test_a_unix_socket_nobody_listens_on(command: str, tmp_path: Any, capsysbinary: Any) -> None:
+    path = tmp_path / "nobody.sock"
+    code, out, err = run(
+        [command, f"unix:{path}", "--plain"] if command == "chat" else [command, f"unix:{path}"], capsysbinary
+    )
+    assert (code, out) == (EXIT_CONNECT, b"")
+    one_error_line(err, rf"socksvc: cannot connect to unix:{re.escape(str(path))}: no such socket")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["echo", "unix:/x.sock", "7007", "hi"], "unix:PATH takes no PORT: '7007'"),
+        (["reverse", "unix:/x.sock", "7071", "abc"], "unix:PATH takes no PORT: '7071'"),
+        (["greet", "unix:/x.sock", "7017"], "unix:PATH takes no PORT: '7017'"),
+        (["echo", "unix:"], "not a UNIX socket path: 'unix:'"),
+        (["udp", "unix:/x.sock"], "udp has no UNIX sockets"),
+    ],
+)
+def test_unix_target_usage_errors(capsysbinary: Any, argv: list[str], fragment: str) -> None:
+    code, out, err = run(argv, capsysbinary)
+    assert (code, out) == (EXIT_USAGE, b"")
+    one_error_line(err, "socksvc: " + re.escape(fragment) + ".*")
+
+
 # -- errors ----------------------------------------------------------------------
 
 
@@ -242,10 +338,28 @@ def test_connection_refused(capsysbinary: Any, command: str) -> None:
     one_error_line(err, rf"socksvc: cannot connect to 127\.0\.0\.1 port {port}: connection refused")
 
 
-def test_unknown_host(capsysbinary: Any) -> None:
+def unknown_names(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """
+    Fake the resolver: no name resolves. Tests never ask the system's
+    resolver about a name that is not in /etc/hosts (no DNS query leaves the
+    machine); returns the names asked about.
+    """
+    asked: list[str] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kw: Any) -> Any:
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_unknown_host(capsysbinary: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = unknown_names(monkeypatch)
     code, out, err = run(["echo", "no-such-host.invalid", "7007", "x"], capsysbinary)
     assert (code, out) == (EXIT_NOT_FOUND, b"")
-    one_error_line(err, r"socksvc: cannot resolve no-such-host\.invalid: .+")
+    one_error_line(err, r"socksvc: cannot resolve host 'no-such-host\.invalid': name or service not known")
+    assert asked == ["no-such-host.invalid"]
 
 
 @pytest.mark.parametrize(
@@ -368,7 +482,7 @@ def test_ctrl_c_during_count_prints_the_summary(svc: Daemon) -> None:
     rest, err = proc.communicate(timeout=20)
     assert proc.returncode == EXIT_INTERRUPTED
     assert err == b""
-    assert b"1 sent, 1 received, 0% lost" in rest
+    assert b"1 message sent, 1 received, 0.0% loss, time " in rest
 
 
 def test_closed_stdout_is_quiet(svc: Daemon) -> None:
@@ -406,6 +520,37 @@ def test_usage_errors(capsysbinary: Any, argv: list[str], fragment: str) -> None
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["echo", "hello"], " (to send a message: socksvc echo HOST PORT MESSAGE, or pipe it on stdin)"),
+        (["reverse", "stressed"], " (to reverse text: socksvc reverse HOST PORT TEXT, or pipe lines on stdin)"),
+        (["udp", "ping"], " (to send a message: socksvc udp HOST PORT MESSAGE)"),
+        (["greet", "hello"], ""),  # nothing else it could have meant
+        (["echo", "hello", "7007"], ""),  # HOST and PORT given: a host it is
+    ],
+)
+def test_a_lone_word_that_is_no_host_gets_a_hint(
+    capsysbinary: Any, monkeypatch: pytest.MonkeyPatch, argv: list[str], hint: str
+) -> None:
+    asked = unknown_names(monkeypatch)
+    code, out, err = run(argv, capsysbinary)
+    assert (code, out) == (EXIT_NOT_FOUND, b"")
+    word = argv[1]
+    one_error_line(err, re.escape(f"socksvc: cannot resolve host '{word}': name or service not known{hint}"))
+    assert asked == [word]
+
+
+@pytest.mark.parametrize("command", ["echo", "greet", "reverse", "udp", "chat", "lookup"])
+def test_extra_arguments_get_the_commands_own_usage(capsysbinary: Any, command: str) -> None:
+    code, out, err = run([command, "a", "b", "c", "d", "e"], capsysbinary)
+    assert (code, out) == (EXIT_USAGE, b"")
+    assert err.startswith(f"usage: socksvc {command} ")
+    assert err.splitlines()[-1] == f"socksvc {command}: error: unrecognized arguments: " + " ".join(
+        ["a", "b", "c", "d", "e"][{"greet": 2, "chat": 2, "lookup": 1}.get(command, 3) :]
+    )
+
+
 def test_unknown_service_name(capsysbinary: Any) -> None:
     code, _, err = run(["echo", "localhost", "no-such-service-name"], capsysbinary)
     assert code == EXIT_NOT_FOUND
@@ -420,7 +565,7 @@ def test_script_help_lists_every_command() -> None:
     assert p.returncode == 0
     for command in ("echo", "greet", "reverse", "udp", "chat", "lookup"):
         assert re.search(rf"^\s+{command}\s", p.stdout.decode(), re.M), command
-    assert "exit codes:" in p.stdout.decode()
+    assert "exit codes (every command):" in p.stdout.decode()
 
 
 def test_script_version() -> None:
@@ -448,9 +593,6 @@ def test_script_errors_are_one_line() -> None:
     p = script("echo", "localhost", str(port), "x")
     assert p.returncode == EXIT_CONNECT
     one_error_line(p.stderr.decode(), rf"socksvc: cannot connect to localhost port {port}: connection refused")
-    p = script("greet", "no-such-host.invalid")
-    assert p.returncode == EXIT_NOT_FOUND
-    one_error_line(p.stderr.decode(), r"socksvc: cannot resolve no-such-host\.invalid: .+")
     p = script("echo", "--count", "-3")
     assert p.returncode == EXIT_USAGE
     assert b"Traceback" not in p.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import re
@@ -25,14 +26,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socksvc.client import chat as chat_cli
-from socksvc.client.chat_format import (
+from socksvc.client.chat import command as chat_cli
+from socksvc.client.chat.format import (
     NICK_COLOURS,
     ChatLine,
     classify,
@@ -44,7 +46,19 @@ from socksvc.client.chat_format import (
     nick_colour,
     plain,
 )
-from socksvc.client.chat_net import Target, describe
+from socksvc.client.common import (
+    EXIT_CONNECT,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_PROTOCOL,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    ClientError,
+)
+from socksvc.client.main import run as client_run
+from socksvc.client.target import Target, connect, describe, target_from
+from tests.support.client import console_session
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -429,9 +443,9 @@ def test_tab_completes_commands_and_seen_nicknames() -> None:
     from prompt_toolkit.completion import CompleteEvent
     from prompt_toolkit.document import Document
 
-    from socksvc.client.chat_console import _Completer
+    from socksvc.client.chat.terminal import ChatCompleter
 
-    completer = _Completer(lambda: ["bob", "Bobby", "carol"])
+    completer = ChatCompleter(lambda: ["bob", "Bobby", "carol"])
 
     def complete(text: str) -> list[str]:
         return [c.text for c in completer.get_completions(Document(text), CompleteEvent(completion_requested=True))]
@@ -454,13 +468,15 @@ def test_mentions() -> None:
 
 
 def test_describe_errors_in_plain_words() -> None:
+    # One describe() for every command: the chat client says what the probes say.
     assert describe(ConnectionRefusedError()) == "connection refused"
-    assert describe(TimeoutError(), 3) == "timed out after 3s"
-    assert describe(socket.gaierror(socket.EAI_NONAME, "Name or service not known")) == "unknown host"
-    assert "resolve" in describe(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
-    assert describe(ConnectionResetError()) == "connection reset by the server"
-    assert str(Target.parse("::1", 7070)) == "[::1]:7070"
-    assert Target.parse("unix:/run/chat.sock", 7070).path == "/run/chat.sock"
+    assert describe(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")) == "connection refused"
+    assert describe(TimeoutError()) == "timed out"
+    assert describe(socket.gaierror(socket.EAI_NONAME, "Name or service not known")) == "name or service not known"
+    assert describe(ConnectionResetError()) == "connection reset"
+    assert describe(FileNotFoundError(errno.ENOENT, "No such file or directory")) == "no such socket"
+    assert str(Target("::1", 7070)) == "::1 port 7070"
+    assert str(Target(path="/run/chat.sock")) == "unix:/run/chat.sock"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -471,19 +487,41 @@ def parser() -> argparse.ArgumentParser:
 
 def test_register_adds_the_chat_subcommand() -> None:
     args = parser().parse_args(["chat"])
-    assert (args.host, args.port, args.nick, args.color, args.reconnect) == ("localhost", 7070, None, True, True)
+    assert (args.nick, args.color, args.reconnect, args.timeout) == (None, True, True, 10.0)
+    assert target_from(args) == Target("localhost", 7070)
     assert args.run is chat_cli.run
-    args = parser().parse_args(["chat", "10.0.0.5", "7171", "--nick", "zoë", "--no-color", "-t"])
-    assert (args.host, args.port, args.nick, args.color, args.timestamps) == ("10.0.0.5", 7171, "zoë", False, True)
+    args = parser().parse_args(["chat", "10.0.0.5", "7171", "--nick", "zoë", "--no-color", "--timestamps", "-t", "3"])
+    assert (args.nick, args.color, args.timestamps, args.timeout) == ("zoë", False, True, 3.0)
+    assert target_from(args) == Target("10.0.0.5", 7171)
 
 
-@pytest.mark.parametrize("argv", [["chat", "h", "99999"], ["chat", "h", "x"], ["chat", "--nick", "a b"]])
-def test_bad_arguments_are_one_line_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as e:
-        parser().parse_args(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("socksvc chat: error:")
+def test_chat_takes_the_same_targets_as_every_command() -> None:
+    # -t is --timeout, as for echo, greet, reverse and udp (--timestamps has no short form).
+    assert parser().parse_args(["chat", "-t", "2.5"]).timeout == 2.5
+    assert target_from(parser().parse_args(["chat", "[::1]", "7171"])) == Target("::1", 7171)
+    assert target_from(parser().parse_args(["chat", "::1"])) == Target("::1", 7070)
+    assert target_from(parser().parse_args(["chat", "unix:/run/chat.sock"])) == Target(path="/run/chat.sock")
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["chat", "127.0.0.1", "99999"], EXIT_USAGE, "socksvc: port out of range (1-65535): '99999'"),
+        (["chat", "unix:/run/chat.sock", "7070"], EXIT_USAGE, "socksvc: unix:PATH takes no PORT: '7070'"),
+        (["chat", "localhost:7070"], EXIT_USAGE, "socksvc: not a host name or address: 'localhost:7070' (give"),
+        (["chat", "127.0.0.1", "no-such-service-x"], EXIT_NOT_FOUND, "socksvc: unknown service name"),
+        (["chat", "--nick", "a b"], EXIT_USAGE, "socksvc chat: error: argument --nick/-n"),
+        (["chat", "-t", "0"], EXIT_USAGE, "socksvc chat: error: argument --timeout/-t"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(
+    argv: list[str], code: int, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert client_run([*argv, "--plain"]) == code
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines()[-1].startswith(text)
+    assert "Traceback" not in err
 
 
 def free_port() -> int:
@@ -494,45 +532,68 @@ def free_port() -> int:
 
 def run_client(*args: str, stdin: bytes = b"", timeout: float = 20.0) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [PY, "-m", "socksvc.client.chat", *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT
+        [PY, "-m", "socksvc.client.main", "chat", *args], input=stdin, capture_output=True, timeout=timeout, cwd=ROOT
     )
 
 
-def test_connection_refused_is_one_line_and_fails() -> None:
+def test_connection_refused_is_one_line_and_exits_4() -> None:
     port = free_port()
     got = run_client("127.0.0.1", str(port))
-    assert got.returncode == 1
-    assert got.stderr.decode() == f"socksvc chat: cannot connect to 127.0.0.1:{port}: connection refused\n"
+    assert got.returncode == EXIT_CONNECT
+    assert got.stderr.decode() == f"socksvc: cannot connect to 127.0.0.1 port {port}: connection refused\n"
     assert got.stdout == b""
 
 
-def test_unknown_host_is_one_line_and_fails() -> None:
-    got = run_client("no-such-host.invalid", "7070")
-    assert got.returncode == 1
-    err = got.stderr.decode()
-    assert err.count("\n") == 1
-    assert err.startswith("socksvc chat: cannot connect to no-such-host.invalid:7070: ")
-    assert "unknown host" in err or "resolve" in err
+def unknown_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No name resolves (the resolver is faked: a test never asks the system's)."""
+
+    def getaddrinfo(host: Any, *args: Any, **kw: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_unknown_host_is_one_line_and_exits_3(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    unknown_name(monkeypatch)
+    assert client_run(["chat", "no-such-host.invalid", "7070", "--plain"]) == EXIT_NOT_FOUND
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "socksvc: cannot resolve host 'no-such-host.invalid': name or service not known\n"
+
+
+def test_console_connect_fails_as_plain_mode_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from socksvc.client.chat.net import open_stream
+
+    port = free_port()
+    with pytest.raises(ClientError) as refused:
+        asyncio.run(open_stream(Target("127.0.0.1", port), 5))
+    assert (refused.value.code, refused.value.message) == (
+        EXIT_CONNECT,
+        f"cannot connect to 127.0.0.1 port {port}: connection refused",
+    )
+    unknown_name(monkeypatch)
+    with pytest.raises(ClientError) as unknown:
+        asyncio.run(open_stream(Target("no-such-host.invalid", 7070), 5))
+    assert unknown.value.code == EXIT_NOT_FOUND
 
 
 # ------------------------------------------------------------------ plain line mode
 
 
 def test_plain_mode_in_process(server: FakeChatServer) -> None:
-    from socksvc.client.chat_net import connect_socket
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.plain import run_plain
 
     server_says = b"<mallory> \x1b[2J\x1b]0;owned\x07 \xc2\x9b \xe2\x80\xae evil\r\n"
     r, w = os.pipe()
     os.write(w, b"hello all\n/me waves\nno newline at the end")
     os.close(w)
     out = io.BytesIO()
-    warnings: list[str] = []
-    sock = connect_socket(Target("127.0.0.1", server.port), 5)
+    target = Target("127.0.0.1", server.port)
+    sock = connect(target, 5)
     poll(lambda: server.connected() == 1, what="the client to be accepted")
     server.send_all(server_says)
     try:
-        code = run_plain(sock, stdin_fd=r, stdout=out, nick="alice", drain=5.0, warn=warnings.append)
+        code = run_plain(sock, target, stdin_fd=r, stdout=out, nick="alice", drain=5.0)
     finally:
         os.close(r)
     assert code == 0
@@ -548,38 +609,35 @@ def test_plain_mode_in_process(server: FakeChatServer) -> None:
         "-!- Disconnected: quit",
     ]
     assert "\x1b" not in text and "\r" not in text
-    assert warnings == []
 
 
 def test_plain_mode_over_a_unix_socket(tmp_path: Any) -> None:
-    from socksvc.client.chat_net import connect_socket
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.plain import run_plain
 
     path = str(tmp_path / "chat.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(1)
-    target = Target.parse("unix:" + path, 7070)
-    assert str(target) == "unix:" + path
-    sock = connect_socket(target, 5)
+    target = Target(path=path)
+    sock = connect(target, 5)
     peer, _ = listener.accept()
     peer.sendall(b"-!- Welcome to socksvc chat\r\n-!- partial line at close")
     peer.close()
-    r, w = os.pipe()  # stdin stays open: the server closes first
+    r, w = os.pipe()  # stdin stays open: the server closes first, and not because we said /quit
     out = io.BytesIO()
-    warnings: list[str] = []
     try:
-        assert run_plain(sock, stdin_fd=r, stdout=out, warn=warnings.append) == 0
+        with pytest.raises(ClientError) as e:
+            run_plain(sock, target, stdin_fd=r, stdout=out)
     finally:
         os.close(r)
         os.close(w)
         listener.close()
     assert out.getvalue() == b"-!- Welcome to socksvc chat\n-!- partial line at close\n"
-    assert warnings == ["the server closed the connection"]
+    assert (e.value.code, e.value.message) == (EXIT_PROTOCOL, f"unix:{path} closed the connection")
 
 
 def test_plain_mode_drains_then_leaves_a_server_that_never_closes() -> None:
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.plain import run_plain
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         sock = socket.create_connection(listener.getsockname(), timeout=5)
@@ -589,7 +647,7 @@ def test_plain_mode_drains_then_leaves_a_server_that_never_closes() -> None:
             os.write(w, b"last words")
             os.close(w)
             try:
-                assert run_plain(sock, stdin_fd=r, stdout=io.BytesIO(), drain=0.2) == 0
+                assert run_plain(sock, Target("127.0.0.1", 1), stdin_fd=r, stdout=io.BytesIO(), drain=0.2) == 0
             finally:
                 os.close(r)
             peer.settimeout(5)
@@ -619,7 +677,7 @@ def read_until(f: Any, text: bytes, got: bytearray, timeout: float = 10.0) -> by
 @contextlib.contextmanager
 def plain_client(port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [PY, "-m", "socksvc.client.chat", "127.0.0.1", str(port), *args],
+        [PY, "-m", "socksvc.client.main", "chat", "127.0.0.1", str(port), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -634,6 +692,93 @@ def plain_client(port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f is not None:
                 f.close()
+
+
+def test_plain_mode_a_refused_nick_is_an_error_and_nothing_is_sent(server: FakeChatServer) -> None:
+    """The scripted client of the issue: its nick is taken, so it must fail, and its message is never a nick."""
+    holder = LineClient(server.port, "deploybot")
+    try:
+        got = run_client("127.0.0.1", str(server.port), "--nick", "deploybot", stdin=b"deploy finished\n")
+    finally:
+        holder.close()
+    assert got.returncode == EXIT_PROTOCOL
+    assert got.stderr.decode() == (f"socksvc: 127.0.0.1 port {server.port} refused the nickname 'deploybot': taken\n")
+    assert "-!- error: nickname refused: taken" in got.stdout.decode().splitlines()
+    assert "deploy finished" not in [line for _, line in server.received]
+
+
+def _one_peer(listener: socket.socket) -> socket.socket:
+    listener.settimeout(20)
+    peer, _ = listener.accept()
+    peer.settimeout(20)
+    return peer
+
+
+def _recv_line(peer: socket.socket, buf: bytearray) -> bytes:
+    while b"\n" not in buf:
+        chunk = peer.recv(4096)
+        assert chunk, f"closed; got {bytes(buf)!r}"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line
+
+
+def test_plain_mode_holds_stdin_until_the_nick_is_taken() -> None:
+    """A server that is slow to answer /nick: no line of stdin reaches it before its answer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        proc = subprocess.Popen(
+            [PY, "-m", "socksvc.client.main", "chat", "127.0.0.1", str(port), "--nick", "alice"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"hello\n")
+            proc.stdin.flush()  # stdin is ready at once, and stays open
+            peer = _one_peer(listener)
+            with peer:
+                buf = bytearray()
+                assert _recv_line(peer, buf) == b"/nick alice"
+                assert select.select([peer], [], [], 0.5)[0] == [], "sent before the nick was accepted"
+                peer.sendall(b"-!- You are now known as alice\r\n")
+                assert _recv_line(peer, buf) == b"hello"
+                proc.stdin.close()
+                assert _recv_line(peer, buf) == b"/quit"
+                peer.sendall(b"-!- Disconnected: quit\r\n")
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            for f in (proc.stdin, proc.stdout, proc.stderr):
+                if f is not None:
+                    f.close()
+
+
+def test_plain_mode_no_answer_to_the_nick_times_out() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        proc = subprocess.Popen(
+            [PY, "-m", "socksvc.client.main", "chat", "127.0.0.1", str(port), "--nick", "alice", "-t", "0.5"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        peer = _one_peer(listener)
+        with peer:
+            _out, err = proc.communicate(b"hello\n", timeout=20)
+            peer.settimeout(5)
+            got = b""
+            while chunk := peer.recv(4096):
+                got += chunk
+    assert proc.returncode == EXIT_TIMEOUT
+    assert err.decode() == f"socksvc: no answer to /nick from 127.0.0.1 port {port} within 0.5 s\n"
+    assert got == b"/nick alice\n"  # and never "hello"
 
 
 def test_plain_mode_end_to_end(server: FakeChatServer) -> None:
@@ -666,45 +811,32 @@ def test_plain_mode_end_to_end(server: FakeChatServer) -> None:
     assert server.lines("alice")[-1] == "/quit"
 
 
-def test_plain_mode_exits_when_the_server_closes(server: FakeChatServer) -> None:
+def test_plain_mode_fails_when_the_server_closes_first(server: FakeChatServer) -> None:
     with plain_client(server.port) as proc:
         got = bytearray()
         read_until(proc.stdout, b"Choose a nickname", got)
+        poll(lambda: server.connected() == 1, what="the server to list the client")
         server.drop_all()
-        assert proc.wait(10) == 0
+        assert proc.wait(10) == EXIT_PROTOCOL
         assert proc.stderr is not None
-        assert proc.stderr.read().decode() == "socksvc chat: the server closed the connection\n"
+        assert proc.stderr.read().decode() == f"socksvc: 127.0.0.1 port {server.port} closed the connection\n"
+
+
+def test_plain_mode_passes_on_the_servers_reason_for_closing(server: FakeChatServer) -> None:
+    with plain_client(server.port) as proc:
+        got = bytearray()
+        read_until(proc.stdout, b"Choose a nickname", got)
+        poll(lambda: server.connected() == 1, what="the server to list the client")
+        server.send_all(b"-!- Disconnected: flooding\r\n")
+        read_until(proc.stdout, b"Disconnected: flooding", got)
+        server.drop_all()
+        assert proc.wait(10) == EXIT_PROTOCOL
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+        assert err == f"socksvc: 127.0.0.1 port {server.port} closed the connection: flooding\n"
 
 
 # ------------------------------------------------------------------ interactive (prompt_toolkit pipe input)
-
-
-def _console_session(port: int, body: Callable[..., Any], **kw: Any) -> Any:
-    """Run C{body(console, pipe_input, screen)} next to a ChatConsole on a pipe input."""
-    from prompt_toolkit.data_structures import Size
-    from prompt_toolkit.input import create_pipe_input
-    from prompt_toolkit.output.vt100 import Vt100_Output
-
-    from socksvc.client.chat_console import ChatConsole
-    from socksvc.client.chat_net import open_stream
-
-    async def main() -> Any:
-        screen = io.StringIO()
-        output = Vt100_Output(screen, lambda: Size(rows=24, columns=80), term="xterm", enable_cpr=False)
-        with create_pipe_input() as pipe:
-            target = Target("127.0.0.1", port)
-            reader, writer = await open_stream(target, 5)
-            console = ChatConsole(target, input=pipe, output=output, **kw)
-            task = asyncio.create_task(console.run(reader, writer))
-            try:
-                return await body(console, pipe, screen, task)
-            finally:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-
-    return asyncio.run(main())
 
 
 def test_console_types_receives_and_quits_with_ctrl_d(server: FakeChatServer) -> None:
@@ -742,7 +874,32 @@ def test_console_types_receives_and_quits_with_ctrl_d(server: FakeChatServer) ->
             bob.close()
         assert server.lines("alice")[-1] == "/quit"
 
-    _console_session(server.port, body, nick="alice")
+    console_session(server.port, body, nick="alice")
+
+
+def test_console_ctrl_c_on_an_empty_line_leaves_cleanly_with_130(server: FakeChatServer) -> None:
+    async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
+        await apoll(lambda: console.registered, what="registration")
+        pipe.send_text("half")
+        await apoll(lambda: console.session.default_buffer.text == "half", what="typed text")
+        pipe.send_text("\x03")  # Ctrl-C on a line with text clears it
+        await apoll(lambda: console.session.default_buffer.text == "", what="the line cleared")
+        assert not task.done()
+        pipe.send_text("\x03")  # Ctrl-C on an empty line leaves: /quit, then 130 as every command
+        assert await asyncio.wait_for(task, 10) == EXIT_INTERRUPTED
+        assert server.lines("alice")[-1] == "/quit"
+
+    console_session(server.port, body, nick="alice")
+
+
+def test_plain_mode_ctrl_c_exits_130_quietly(server: FakeChatServer) -> None:
+    with plain_client(server.port, "--nick", "alice") as proc:
+        got = bytearray()
+        read_until(proc.stdout, b"You are now known as alice", got)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == EXIT_INTERRUPTED
+        assert proc.stderr is not None
+        assert proc.stderr.read() == b""
 
 
 def test_console_nick_prompt_history_and_quit_command(server: FakeChatServer) -> None:
@@ -764,7 +921,7 @@ def test_console_nick_prompt_history_and_quit_command(server: FakeChatServer) ->
         assert await asyncio.wait_for(task, 10) == 0
         assert server.lines("carol")[-1] == "/quit gone fishing"
 
-    _console_session(server.port, body)
+    console_session(server.port, body)
 
 
 def test_console_reconnects_on_enter_and_takes_its_nick_again(server: FakeChatServer) -> None:
@@ -782,17 +939,17 @@ def test_console_reconnects_on_enter_and_takes_its_nick_again(server: FakeChatSe
         pipe.send_text("\x04")
         assert await asyncio.wait_for(task, 10) == 0
 
-    _console_session(server.port, body, nick="alice")
+    console_session(server.port, body, nick="alice")
 
 
-def test_console_without_reconnect_exits_1_when_the_connection_drops(server: FakeChatServer) -> None:
+def test_console_without_reconnect_exits_6_when_the_connection_drops(server: FakeChatServer) -> None:
     async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
         await apoll(lambda: console.registered, what="registration")
         server.drop_all()
-        assert await asyncio.wait_for(task, 10) == 1
+        assert await asyncio.wait_for(task, 10) == EXIT_PROTOCOL
         assert "lost: closed by the server" in screen.getvalue()
 
-    _console_session(server.port, body, nick="alice", reconnect=False)
+    console_session(server.port, body, nick="alice", reconnect=False)
 
 
 # ------------------------------------------------------------------ a real terminal (tmux)
@@ -817,7 +974,7 @@ class Tmux:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_real_terminal_under_tmux(server: FakeChatServer, tmp_path: Any) -> None:
     rc = tmp_path / "rc"
-    command = f"cd {ROOT} && {PY} -m socksvc.client.chat 127.0.0.1 {server.port} --nick alice; echo $? > {rc}"
+    command = f"cd {ROOT} && {PY} -m socksvc.client.main chat 127.0.0.1 {server.port} --nick alice; echo $? > {rc}"
     term = Tmux(command, str(tmp_path / "tmux.sock"))
 
     def shows(*rows: str) -> list[str] | None:
@@ -859,7 +1016,7 @@ def test_real_terminal_under_tmux(server: FakeChatServer, tmp_path: Any) -> None
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_sigterm_under_tmux_quits_cleanly_and_restores_the_terminal(server: FakeChatServer, tmp_path: Any) -> None:
     rc, pid, tty = tmp_path / "rc", tmp_path / "pid", tmp_path / "stty"
-    client = f"{PY} -m socksvc.client.chat 127.0.0.1 {server.port} --nick tess"
+    client = f"{PY} -m socksvc.client.main chat 127.0.0.1 {server.port} --nick tess"
     command = f"cd {ROOT} && sh -c 'echo $$ > {pid}; exec {client}'; echo $? > {rc}; stty -a > {tty}"
     term = Tmux(command, str(tmp_path / "tmux.sock"))
     try:
@@ -872,6 +1029,41 @@ def test_sigterm_under_tmux_quits_cleanly_and_restores_the_terminal(server: Fake
         assert "echo" in settings and "icanon" in settings  # not left in raw mode
     finally:
         term.close()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize("layout", ["leader", "child"])
+def test_closing_the_terminal_quits_cleanly(server: FakeChatServer, tmp_path: Any, layout: str) -> None:
+    """
+    The terminal window closed: the pane's pty goes away (input ends, output
+    fails with EIO) and SIGHUP comes, first or a moment later. The client
+    says /quit all the same, so the room sees a clean quit. As the
+    session's leader (exec'd by the pane's shell) and as a shell's child.
+    """
+    pid = tmp_path / "pid"
+    client = f"{PY} -m socksvc.client.main chat 127.0.0.1 {server.port} --nick hugo"
+    inner = f"sh -c 'echo $$ > {pid}; exec {client}'"
+    command = f"cd {ROOT} && " + (inner if layout == "leader" else f"{inner}; echo the shell outlives it")
+    term = Tmux(command, str(tmp_path / "tmux.sock"))
+    try:
+        poll(lambda: any(line.startswith("hugo>") for line in term.screen()), what="the prompt")
+        term.tmux("kill-session", "-t", "t")  # as a closed window
+        poll(lambda: server.lines("hugo")[-1:] == ["/quit"], what="the client's /quit")
+        poll(lambda: not _alive(int(pid.read_text())), what="the client to exit")
+    finally:
+        term.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited
 
 
 @pytest.fixture(scope="module")
@@ -895,7 +1087,7 @@ def test_plain_mode_against_the_real_daemon(real_chat_port: int) -> None:
         read_until(bob.stdout, b"You are now in", got)
         # Through the real `socksvc` console script when it is installed, else the module.
         script = os.path.join(os.path.dirname(PY), "socksvc")
-        argv = [script, "chat"] if os.path.exists(script) else [PY, "-m", "socksvc.client.chat"]
+        argv = [script, "chat"] if os.path.exists(script) else [PY, "-m", "socksvc.client.main", "chat"]
         alice = subprocess.run(
             [*argv, "127.0.0.1", str(port), "--nick", "alice"],
             input=b"hello bob\n/me waves\n/msg bob psst\n",
@@ -912,6 +1104,23 @@ def test_plain_mode_against_the_real_daemon(real_chat_port: int) -> None:
         assert b"<alice> hello bob\n" in got and b"* alice waves\n" in got
         bob.stdin.close()
         assert bob.wait(10) == 0
+
+
+def test_plain_mode_refused_nicks_against_the_real_daemon(real_chat_port: int) -> None:
+    port = real_chat_port
+    holder = LineClient(port, "deploybot")
+    try:
+        for nick, reason in (("deploybot", "deploybot is taken"), ("admin", "")):
+            got = run_client("127.0.0.1", str(port), "--nick", nick, stdin=b"deployed\n")
+            assert got.returncode == EXIT_PROTOCOL, got.stderr
+            err = got.stderr.decode()
+            assert err.startswith(f"socksvc: 127.0.0.1 port {port} refused the nickname {nick!r}: {reason}")
+            assert err.count("\n") == 1
+        holder.send("/who")
+        who = holder.wait_for("-!- Members of")
+        assert "deployed" not in who  # the message line never became a nickname
+    finally:
+        holder.close()
 
 
 def test_console_against_the_real_daemon(real_chat_port: int) -> None:
@@ -933,7 +1142,7 @@ def test_console_against_the_real_daemon(real_chat_port: int) -> None:
         finally:
             bob.close()
 
-    _console_session(real_chat_port, body, nick="zoe")
+    console_session(real_chat_port, body, nick="zoe")
 
 
 if __name__ == "__main__":  # pragma: no cover - a manual aid

@@ -1,12 +1,14 @@
 """
-`socksvc lookup`: the system resolver only (names from /etc/hosts, loopback
-addresses, the services database; never DNS: CI has none).
+`socksvc lookup`: the system resolver only. The tests ask it only what
+/etc/hosts and the services database answer (localhost, 127.0.0.1, URL
+schemes); anything that could go to DNS (an unknown name, ::1, IPv6
+addresses of a name, this host's fully qualified name) goes to a faked
+resolver: a test run sends no query off the machine.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 from socksvc.client import main as client_main
 from socksvc.client.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, ClientError
 from socksvc.client.lookup import FALLBACK_PORTS, lookup, parse_url, scheme_port
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
 
@@ -38,13 +41,18 @@ def rows(out: str) -> list[tuple[str, str]]:
     return result
 
 
-def test_no_argument_prints_this_hosts_names(capsys: Any) -> None:
+def test_no_argument_prints_this_hosts_names(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def getfqdn(name: str = "") -> str:  # the real one may ask DNS about this host's name
+        asked.append(name)
+        return "vm.example.lan"
+
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
     code, out, err = run(["lookup"], capsys)
     assert (code, err) == (EXIT_OK, "")
-    got = rows(out)
-    assert got[0] == ("hostname", socket.gethostname())
-    assert got[1][0] == "fqdn"
-    assert got[1][1]
+    assert rows(out) == [("hostname", socket.gethostname()), ("fqdn", "vm.example.lan")]
+    assert asked == [socket.gethostname()]
 
 
 def test_a_name(capsys: Any) -> None:
@@ -66,13 +74,34 @@ def test_a_name_from_etc_hosts_with_aliases() -> None:
     assert {v for k, v in got if k == "ipv4"} >= set(addresses)
 
 
-def test_ipv6_addresses_are_listed_when_the_name_has_them() -> None:
-    try:
-        infos = socket.getaddrinfo("localhost", None, socket.AF_INET6)
-    except socket.gaierror:
-        pytest.skip("localhost has no IPv6 address here")
-    expected = {str(i[4][0]) for i in infos}
-    assert {v for k, v in lookup("localhost") if k == "ipv6"} == expected
+def test_ipv6_addresses_are_listed_when_the_name_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A faked resolver: asking the system's about a name's IPv6 addresses may go to DNS
+    # (when /etc/hosts has none), and tests send no query off the machine.
+    stream = socket.SOCK_STREAM
+    answer = [
+        (socket.AF_INET6, stream, 6, "dual.example", ("2001:db8::7", 0, 0, 0)),
+        (socket.AF_INET, stream, 6, "", ("192.0.2.7", 0)),
+        (socket.AF_INET6, stream, 6, "", ("2001:db8::7", 0, 0, 0)),
+    ]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **kw: answer)
+    monkeypatch.setattr(socket, "gethostbyname_ex", lambda name: ("dual.example", ["dual"], ["192.0.2.7"]))
+    assert lookup("dual") == [
+        ("name", "dual.example"),
+        ("alias", "dual"),
+        ("ipv4", "192.0.2.7"),
+        ("ipv6", "2001:db8::7"),
+    ]
+
+
+def test_an_ipv6_only_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::8", 0, 0, 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **kw: answer)
+
+    def no_ipv4(name: str) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "gethostbyname_ex", no_ipv4)
+    assert lookup("six") == [("name", "six"), ("ipv6", "2001:db8::8")]
 
 
 def test_an_ipv4_address(capsys: Any) -> None:
@@ -84,23 +113,35 @@ def test_an_ipv4_address(capsys: Any) -> None:
 
 
 @pytest.mark.parametrize("query", ["::1", "[::1]"])
-def test_an_ipv6_address(capsys: Any, query: str) -> None:
+@pytest.mark.parametrize("known", [True, False])
+def test_an_ipv6_address(capsys: Any, monkeypatch: pytest.MonkeyPatch, query: str, known: bool) -> None:
+    # Faked: the system's reverse lookup of ::1 asks DNS when /etc/hosts has no ::1 line.
+    asked: list[str] = []
+
+    def gethostbyaddr(address: str) -> tuple[str, list[str], list[str]]:
+        asked.append(address)
+        if not known:
+            raise socket.herror(1, "Unknown host")
+        return "ip6-localhost", ["ip6-loopback"], ["::1"]
+
+    monkeypatch.setattr(socket, "gethostbyaddr", gethostbyaddr)
     code, out, err = run(["lookup", query], capsys)
-    try:
-        name = socket.gethostbyaddr("::1")[0]
-    except OSError:
-        # No name for ::1 in this host's /etc/hosts: one line, "not found".
-        assert (code, out) == (EXIT_NOT_FOUND, "")
-        assert re.fullmatch(r"socksvc: no name for address ::1: .+\n", err)
+    assert asked == ["::1"]
+    if known:
+        assert (code, err) == (EXIT_OK, "")
+        assert rows(out) == [("address", "::1"), ("name", "ip6-localhost"), ("alias", "ip6-loopback")]
     else:
-        assert code == EXIT_OK
-        assert rows(out)[:2] == [("address", "::1"), ("name", name)]
+        assert (code, out, err) == (EXIT_NOT_FOUND, "", "socksvc: no name for address ::1: unknown host\n")
 
 
-def test_an_unknown_name_is_one_line_and_quick(capsys: Any) -> None:
+def test_an_unknown_name_is_one_line(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def getaddrinfo(*args: Any, **kw: Any) -> Any:  # never the system's resolver for a name not in /etc/hosts
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     code, out, err = run(["lookup", "no-such-host.invalid"], capsys)
     assert (code, out) == (EXIT_NOT_FOUND, "")
-    assert re.fullmatch(r"socksvc: cannot resolve no-such-host\.invalid: .+\n", err)
+    assert err == "socksvc: cannot resolve host 'no-such-host.invalid': name or service not known\n"
 
 
 @pytest.mark.parametrize(
@@ -139,8 +180,12 @@ def test_unknown_scheme_is_one_line(capsys: Any) -> None:
     [
         ("http://host:99999/", "port out of range"),
         ("http://host:0/", "port out of range"),
-        ("http://host:abc/", "bad URL"),
-        ("http://[::1/", "bad URL"),
+        ("http://host:abc/", "bad URL 'http://host:abc/': the port is not a number: 'abc'"),
+        ("smtp://[::1]:x", "bad URL 'smtp://[::1]:x': the port is not a number: 'x'"),
+        ("smtp://[::1]:99999", "bad URL 'smtp://[::1]:99999': port out of range 1-65535"),
+        ("http://[::1/", "bad URL 'http://[::1/': a [ with no ]"),
+        ("http://[nope]/", "bad URL 'http://[nope]/': not an IPv6 address in brackets"),
+        ("http://host:-1/", "bad URL 'http://host:-1/': the port is not a number: '-1'"),
         ("http://a b/", "spaces or control characters"),
         ("two words", "not a host name, address or URL"),
         ("a/b", "not a host name, address or URL"),
@@ -152,6 +197,7 @@ def test_bad_queries_are_usage_errors(capsys: Any, query: str, fragment: str) ->
     assert (code, out) == (EXIT_USAGE, "")
     assert len(err.splitlines()) == 1
     assert fragment in err
+    assert "could not be cast" not in err and "Invalid" not in err  # no Python message leaks through
 
 
 def test_fallback_table_when_the_services_database_lacks_a_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,3 +236,17 @@ def test_lookup_through_the_console_script() -> None:
     assert p.returncode == EXIT_NOT_FOUND
     assert p.stderr.count(b"\n") == 1
     assert b"Traceback" not in p.stderr
+
+
+def test_the_resolver_guard_refuses_what_could_go_to_dns() -> None:
+    # tests.resolver_guard (autouse here): the names a test may not ask the system about.
+    for ask in (
+        lambda: socket.getaddrinfo("example.invalid", 80),
+        lambda: socket.getaddrinfo("localhost", 80, socket.AF_INET6),
+        lambda: socket.gethostbyaddr("::1"),
+        lambda: socket.getfqdn(),
+    ):
+        with pytest.raises(AssertionError, match="fake it"):
+            ask()
+    assert socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)[0][4] == ("127.0.0.1", 80)
+    assert ("127.0.0.1", 80) in [info[4] for info in socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)]

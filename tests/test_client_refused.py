@@ -20,12 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socksvc.client.chat_net import Target
-from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, REFUSAL, refusal
+from socksvc.client.common import EXIT_OK, EXIT_PROTOCOL, ClientError, refusal
+from socksvc.client.target import Target, connect
 from socksvc.util.visible import UNSAFE_STRICT, is_safe
+from socksvc.wire import REFUSAL
 from tests import test_client
 from tests.support import Daemon, daemon
-from tests.test_client import one_error_line, run
+from tests.support.client import one_error_line, run
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 feed = test_client.feed  # the fixture: standard input from a file
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "socksvc")
@@ -37,6 +39,7 @@ ONE_EACH = """
 [services.echo]
 listen = ["tcp:0:interface=127.0.0.1"]
 max_per_source = 1
+log_close_rate = 0  # every close has its line: a test waits for one
 [services.reverse]
 listen = ["tcp:0:interface=127.0.0.1"]
 """
@@ -90,7 +93,7 @@ def test_echo_count_reports_the_refusal(denied: Daemon, capsysbinary: Any, messa
     assert code == EXIT_PROTOCOL
     one_error_line(err, rf"socksvc: 127\.0\.0\.1 port {port} refused us: access denied")
     assert b"access denied" not in out
-    assert b"1 sent, 0 received, 100% lost" in out  # the summary still comes
+    assert b"1 message sent, 0 received, 100.0% loss, time " in out  # the summary still comes
 
 
 def test_too_many_connections_from_our_address(open_svc: Daemon) -> None:
@@ -99,6 +102,10 @@ def test_too_many_connections_from_our_address(open_svc: Daemon) -> None:
         held.sendall(b"x")
         assert held.recv(1) == b"x"  # accepted and counted: the next one is over max_per_source
         p = subprocess.run([SCRIPT, "echo", "127.0.0.1", str(port), "hi"], capture_output=True, timeout=30)
+        held_port = held.getsockname()[1]
+    # The daemon sees the close a moment later: until then the slot is taken, and
+    # the next test on this daemon (one connection per address) would be refused.
+    open_svc.read(until=f"echo: 127.0.0.1:{held_port} closed after")
     assert p.returncode == EXIT_PROTOCOL
     assert p.stdout == b""
     one_error_line(
@@ -170,6 +177,42 @@ def test_refusal_parser_reads_the_daemons_line(reason: str) -> None:
     assert refusal(b" " + line) is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=8),
+    st.lists(st.integers(1, 50), max_size=10),
+)
+def test_reverse_meter_shows_replies_whole_whatever_the_chunks(lines: list[bytes], cuts: list[int]) -> None:
+    """However the replies are cut into reads, what is shown is the replies, and each is counted once."""
+    from socksvc.client.exchange import TOO_LONG, ReverseMeter
+
+    lines = [line for line in lines if not TOO_LONG.fullmatch(line.rstrip(b"\r")) and not line.startswith(REFUSAL)]
+    meter = ReverseMeter()
+    meter.on_sent(b"".join(line[::-1] + b"\n" for line in lines))
+    replies = b"".join(line + b"\n" for line in lines)
+    shown, at = b"", 0
+    for cut in [*cuts, len(replies)]:
+        shown += meter.on_received(replies[at : at + cut])
+        at += cut
+    shown += meter.on_received(replies[at:]) + meter.flush()
+    assert shown == replies
+    assert (meter.sent, meter.received, meter.owed()) == (len(lines), len(lines), False)
+
+
+def test_reverse_meter_holds_back_the_servers_error_line_however_it_is_cut() -> None:
+    from socksvc.client.exchange import ReverseMeter, ServerSaid
+
+    reply = b"cba\nerror: line longer than 16 bytes\r\n"
+    for cut in range(1, len(reply)):
+        meter = ReverseMeter()
+        meter.on_sent(b"abc\n" + b"x" * 40 + b"\n")
+        shown = meter.on_received(reply[:cut])
+        with pytest.raises(ServerSaid) as e:
+            meter.on_received(reply[cut:])
+        assert shown + e.value.before == b"cba\n"
+        assert (e.value.text, e.value.line) == ("error: line longer than 16 bytes", 2)
+
+
 # -- chat ----------------------------------------------------------------------------
 
 
@@ -178,34 +221,32 @@ def test_chat_plain_mode_reports_the_refusal_and_fails(denied: Daemon) -> None:
     p = subprocess.run(
         [SCRIPT, "chat", "127.0.0.1", str(port), "--nick", "zed"], input=b"hello\n", capture_output=True, timeout=30
     )
-    assert p.returncode == 1
+    assert p.returncode == EXIT_PROTOCOL
     assert p.stdout == b""
-    assert p.stderr.decode() == f"socksvc chat: 127.0.0.1:{port} refused us: access denied\n"
+    assert p.stderr.decode() == f"socksvc: 127.0.0.1 port {port} refused us: access denied\n"
 
 
 def test_chat_plain_mode_in_process(denied: Daemon) -> None:
-    from socksvc.client.chat_net import connect_socket
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.plain import run_plain
 
     r, w = os.pipe()  # stdin stays open: the server closes first
     out = io.BytesIO()
-    warnings: list[str] = []
     target = Target("127.0.0.1", denied.port("chat"))
     try:
-        code = run_plain(connect_socket(target, 5), stdin_fd=r, stdout=out, warn=warnings.append, server=str(target))
+        with pytest.raises(ClientError) as e:
+            run_plain(connect(target, 5), target, stdin_fd=r, stdout=out)
     finally:
         os.close(r)
         os.close(w)
-    assert code == 1
+    assert (e.value.code, e.value.message) == (EXIT_PROTOCOL, f"{target} refused us: access denied")
     assert out.getvalue() == b""
-    assert warnings == [f"{target} refused us: access denied"]
 
 
-def test_chat_console_reports_the_refusal_and_exits_1(denied: Daemon) -> None:
-    from tests.test_client_chat import _console_session
+def test_chat_console_reports_the_refusal_and_exits_6(denied: Daemon) -> None:
+    from tests.support.client import console_session as _console_session
 
     async def body(console: Any, pipe: Any, screen: io.StringIO, task: asyncio.Task[int]) -> None:
-        assert await asyncio.wait_for(task, 10) == 1
+        assert await asyncio.wait_for(task, 10) == EXIT_PROTOCOL
         assert console.refused == "access denied"
         assert any(isinstance(x, str) and x.endswith("refused us: access denied") for x in console.shown)
         assert "refused us: access denied" in screen.getvalue()

@@ -25,7 +25,7 @@ from socksvc.core.protocols import Refuser, Tracked
 from socksvc.services.catalogue import loads, types
 from socksvc.util.lines import LineSplitter, TooLong
 from tests.support import connect, context, peer
-from tests.test_chat_support import Chat
+from tests.support.chat import Chat
 
 # -- the budget --------------------------------------------------------------
 

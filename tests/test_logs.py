@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import string
 import subprocess
 import sys
@@ -21,18 +20,20 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import LogLevel, capturedLogs, textFileLogObserver
+from twisted.logger import LogLevel, capturedLogs, formatEvent, textFileLogObserver
 from twisted.python.failure import Failure
 
+from socksvc.config.schema import DaemonSettings
 from socksvc.daemon.errors import StartupError
 from socksvc.daemon.logs import (
     FastTextObserver,
+    JsonObserver,
     LogDestination,
+    LogFile,
     LogFileError,
-    choose_json_observer,
-    choose_text_observer,
+    WithoutPortNoise,
     log_destination,
-    rotate_on_sigusr1,
+    observer_for,
 )
 from tests.support import TWISTD, daemon
 
@@ -156,16 +157,28 @@ def test_argv_decides_when_twistd_options_are_not_at_hand(argv: list[str], defau
     assert (log_destination(None, argv).kind != "stdout") is default
 
 
-def test_twistd_options_decide_when_given() -> None:
+DAEMON = DaemonSettings()
+JSON = DaemonSettings(log_format="json")
+
+
+def chosen(
+    options: dict[str, Any] | None, daemon: DaemonSettings = DAEMON, out: Any = None, argv: list[str] | None = None
+) -> Any:
+    """observer_for without a reactor (unbuffered, no signals), on C{out} for stdout."""
+    return observer_for(daemon, options, None, signals=False, out=out or io.StringIO(), argv=argv or ["twistd"])
+
+
+def test_the_daemon_chooses_the_observer_for_every_destination_twistd_can_pick(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert isinstance(choose_text_observer(out, {"nodaemon": True, "logfile": None}), FastTextObserver)
-    assert isinstance(choose_text_observer(out, {"nodaemon": True, "logfile": "-"}), FastTextObserver)
-    assert choose_text_observer(out, {"nodaemon": False}) is None
-    assert choose_text_observer(out, {"nodaemon": True, "logfile": "x.log"}) is None
-    assert choose_text_observer(out, {"nodaemon": True, "syslog": True}) is None
-    assert choose_text_observer(out, {"nodaemon": True, "logger": "a.b"}) is None
-    assert choose_text_observer(out, None, ["twistd", "-n", "socksvc"]) is not None
-    assert choose_text_observer(out, None, ["twistd", "socksvc"]) is None
+    for options in ({"nodaemon": True, "logfile": None}, {"nodaemon": True, "logfile": "-"}):
+        observer = chosen(options, out=out)
+        assert isinstance(observer, FastTextObserver) and observer.sink.out is out
+    observer = chosen({"nodaemon": True, "logfile": str(tmp_path / "x.log")})
+    assert isinstance(observer, FastTextObserver) and isinstance(observer.sink.out, LogFile)
+    assert isinstance(chosen({"nodaemon": True, "syslog": True}), WithoutPortNoise)
+    assert chosen({"nodaemon": True, "logger": "a.b"}) is None  # the admin's own observer, untouched
+    assert isinstance(chosen(None, argv=["twistd", "-n", "socksvc"]), FastTextObserver)
+    assert isinstance(chosen({"nodaemon": True}, JSON, out=out), JsonObserver)
 
 
 def _application_observer(options: dict[str, Any] | None, log_format: str = "text") -> object:
@@ -184,12 +197,11 @@ def _application_observer(options: dict[str, Any] | None, log_format: str = "tex
     return app.getComponent(ILogObserver, None)
 
 
-def test_the_daemon_gives_twistd_the_fast_observer_only_for_stdout() -> None:
+def test_the_daemon_gives_twistd_its_observer(tmp_path: Path) -> None:
     assert isinstance(_application_observer({"nodaemon": True, "logfile": None}), FastTextObserver)
-    assert _application_observer({"nodaemon": True, "logfile": "/tmp/somewhere.log"}) is None
-    assert _application_observer({"nodaemon": True, "syslog": True}) is None
-    json = _application_observer({"nodaemon": True}, "json")
-    assert json is not None and not isinstance(json, FastTextObserver)
+    assert isinstance(_application_observer({"nodaemon": True, "logfile": str(tmp_path / "a.log")}), FastTextObserver)
+    assert isinstance(_application_observer({"nodaemon": True, "syslog": True}), WithoutPortNoise)
+    assert isinstance(_application_observer({"nodaemon": True}, "json"), JsonObserver)
 
 
 # -- where twistd logs --------------------------------------------------------
@@ -246,32 +258,31 @@ def _event() -> dict[str, Any]:
 
 def test_json_goes_to_stdout_where_twistd_would_write_there() -> None:
     out = io.StringIO()
-    observer = choose_json_observer(out, {"nodaemon": True, "logfile": None})
-    assert observer is not None
+    observer = chosen({"nodaemon": True, "logfile": None}, JSON, out=out)
     observer(_event())
     [line] = out.getvalue().splitlines()
     assert json.loads(line)["service"] == "echo"
-    assert json.loads(line)["log_namespace"] == "socksvc"
-    assert choose_json_observer(out, None, ["twistd", "-n", "socksvc"]) is not None
+    assert json.loads(line)["namespace"] == "socksvc"
 
 
-def test_json_goes_to_the_logfile_opened_as_twistd_opens_it(tmp_path: Path) -> None:
-    out = io.StringIO()
+def test_the_logfile_is_appended_to(tmp_path: Path) -> None:
     path = tmp_path / "socksvc.log"
     path.write_text("an older line\n")
-    observer = choose_json_observer(out, {"nodaemon": True, "logfile": str(path)})
-    assert observer is not None
-    observer(_event())
+    out = io.StringIO()
+    for settings_ in (JSON, DAEMON):
+        observer = chosen({"nodaemon": True, "logfile": str(path)}, settings_, out=out)
+        observer(_event())
+        observer.sink.out.close()
     lines = path.read_text().splitlines()
-    assert lines[0] == "an older line"  # appended to, as twistd does
+    assert lines[0] == "an older line"
     assert json.loads(lines[1])["where"] == "tcp 127.0.0.1:1"
+    assert lines[2].endswith("[socksvc#info] echo: listening on tcp 127.0.0.1:1")
     assert out.getvalue() == ""
 
 
 def test_a_daemon_without_logfile_writes_twistd_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    observer = choose_json_observer(io.StringIO(), {"nodaemon": False, "logfile": None})
-    assert observer is not None
+    observer = chosen({"nodaemon": False, "logfile": None}, JSON)
     observer(_event())
     assert json.loads((tmp_path / "twistd.log").read_text())["service"] == "echo"
 
@@ -279,57 +290,50 @@ def test_a_daemon_without_logfile_writes_twistd_log(tmp_path: Path, monkeypatch:
 def test_a_logfile_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
     missing = str(tmp_path / "no" / "such.log")
     with pytest.raises(LogFileError) as e:
-        choose_json_observer(io.StringIO(), {"nodaemon": True, "logfile": missing})
+        chosen({"nodaemon": True, "logfile": missing}, JSON)
     assert str(e.value) == f"{missing}: cannot open log file: No such file or directory"
     with pytest.raises(LogFileError) as e:
-        choose_json_observer(io.StringIO(), {"nodaemon": True, "logfile": str(tmp_path)})
+        chosen({"nodaemon": True, "logfile": str(tmp_path)})
     assert str(e.value) == f"{tmp_path}: cannot open log file: Is a directory"
 
 
-def test_syslog_and_logger_stay_twistds() -> None:
-    out = io.StringIO()
-    assert choose_json_observer(out, {"nodaemon": True, "syslog": True}) is None
-    assert choose_json_observer(out, {"nodaemon": True, "logger": "a.b"}) is None
-    assert choose_json_observer(out, None, ["twistd", "-n", "--syslog", "socksvc"]) is None
-    assert choose_json_observer(out, {"logFile": out}) is None  # twist: its own --log-format
-    assert out.getvalue() == ""
+def test_syslog_stays_twistds_minus_the_port_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.python.syslog import SyslogObserver
+
+    said: list[tuple[int, str]] = []
+    monkeypatch.setattr(SyslogObserver, "openlog", staticmethod(lambda *a, **k: None))
+    monkeypatch.setattr(SyslogObserver, "syslog", staticmethod(lambda priority, text: said.append((priority, text))))
+    observer = chosen({"nodaemon": True, "syslog": True, "prefix": "socksvc"}, JSON)
+    observer(_event())
+    observer(_port_noise())
+    assert [text for _priority, text in said] == ["[-] echo: listening on tcp 127.0.0.1:1"]
 
 
-class _Calls:
-    def __init__(self) -> None:
-        self.calls: list[Any] = []
-
-    def callFromThread(self, f: Any, *args: Any) -> None:
-        self.calls.append((f, args))
-
-
-def test_sigusr1_rotates_the_json_log_file_as_twistd_does(tmp_path: Path) -> None:
-    from twisted.python.logfile import LogFile
-
-    before = signal.getsignal(signal.SIGUSR1)
-    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-    try:
-        log_file = LogFile.fromFullPath(str(tmp_path / "a.log"))
-        reactor = _Calls()
-        assert rotate_on_sigusr1(log_file, reactor)
-        assert not rotate_on_sigusr1(log_file, reactor)  # a handler is set: left alone
-        log_file.write("one\n")
-        os.kill(os.getpid(), signal.SIGUSR1)
-        [(f, args)] = reactor.calls  # the handler ran (Python runs it before the next bytecode)
-        f(*args)
-        assert (tmp_path / "a.log.1").read_text() == "one\n"
-        log_file.close()
-    finally:
-        signal.signal(signal.SIGUSR1, before)
+def _port_noise() -> dict[str, Any]:
+    """What tcp.Port.startListening's log.msg looks like by the time it reaches an observer."""
+    text = "ServiceFactory starting on 7007"
+    return {
+        "message": (text,),
+        "system": "-",
+        "isError": 0,
+        "time": NOW,
+        "log_time": NOW,
+        "log_text": text,
+        "log_format": "{log_text}",
+        "log_level": LogLevel.info,
+        "log_namespace": "log_legacy",
+        "log_system": "-",
+    }
 
 
 def test_the_daemon_warns_once_when_json_cannot_be_honoured() -> None:
     with capturedLogs() as events:
         observer = _application_observer({"nodaemon": True, "syslog": True}, "json")
-    assert observer is None
+    assert isinstance(observer, WithoutPortNoise)  # twistd's syslog observer, text
     [warning] = [e for e in events if e.get("event") == "log_format"]
     assert warning["log_level"] == LogLevel.warn
     assert warning["option"] == "--syslog"
+    assert formatEvent(warning) == 'socksvc: log_format = "json" ignored: twistd was told to log with --syslog'
     with capturedLogs() as events:
         assert _application_observer({"nodaemon": True, "logger": "a.b"}, "json") is None
     assert [e["option"] for e in events if e.get("event") == "log_format"] == ["--logger"]
@@ -343,6 +347,22 @@ def test_the_daemon_turns_a_bad_logfile_into_a_start_up_error(tmp_path: Path) ->
     with pytest.raises(StartupError) as e:
         _application_observer({"nodaemon": True, "logfile": missing}, "json")
     assert e.value.code == f"socksvc: {missing}: cannot open log file: No such file or directory"
+    with pytest.raises(StartupError):
+        _application_observer({"nodaemon": True, "logfile": missing}, "text")  # text too, now socksvc opens it
+
+
+# -- Twisted's own listening lines (defect: every listener logged twice) ------------
+
+
+def test_the_ports_start_lines_are_dropped_by_every_observer() -> None:
+    for make in (FastTextObserver, JsonObserver):
+        out = io.StringIO()
+        observer = make(out)
+        observer(_port_noise())
+        assert out.getvalue() == ""
+        observer(dict(_port_noise(), log_text="(TCP Port 7007 Closed)", message=("(TCP Port 7007 Closed)",)))
+        observer(dict(_port_noise(), log_namespace="x", log_text="a starting on b"))  # not legacy: kept
+        assert len(out.getvalue().splitlines()) == 2
 
 
 # -- a real twistd --------------------------------------------------------------
@@ -377,7 +397,7 @@ def test_twistd_logfile_gets_the_json(tmp_path: Path) -> None:
             assert d.proc.poll() is None, f"twistd exited {d.proc.returncode}:\n{d.read(timeout=1)}"
             d.read(timeout=0.2)  # waits up to 0.2 s on the daemon's stdout (and drains it)
             events = _json_lines(path.read_text()) if path.exists() else []
-    assert any(e.get("log_namespace") == "socksvc" and e.get("service") == "echo" for e in events)
+    assert any(e.get("namespace") == "socksvc" and e.get("service") == "echo" for e in events)
     assert _json_lines(d.output) == []
     assert "services on" not in d.output
 
@@ -409,3 +429,32 @@ def test_twistd_logger_keeps_its_observer_and_says_so_once() -> None:
     assert len(warnings) == 1, d.output
     assert '[socksvc#warn] socksvc: log_format = "json" ignored: twistd was told to log with --logger' in warnings[0]
     assert _json_lines(d.output) == []
+
+
+def test_twistd_logs_each_listener_once(tmp_path: Path) -> None:
+    sock = tmp_path / "echo.sock"
+    config = (
+        "[services.echo]\n"
+        f'listen = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1", "unix:{sock}"]\n'
+        '[services.greeting]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+    )
+    with daemon(config) as d:
+        pass
+    assert "starting on" not in d.output, d.output
+    assert "Starting factory" not in d.output
+    listening = [line for line in d.output.splitlines() if ": listening on " in line]
+    assert len(listening) == 4, d.output
+    assert {k for k, _h, _p in d.listening["echo"]} == {"tcp", "udp", "unix"}
+
+
+def test_no_factory_or_datagram_protocol_of_any_service_is_noisy() -> None:
+    """Factory.noisy logs "Starting factory ..." and "Stopping factory ..." for every listener."""
+    from socksvc.services.catalogue import types
+    from tests.support import context
+
+    for name, stype in types().items():
+        ctx = context(name)
+        if stype.stream is not None:
+            assert stype.stream(ctx).noisy is False, name
+        if stype.datagram is not None:
+            assert stype.datagram(ctx).noisy is False, name

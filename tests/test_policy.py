@@ -24,7 +24,6 @@ from twisted.logger import LogEvent, Logger, formatEvent
 from twisted.python.failure import Failure
 
 from socksvc.config.schema import PolicySettings
-from socksvc.config.settings import parse_network
 from socksvc.core import policy as policy_module
 from socksvc.core.policy import DENIED, RATE_EXCEEDED, TOO_MANY, TOO_MANY_FROM_YOU, address_allowed
 from socksvc.core.protocols import Refuser, ServiceFactory, StreamProtocol, Tracked
@@ -35,6 +34,7 @@ from socksvc.util import addresses as addresses_module
 from socksvc.util.addresses import format_peer, host_ip, peer_facts, peer_ip, source_key
 from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
 from tests.support import connect, context, peer
+from tests.support.policy import ctx_with, nets, of
 
 # -- helpers -------------------------------------------------------------------
 
@@ -47,20 +47,6 @@ def events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[LogEvent]]:
     monkeypatch.setattr(policy_module, "log", logger)
     monkeypatch.setattr(accept_module, "log", logger)
     yield found
-
-
-def of(events: list[LogEvent], kind: str) -> list[LogEvent]:
-    return [e for e in events if e.get("event") == kind]
-
-
-def nets(*cidrs: str) -> tuple[Any, ...]:
-    return tuple(parse_network(c) for c in cidrs)
-
-
-def ctx_with(type_name: str = "echo", clock: Clock | None = None, **policy: Any) -> Any:
-    ctx = context(type_name, clock=clock)
-    ctx.policy.reconfigure(attrs.evolve(ctx.policy.settings, **policy))
-    return ctx
 
 
 def refused_with(proto: Any, transport: Any, reason: str) -> bool:

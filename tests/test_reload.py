@@ -26,7 +26,7 @@ from socksvc.daemon.listener import Listener
 from socksvc.daemon.service import DaemonService
 from socksvc.services.catalogue import loads, types
 from tests.support import Daemon, daemon, peer
-from tests.test_systemd import PortsReactor, fields, notify_socket
+from tests.support.systemd import PortsReactor, fields, notify_socket
 
 BASE = """
 [services.echo]
@@ -244,6 +244,16 @@ def test_failed_bind_rolls_back() -> None:
     restored = svc.instance("greeting").listeners()[0].port
     assert restored in reactor.listening and restored is not greeting_before  # re-bound on the old address
     assert len(reactor.listening) == 4  # nothing of reverse left behind
+
+
+def test_a_chat_added_by_a_failed_reload_leaves_the_notice_bus() -> None:
+    reactor = FailingReactor()
+    svc = started(reactor=reactor)
+    reactor.busy.add(7072)
+    posted = svc.notices.post("lobby", "before")
+    assert posted == 1  # the running chat
+    assert reload(svc, BASE + '[services.chat2]\ntype = "chat"\nlisten = ["tcp:7072:interface=127.0.0.1"]\n') is False
+    assert svc.notices.post("lobby", "after") == 1  # not the chat that never started
 
 
 class SlowReactor(FailingReactor):

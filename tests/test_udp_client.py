@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from socksvc.client import udp as client
 from socksvc.client.common import parse_nonnegative_int
 from socksvc.client.main import run
 from tests.support import Daemon, daemon, has_ipv6_loopback
+from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 CONFIG = """
 [services.echo]
@@ -32,7 +34,7 @@ rate_per_source = 0.001
 burst = 2
 """
 
-REPLY = re.compile(r"^(\d+) bytes from 127\.0\.0\.1:(\d+): seq=(\d+) time=([\d.]+) ms$", re.M)
+REPLY = re.compile(r"^(\d+) bytes? from 127\.0\.0\.1 port (\d+): seq=(\d+) time=([\d.]+) ms$", re.M)
 RTT = re.compile(r"^rtt min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms$", re.M)
 
 
@@ -62,12 +64,13 @@ def test_pings_and_summarises(d: Daemon, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0
     replies = REPLY.findall(out)
     assert [(int(seq), int(p)) for _n, p, seq, _t in replies] == [(1, port), (2, port), (3, port)]
-    assert "3 datagrams sent, 3 received, 0.0% loss" in out
+    assert re.search(r"^3 datagrams sent, 3 received, 0\.0% loss, time \d+ ms$", out, re.M)
     m = RTT.search(out)
     assert m is not None
     lo, avg, hi = (float(x) for x in m.groups())
     assert lo <= avg <= hi
-    assert out.startswith(f"UDP ECHO 127.0.0.1 (127.0.0.1:{port}):")
+    assert out.startswith(f"UDP ECHO 127.0.0.1 port {port} (127.0.0.1): 56 bytes per datagram\n")
+    assert [n for n, *_ in replies] == ["56", "56", "56"]  # the same size every time, whatever the pid
 
 
 def test_message_sizes_empty_and_largest(d: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,13 +83,15 @@ def test_message_sizes_empty_and_largest(d: Daemon, capsys: pytest.CaptureFixtur
         code, out, _ = socksvc(capsys, "127.0.0.1", port, "--size", size, "-c", "2", "-i", "0")
         assert code == 0, out
         assert [n for n, *_ in REPLY.findall(out)] == [size, size]
+        unit = "byte" if size == "1" else "bytes"
+        assert f": {size} {unit} per datagram\n{size} {unit} from 127.0.0.1 port " in out
 
 
 def test_quiet_prints_only_the_summary(d: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = socksvc(capsys, "127.0.0.1", str(d.port("echo", "udp")), "-q", "-c", "2", "-i", "0")
     assert code == 0
     assert REPLY.search(out) is None
-    assert out.splitlines()[0] == "--- 127.0.0.1 udp echo statistics ---"
+    assert out.splitlines()[0] == f"--- 127.0.0.1 port {d.port('echo', 'udp')} udp echo statistics ---"
 
 
 def test_partial_loss_is_counted(d: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,7 +101,7 @@ def test_partial_loss_is_counted(d: Daemon, capsys: pytest.CaptureFixture[str]) 
     assert code == 0  # some replies came back
     assert len(REPLY.findall(out)) == 2
     assert out.count("no reply within 0.3 s") == 2
-    assert "4 datagrams sent, 2 received, 50.0% loss" in out
+    assert "4 datagrams sent, 2 received, 50.0% loss, time " in out
 
 
 def test_no_reply_at_all_times_out_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,7 +112,7 @@ def test_no_reply_at_all_times_out_and_exits_1(capsys: pytest.CaptureFixture[str
         assert len(select.select([silent], [], [], 0)[0]) == 1  # the probes did arrive
     assert code == 1
     assert out.count("no reply within 0.2 s") == 2
-    assert "2 datagrams sent, 0 received, 100.0% loss" in out
+    assert "2 datagrams sent, 0 received, 100.0% loss, time " in out
     assert RTT.search(out) is None
 
 
@@ -128,14 +133,13 @@ def test_falls_back_to_the_next_address_when_the_first_refuses(
     monkeypatch.setattr(client, "resolve", lambda target, kind: [(socket.AF_INET, dead), (socket.AF_INET, live)])
     code, out, _ = socksvc(capsys, "127.0.0.1", "7", "-c", "2", "-i", "0")
     assert code == 0
-    assert f"trying 127.0.0.1:{live[1]}" in out
+    assert f"trying 127.0.0.1 port {live[1]}" in out
     assert "2 datagrams sent, 2 received, 0.0% loss" in out
 
 
 @pytest.mark.parametrize(
     ("argv", "code", "text"),
     [
-        (["nosuch.invalid"], 3, "cannot resolve nosuch.invalid"),
         (["127.0.0.1", "70000"], 2, "port out of range"),
         (["127.0.0.1", "7", "msg", "--size", "3"], 2, "give MESSAGE or --size, not both"),
         (["127.0.0.1", "7", "--size", "65508"], 2, "more than a UDP datagram can carry"),
@@ -148,6 +152,16 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert text in err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in out + err
+
+
+def test_an_unknown_host_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def getaddrinfo(host: object, *args: object, **kw: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)  # never the system's resolver
+    got, out, err = socksvc(capsys, "nosuch.invalid", "7007")
+    assert (got, out) == (3, "")
+    assert err == "socksvc: cannot resolve host 'nosuch.invalid': name or service not known\n"
 
 
 def test_bad_option_values_are_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,7 +179,7 @@ def test_a_reply_that_is_not_the_echo_is_not_counted() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
         port = str(server.getsockname()[1])
-        cmd = [sys.executable, "-m", "socksvc.client.udp", "127.0.0.1", port, "ping", "-t", "5"]
+        cmd = [sys.executable, "-m", "socksvc.client.main", "udp", "127.0.0.1", port, "ping", "-t", "5"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             ready, _, _ = select.select([server], [], [], 10)
@@ -180,7 +194,7 @@ def test_a_reply_that_is_not_the_echo_is_not_counted() -> None:
                 proc.kill()
                 proc.wait()
     assert proc.returncode == 0
-    assert "1 datagrams sent, 1 received, 0.0% loss" in out
+    assert "1 datagram sent, 1 received, 0.0% loss, time " in out
     assert out.count("bytes from") == 1
 
 
@@ -229,6 +243,7 @@ def test_generated_payload_has_exactly_the_size_asked(seq: int, size: int) -> No
     payload = client.make_payload(seq, size)
     assert len(payload) == size
     assert client.make_payload(seq, None).startswith(b"socksvc udp seq=%d " % seq)
+    assert len(client.make_payload(seq, None)) == client.DEFAULT_SIZE == 56
 
 
 def test_ctrl_c_still_prints_the_summary(
@@ -243,8 +258,28 @@ def test_ctrl_c_still_prints_the_summary(
 
     monkeypatch.setattr(client.Pinger, "probe", probe)
     code, out, _ = socksvc(capsys, "127.0.0.1", str(d.port("echo", "udp")), "-c", "0", "-i", "0")
-    assert code == 0
+    assert code == 130  # interrupted, as every command: not 0, even though replies came
     assert "2 datagrams sent, 2 received, 0.0% loss" in out
+
+
+def test_ctrl_c_exits_130_with_the_summary(d: Daemon) -> None:
+    """The real thing: SIGINT to `socksvc udp -c 0` in its pause between probes."""
+    port = str(d.port("echo", "udp"))
+    cmd = [sys.executable, "-m", "socksvc.client.main", "udp", "127.0.0.1", port, "-c", "0", "-i", "30"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("UDP ECHO ")
+        assert "seq=1 " in proc.stdout.readline()  # now in its 30 s pause
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err == ""
+    assert re.search(r"^1 datagram sent, 1 received", out, re.M)
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
@@ -253,7 +288,25 @@ def test_ipv6_target_and_its_larger_limit(capsys: pytest.CaptureFixture[str]) ->
         port = str(d6.port("echo", "udp"))
         code, out, _ = socksvc(capsys, "[::1]", port, "--size", "65527")
         assert code == 0, out
-        assert f"65527 bytes from [::1]:{port}: seq=1" in out
+        assert f"65527 bytes from ::1 port {port}: seq=1" in out
         code, _, err = socksvc(capsys, "::1", port, "--size", "65528")
         assert code == 2
         assert "65527 at most" in err
+
+
+def test_the_example_in_docs_udp_md_is_real_output(d: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/udp.md's example, run: the same lines but for the port and the times."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "udp.md"), encoding="utf-8") as f:
+        doc = f.read()
+    block = doc[doc.index("$ socksvc udp 127.0.0.1 7007 --count 3\n") :].split("```", 1)[0].splitlines()[1:]
+    port = str(d.port("echo", "udp"))
+    code, out, _ = socksvc(capsys, "127.0.0.1", port, "--count", "3", "--interval", "0")
+    assert code == 0
+    got = out.splitlines()
+    assert len(got) == len(block)
+    variable = r"(time=[\d.]+ ms|time [\d.]+ ms|[\d.]+/[\d.]+/[\d.]+ ms)"  # times differ from run to run
+    for shown, real in zip(block, got, strict=True):
+        pieces = re.split(variable, shown.replace("7007", port))
+        pattern = "".join(re.escape(p) if i % 2 == 0 else variable for i, p in enumerate(pieces))
+        assert re.fullmatch(pattern, real), (shown, real)

@@ -1,5 +1,5 @@
 """
-Shared pieces of the C{socksvc} client: targets, errors, exit codes, output.
+Shared pieces of the C{socksvc} client: errors, exit codes, option values, output.
 
 The network probes use plain blocking sockets (with select where two
 directions must move at once), outside any reactor: each probe is one short
@@ -9,54 +9,55 @@ running) without touching global reactor state.
 
 Every user error is a L{ClientError}: one line on stderr and a small exit
 code (L{EXIT_CODES}); L{socksvc.client.main} prints it. Nothing here prints
-a traceback.
+a traceback. Where to connect (targets, resolving, connecting) is
+L{socksvc.client.target}.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import io
-import ipaddress
 import os
-import socket
 import sys
-import time
 from typing import BinaryIO
 
-import attrs
-
 from socksvc.util.visible import UNSAFE_STRICT, visible
+from socksvc.wire import REFUSAL
 
 PROG = "socksvc"
 
-# Exit codes (documented in docs/client.md; keep both in step).
+# Exit codes: the one table, for every command. socksvc --help prints EXIT_CODES;
+# docs/client.md has the same table, word for word (tests/test_client_exits.py checks).
 EXIT_OK = 0
-EXIT_ERROR = 1  # anything else: a local I/O error, an unexpected socket error
+EXIT_ERROR = 1  # anything else: standard output closed, a local I/O error; udp: no reply at all
 EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
 EXIT_NOT_FOUND = 3  # unknown host, name, address, service or URL scheme
-EXIT_CONNECT = 4  # cannot connect: refused, unreachable, ...
-EXIT_TIMEOUT = 5  # no connection or no (complete) reply within --timeout
-EXIT_PROTOCOL = 6  # connected, then reset, closed early, or a wrong reply
+EXIT_CONNECT = 4  # cannot connect: refused, no such socket, unreachable, ...
+EXIT_TIMEOUT = 5  # no connection, no (complete) reply, no answer to --nick within --timeout
+EXIT_PROTOCOL = 6  # connected, then refused, the server's error, reset, closed early, or a wrong reply
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = {
     EXIT_OK: "success",
-    EXIT_ERROR: "other error (local I/O, unexpected socket error)",
-    EXIT_USAGE: "bad command line",
-    EXIT_NOT_FOUND: "unknown host, name, address, service or URL scheme",
-    EXIT_CONNECT: "cannot connect (connection refused, network or host unreachable)",
-    EXIT_TIMEOUT: "timed out connecting or waiting for a reply",
-    EXIT_PROTOCOL: "refused by the daemon, connection reset or closed early, or a reply that is not what was expected",
+    EXIT_ERROR: (
+        "other error: standard output closed, a local I/O or unexpected socket error; "
+        "for udp, also: no reply came back at all (as ping)"
+    ),
+    EXIT_USAGE: (
+        "bad command line: a bad host, port, option value or URL, a word too many; "
+        "mail: no password given, or one that would cross to another host in the clear"
+    ),
+    EXIT_NOT_FOUND: "unknown host, name, address (no reverse name), service name or URL scheme",
+    EXIT_CONNECT: "cannot connect: connection refused, no such UNIX socket, network or host unreachable",
+    EXIT_TIMEOUT: "timed out: connecting, waiting for a (complete) reply, or for the answer to chat's --nick",
+    EXIT_PROTOCOL: (
+        "connected, then: refused by the daemon (socksvc: REASON), the server's error line "
+        "(reverse: a line too long; mail: an SMTP 4xx/5xx or POP3 -ERR reply), a chat nickname refused, "
+        "reset or closed early (chat: other than after /quit), an echo that differs, "
+        "or a time answer that is not 4 bytes"
+    ),
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-
-DEFAULT_HOST = "localhost"
-DEFAULT_TIMEOUT = 5.0
-ECHO_PORT = 7007
-GREETING_PORT = 7017
-REVERSE_PORT = 7071
-CHAT_PORT = 7070
 
 
 class ClientError(Exception):
@@ -72,52 +73,7 @@ def usage_error(message: str) -> ClientError:
     return ClientError(message, EXIT_USAGE)
 
 
-# -- parsing -----------------------------------------------------------------
-
-
-def parse_host(text: str) -> str:
-    """
-    A host as given on the command line: a name, an IPv4 address, or an
-    IPv6 address (bare, or in [brackets], optionally with a %zone).
-    Returns the form to hand to getaddrinfo (no brackets).
-    """
-    host = text.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not _is_ipv6(host):
-            raise usage_error(f"not an IPv6 address in brackets: {text!r}")
-        return host
-    if not host or any(c.isspace() or c in "[]/" for c in host) or "\x00" in host:
-        raise usage_error(f"not a host name or address: {text!r}")
-    if ":" in host and not _is_ipv6(host):
-        raise usage_error(f"not a host name or address: {text!r} (give the port as a separate argument)")
-    return host
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text.partition("%")[0])
-    except ValueError:
-        return False
-    return not text.endswith("%")
-
-
-def parse_port(text: str, proto: str = "tcp") -> int:
-    """A port number (1-65535) or a service name known to getservbyname."""
-    value = text.strip()
-    if value.isascii() and value.isdigit():
-        port = int(value)
-        if 1 <= port <= 65535:
-            return port
-        raise usage_error(f"port out of range (1-65535): {text!r}")
-    if not value or not value.isascii() or any(c.isspace() for c in value) or "\x00" in value:
-        raise usage_error(f"not a port number or service name: {text!r}")
-    try:
-        return socket.getservbyname(value, proto)
-    except OSError:
-        raise ClientError(
-            f"unknown service name {value!r} (not a port number, not in /etc/services for {proto})", EXIT_NOT_FOUND
-        ) from None
+# -- option values ---------------------------------------------------------
 
 
 def parse_timeout(text: str) -> float:
@@ -162,62 +118,8 @@ def _whole(text: str, minimum: int) -> int:
     return value
 
 
-def port_argument(text: str) -> int:
-    """argparse type for a PORT checked while parsing: L{parse_port}, as an argparse error."""
-    try:
-        return parse_port(text)
-    except ClientError as e:
-        raise argparse.ArgumentTypeError(e.message) from None
-
-
-@attrs.frozen
-class Target:
-    """Where a probe connects: a host (as given, brackets removed) and a port."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host} port {self.port}"
-
-
-def add_target_arguments(
-    parser: argparse.ArgumentParser,
-    default_port: int,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    port_help: str = "number or service name",
-    timeout_help: str = "seconds to wait for a connection or a reply",
-) -> None:
-    """The [HOST] [PORT] positionals and --timeout, shared by every probe (TCP and UDP)."""
-    parser.add_argument(
-        "host", nargs="?", default=DEFAULT_HOST, metavar="HOST", help=f"name or address (default {DEFAULT_HOST})"
-    )
-    parser.add_argument(
-        "port",
-        nargs="?",
-        default=str(default_port),
-        metavar="PORT",
-        help=f"{port_help} (default {default_port})",
-    )
-    parser.add_argument(
-        "--timeout",
-        "-t",
-        type=parse_timeout,
-        default=timeout,
-        metavar="S",
-        help=f"{timeout_help} (default {timeout:g})",
-    )
-
-
-def target_from(args: argparse.Namespace, proto: str = "tcp") -> Target:
-    return Target(parse_host(args.host), parse_port(args.port, proto))
-
-
 # -- refusals ----------------------------------------------------------------
 
-REFUSAL = b"socksvc: "
-"""How a socksvc daemon's refusal line starts (C{socksvc: REASON CRLF}, then it closes)."""
 REFUSAL_MAX = 1024
 """Reply bytes kept to recognise a refusal line (the longest reason is under 64)."""
 
@@ -232,91 +134,6 @@ def refusal(data: bytes) -> str | None:
     line = data[len(REFUSAL) : REFUSAL_MAX].split(b"\n", 1)[0].rstrip(b"\r")
     reason = visible(line.decode("utf-8", "replace"), UNSAFE_STRICT).strip()
     return reason or "no reason given"
-
-
-# -- connecting --------------------------------------------------------------
-
-_ERRNO_TEXT = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ENETUNREACH: "network unreachable",
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ECONNRESET: "connection reset",
-    errno.EADDRNOTAVAIL: "address not available",
-    errno.ETIMEDOUT: "timed out",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "not permitted",
-}
-
-
-def describe(error: OSError) -> str:
-    """A short lower-case reason for a socket error."""
-    if isinstance(error, TimeoutError) and error.errno is None:
-        return "timed out"
-    if isinstance(error, (socket.gaierror, socket.herror)):
-        pass  # resolver codes, not errno values: use their own text
-    elif error.errno in _ERRNO_TEXT:
-        return _ERRNO_TEXT[error.errno]
-    text = error.strerror or str(error) or type(error).__name__
-    return text[:1].lower() + text[1:]
-
-
-def resolve(target: Target, kind: socket.SocketKind = socket.SOCK_STREAM) -> list[tuple[int, tuple[object, ...]]]:
-    """The (family, sockaddr) pairs for a target, in getaddrinfo order."""
-    try:
-        infos = socket.getaddrinfo(target.host, target.port, type=kind)
-    except socket.gaierror as e:
-        reason = describe(e)
-        raise ClientError(f"cannot resolve {target.host}: {reason}", EXIT_NOT_FOUND) from None
-    except UnicodeError:
-        raise ClientError(f"cannot resolve {target.host}: not a valid host name", EXIT_NOT_FOUND) from None
-    if not infos:
-        raise ClientError(f"cannot resolve {target.host}: no addresses", EXIT_NOT_FOUND)
-    return [(family, sockaddr) for family, _type, _proto, _canon, sockaddr in infos]
-
-
-def connect(target: Target, timeout: float) -> socket.socket:
-    """
-    A connected TCP socket (blocking, with C{timeout} set), trying each
-    address of the target in turn within one overall deadline. Failure is
-    one L{ClientError}: refused / unreachable (L{EXIT_CONNECT}) or timed out
-    (L{EXIT_TIMEOUT}); when addresses fail differently, the last error that
-    is not "refused" is the one reported.
-    """
-    deadline = time.monotonic() + timeout
-    worst: OSError | None = None
-    for family, sockaddr in resolve(target):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            worst = TimeoutError()
-            break
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.settimeout(left)
-        try:
-            sock.connect(sockaddr)
-        except OSError as e:
-            sock.close()
-            if worst is None or e.errno != errno.ECONNREFUSED:
-                worst = e
-            continue
-        sock.settimeout(timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        return sock
-    assert worst is not None
-    if isinstance(worst, TimeoutError) or worst.errno == errno.ETIMEDOUT:
-        raise ClientError(f"cannot connect to {target}: timed out after {timeout:g} s", EXIT_TIMEOUT)
-    raise ClientError(f"cannot connect to {target}: {describe(worst)}", EXIT_CONNECT)
-
-
-def peer_text(sock: socket.socket) -> str:
-    """The address actually connected to, for messages."""
-    try:
-        addr = sock.getpeername()
-    except OSError:
-        return "?"
-    return str(addr[0])
 
 
 # -- output ------------------------------------------------------------------
@@ -344,3 +161,25 @@ def say(text: str) -> None:
     out = stdout()
     out.write(text.encode("utf-8", "replace") + b"\n")
     out.flush()
+
+
+def plural(count: int, noun: str) -> str:
+    """C{count} and C{noun}, in the plural unless the count is 1: C{1 byte}, C{0 bytes}, C{2 round trips}."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def statistics(name: str, noun: str, sent: int, received: int, rtts_ms: list[float], elapsed: float) -> list[str]:
+    """
+    The closing lines of a ping-like run, in one wording for echo --count
+    and udp: C{--- NAME statistics ---}, C{N NOUNs sent, N received, N.N%
+    loss, time N ms}, and the round-trip times when any came back.
+    """
+    loss = 0.0 if sent == 0 else 100.0 * (sent - received) / sent
+    lines = [
+        f"--- {name} statistics ---",
+        f"{plural(sent, noun)} sent, {received} received, {loss:.1f}% loss, time {elapsed * 1000:.0f} ms",
+    ]
+    if rtts_ms:
+        avg = sum(rtts_ms) / len(rtts_ms)
+        lines.append(f"rtt min/avg/max = {min(rtts_ms):.3f}/{avg:.3f}/{max(rtts_ms):.3f} ms")
+    return lines

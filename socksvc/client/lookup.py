@@ -23,7 +23,8 @@ from typing import Any
 
 import attrs
 
-from socksvc.client.common import EXIT_NOT_FOUND, EXIT_OK, ClientError, describe, say, usage_error
+from socksvc.client.common import EXIT_NOT_FOUND, EXIT_OK, ClientError, say, usage_error
+from socksvc.client.target import Target, describe, resolve_failed
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
@@ -95,20 +96,33 @@ def scheme_port(scheme: str) -> int:
 
 
 def parse_url(text: str) -> URLPort:
-    """Split a URL and find its port (explicit, or its scheme's)."""
+    """Split a URL and find its port (explicit, or its scheme's); a bad URL is one plain usage error."""
     if not is_url(text):
         raise usage_error(f"not a URL: {text!r}")
     if any(c.isspace() or ord(c) < 32 for c in text):
         raise usage_error(f"not a URL (it has spaces or control characters): {text!r}")
+    where = re.split(r"[/?#]", text.split("://", 1)[1], maxsplit=1)[0].rpartition("@")[2]
+    if where.startswith("["):
+        inside, closed, after = where[1:].partition("]")
+        if not closed:
+            raise usage_error(f"bad URL {text!r}: a [ with no ]")
+        if split_address(inside) is None or ":" not in inside:
+            raise usage_error(f"bad URL {text!r}: not an IPv6 address in brackets")
+        port_text = after[1:] if after.startswith(":") else ""
+    elif where.count(":") > 1:
+        raise usage_error(f"bad URL {text!r}: more than one ':' (an IPv6 address goes in [brackets])")
+    else:
+        port_text = where.rpartition(":")[2] if ":" in where else ""
     try:
         parts = urllib.parse.urlsplit(text)
-        port = parts.port
-    except ValueError as e:
-        reason = str(e)
-        raise usage_error(f"bad URL {text!r}: {reason[:1].lower()}{reason[1:]}") from None
+        host = parts.hostname or ""
+    except ValueError:  # urllib's own words are not for users
+        raise usage_error(f"bad URL {text!r}") from None
     scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    if port is not None:
+    if port_text:
+        if not (port_text.isascii() and port_text.isdigit()):
+            raise usage_error(f"bad URL {text!r}: the port is not a number: {port_text!r}")
+        port = int(port_text)
         if not 1 <= port <= 65535:
             raise usage_error(f"bad URL {text!r}: port out of range 1-65535")
         return URLPort(scheme, host, port, True)
@@ -130,9 +144,9 @@ def describe_name(name: str) -> list[tuple[str, str]]:
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM, flags=socket.AI_CANONNAME)
     except socket.gaierror as e:
-        raise ClientError(f"cannot resolve {name}: {describe(e)}", EXIT_NOT_FOUND) from None
-    except UnicodeError:
-        raise ClientError(f"cannot resolve {name}: not a valid host name", EXIT_NOT_FOUND) from None
+        raise resolve_failed(Target(name), e) from None
+    except UnicodeError as e:
+        raise resolve_failed(Target(name), e) from None
     official = next((canon for *_, canon, _addr in infos if canon), name)
     aliases: list[str] = []
     v4 = [str(addr[0]) for family, *_, addr in infos if family == socket.AF_INET]

@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
-from socksvc.client import chat, lookup, probes, udp
+from socksvc.client import classic, lookup, mail, passwd, probes, status, udp
+from socksvc.client.chat import command as chat
 from socksvc.client.common import EXIT_CODES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, ClientError
 
-MODULES = (probes, udp, chat, lookup)
+MODULES = (probes, udp, classic, chat, mail, lookup, status, passwd)
 
 
 def version() -> str:
@@ -33,15 +35,25 @@ def version() -> str:
 
 
 def _epilog() -> str:
-    lines = ["exit codes:"]
-    lines += [f"  {code:<4} {text}" for code, text in sorted(EXIT_CODES.items())]
+    lines = [
+        "targets (every command that connects):",
+        "  nothing (localhost, the command's port), HOST, HOST PORT, [IPv6] PORT,",
+        "  or unix:PATH (every command but udp and --udp); the command's MESSAGE or TEXT follows",
+        "",
+        "exit codes (every command):",
+    ]
+    for code, text in sorted(EXIT_CODES.items()):
+        lines += textwrap.wrap(text, 79, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Client and toolbox for the socksvc daemon's services (echo, greeting, reverse, UDP echo, chat).",
+        description=(
+            "Client and toolbox for the socksvc daemon's services (echo, greeting, reverse, UDP echo, "
+            "time, daytime, chargen, discard, chat, mail)."
+        ),
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in MODULES:
         module.register(subparsers)
+    for command in subparsers.choices.values():
+        command.set_defaults(command_parser=command)  # its own usage for its own errors
     return parser
 
 
@@ -57,7 +71,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra:  # a command's extra words are that command's usage error, not the top level's
+                args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         except SystemExit as e:  # --help, --version, or a usage error (argparse printed it)
             return e.code if isinstance(e.code, int) else EXIT_USAGE
         return int(args.run(args))

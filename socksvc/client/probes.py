@@ -1,346 +1,50 @@
 """
 The TCP probes: C{socksvc echo}, C{socksvc greet}, C{socksvc reverse}.
 
-Plain blocking sockets (see L{socksvc.client.common} for why). Where bytes
-must flow both ways at once (stdin to the server while its replies come
-back) L{exchange} moves them with select, holding at most L{CHUNK} * 4
-bytes of unsent input, so a large stdin never deadlocks against a server
-that pauses reading while we are not reading its replies.
+Each connects (L{socksvc.client.target.connect}) and moves bytes through
+L{socksvc.client.exchange.exchange}, which checks every reply before it is
+shown; greet reads until the server closes.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
-import os
-import select
-import socket
 import time
-from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from socksvc.client.common import (
-    ECHO_PORT,
     EXIT_OK,
     EXIT_PROTOCOL,
     EXIT_TIMEOUT,
-    GREETING_PORT,
-    REFUSAL,
-    REFUSAL_MAX,
-    REVERSE_PORT,
     ClientError,
-    Target,
-    add_target_arguments,
     argv_bytes,
-    connect,
-    describe,
     parse_count,
     parse_nonnegative,
-    peer_text,
+    plural,
     refusal,
     say,
+    statistics,
     stdin,
     stdout,
-    target_from,
     usage_error,
 )
+from socksvc.client.exchange import CHUNK, Differs, EchoMeter, ReverseMeter, decided, exchange, lost, writer
+from socksvc.client.target import Target, add_target_arguments, connect, peer, refused, target_from
+from socksvc.wire import ECHO_PORT, GREETING_PORT, REVERSE_PORT
 
-CHUNK = 65536
-MAX_PENDING = 4 * CHUNK  # unsent input we hold before we stop reading stdin
 MAX_GREETING = 64 * 1024  # a greeting is under 512 bytes; stop reading well past that
 DEFAULT_PAYLOAD = b"socksvc echo probe 0123456789abcdefghijklmnopqrstuvwxyz\n"  # 56 bytes, as ping
-
-
-def refused(target: Target, reason: str) -> ClientError:
-    """The error for a daemon that refused us (access list, connection limits)."""
-    return ClientError(f"{target} refused us: {reason}", EXIT_PROTOCOL)
-
-
-class Mismatch(Exception):
-    """Raised by a meter: a reply that is not what was expected (an echo that differs, a refusal line)."""
-
-
-class Differs(ClientError):
-    """An echo reply that is not what was sent (and not a refusal line)."""
-
-
-class Meter:
-    """
-    What the server still owes us: bytes for echo (lines for reverse, see
-    L{LineMeter}). It also sees every reply chunk before the output does
-    (L{on_received} returns what to show, and may raise) and keeps the
-    first bytes of the reply, to recognise a refusal line (L{refusal}).
-    """
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.received = 0
-        self.head = bytearray()  # the first REFUSAL_MAX bytes received
-        self.sent_head = bytearray()  # the first REFUSAL_MAX bytes sent
-
-    def on_sent(self, data: bytes) -> None:
-        self._keep_sent(data)
-        self.sent += len(data)
-
-    def on_received(self, data: bytes) -> bytes:
-        self.keep_received(data)
-        self.received += len(data)
-        return data
-
-    def keep_received(self, data: bytes) -> None:
-        if len(self.head) < REFUSAL_MAX:
-            self.head += data[: REFUSAL_MAX - len(self.head)]
-
-    def _keep_sent(self, data: bytes) -> None:
-        if len(self.sent_head) < REFUSAL_MAX:
-            self.sent_head += data[: REFUSAL_MAX - len(self.sent_head)]
-
-    def flush(self) -> bytes:
-        """Output held back, when the server has closed."""
-        return b""
-
-    def owed(self) -> bool:
-        return self.received < self.sent
-
-    def refusal(self) -> str | None:
-        """The reason if what the server sent so far is a refusal line, else None."""
-        return refusal(bytes(self.head))
-
-
-class EchoMeter(Meter):
-    """
-    An echo reply must be what was sent, byte for byte: a chunk that is not
-    raises L{Mismatch} before it reaches the output. Holds the bytes sent and
-    not yet echoed (no more than are in flight).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.expect = bytearray()
-
-    def on_sent(self, data: bytes) -> None:
-        super().on_sent(data)
-        self.expect += data
-
-    def on_received(self, data: bytes) -> bytes:
-        self.keep_received(data)
-        self.received += len(data)
-        if len(data) > len(self.expect) or self.expect[: len(data)] != data:
-            raise Mismatch()
-        del self.expect[: len(data)]
-        return data
-
-    def refusal(self) -> str | None:
-        if bytes(self.sent_head).startswith(bytes(self.head)):
-            return None  # what came back is what we sent: an echo, whatever it says
-        return super().refusal()
-
-
-class LineMeter(Meter):
-    """A reply line for every line sent."""
-
-    def on_sent(self, data: bytes) -> None:
-        self._keep_sent(data)
-        self.sent += data.count(b"\n")
-
-    def on_received(self, data: bytes) -> bytes:
-        self.keep_received(data)
-        self.received += data.count(b"\n")
-        return data
-
-
-class ReverseMeter(LineMeter):
-    """
-    Lines, and the first reply line is held back until it is whole, so a
-    refusal line (C{socksvc: REASON}) is reported as an error, not printed
-    as if it were the reversed text.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: bytearray | None = bytearray()  # None once the first line is shown
-
-    def on_received(self, data: bytes) -> bytes:
-        data = super().on_received(data)
-        if self.held is None:
-            return data
-        self.held += data
-        if not _decided(self.held):
-            return b""
-        return self._release()
-
-    def _release(self) -> bytes:
-        if self.refusal() is not None:
-            raise Mismatch()  # the caller reports the refusal
-        held = bytes(self.held or b"")
-        self.held = None
-        return held
-
-    def flush(self) -> bytes:
-        return b"" if self.held is None else self._release()
-
-    def refusal(self) -> str | None:
-        reason = super().refusal()
-        if reason is None:
-            return None
-        first, newline, _ = bytes(self.sent_head).partition(b"\n")
-        if newline and first.rstrip(b"\r")[::-1].startswith(REFUSAL):
-            return None  # our own first line, reversed, reads "socksvc: ..."
-        return reason
-
-
-def exchange(
-    sock: socket.socket,
-    target: Target,
-    *,
-    data: bytes = b"",
-    source: BinaryIO | None = None,
-    sink: Callable[[bytes], None],
-    meter: Meter,
-    timeout: float,
-    end_lines: bool = False,
-) -> None:
-    """
-    Send C{data}, then everything from C{source} (until its end), while
-    handing every reply chunk to C{sink}; return once the input has ended
-    and C{meter} says nothing more is owed.
-
-    The timeout counts only while we are waiting on the server (input still
-    unsent, or replies owed, or input ended): a person idle at a terminal
-    is not timed out. C{end_lines} adds a final LF to input that does not
-    end with one (a line service would drop an unterminated last line).
-    """
-    fd = _fileno(source)
-    pending = bytearray(data)
-    last = data[-1:]
-    source_done = source is None
-    if source is not None and fd is None:  # no descriptor to select on: read it all now
-        more = source.read()
-        pending += more
-        last = more[-1:] or last
-        source_done = True
-    if source_done and end_lines and last not in (b"", b"\n"):
-        pending += b"\n"
-    sock.setblocking(False)
-    progress = time.monotonic()
-    while True:
-        if source_done and not pending and not meter.owed():
-            return
-        readers: list[Any] = [sock]
-        if not source_done and len(pending) < MAX_PENDING:
-            readers.append(fd)
-        writers = [sock] if pending else []
-        waiting = bool(pending) or meter.owed() or source_done
-        wait: float | None = None
-        if waiting:
-            wait = timeout - (time.monotonic() - progress)
-            if wait <= 0:
-                raise ClientError(f"no reply from {target} within {timeout:g} s", EXIT_TIMEOUT)
-        ready_r, ready_w, _ = select.select(readers, writers, [], wait)
-        if sock in ready_w:
-            try:
-                n = sock.send(pending[:CHUNK])
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as e:
-                raise _lost(target, e, sock, meter) from None
-            if n:
-                meter.on_sent(bytes(pending[:n]))
-                del pending[:n]
-                progress = time.monotonic()
-        if sock in ready_r:
-            try:
-                chunk = sock.recv(CHUNK)
-            except (BlockingIOError, InterruptedError):
-                chunk = None
-            except OSError as e:
-                raise _lost(target, e, sock, meter) from None
-            if chunk == b"":
-                reason = meter.refusal()
-                if reason is not None:
-                    raise refused(target, reason)
-                rest = meter.flush()
-                if rest:
-                    sink(rest)
-                if pending or meter.owed():
-                    raise ClientError(f"{target} closed the connection before replying in full", EXIT_PROTOCOL)
-                if source_done:
-                    return
-                raise ClientError(f"{target} closed the connection", EXIT_PROTOCOL)
-            if chunk:
-                shown = _received(target, meter, chunk)
-                if shown:
-                    sink(shown)
-                progress = time.monotonic()
-        if fd is not None and fd in ready_r:
-            more = os.read(fd, CHUNK)
-            if more:
-                pending += more
-                last = more[-1:]
-            else:
-                source_done = True
-                if end_lines and last not in (b"", b"\n"):
-                    pending += b"\n"
-            progress = time.monotonic()
-
-
-def _fileno(source: BinaryIO | None) -> int | None:
-    if source is None:
-        return None
-    try:
-        return source.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _received(target: Target, meter: Meter, chunk: bytes) -> bytes:
-    """What of C{chunk} to show; a refusal line (or an echo that differs) raises instead."""
-    try:
-        shown = meter.on_received(chunk)
-    except Mismatch:
-        reason = meter.refusal()
-        if reason is not None:
-            raise refused(target, reason) from None
-        raise Differs(f"the reply from {target} differs from what was sent", EXIT_PROTOCOL) from None
-    return shown
-
-
-def _lost(target: Target, error: OSError, sock: socket.socket | None = None, meter: Meter | None = None) -> ClientError:
-    """
-    The error for a connection that failed under us. A daemon that refuses
-    a connection sends its reason and closes; when our own sending makes
-    that close a reset, the reason may still be waiting to be read.
-    """
-    if sock is not None and meter is not None:
-        for _ in range(REFUSAL_MAX // 64):
-            try:
-                more = sock.recv(REFUSAL_MAX, socket.MSG_DONTWAIT)
-            except OSError:
-                break
-            if not more:
-                break
-            meter.keep_received(more)
-        reason = meter.refusal()
-        if reason is not None:
-            return refused(target, reason)
-    if error.errno in (errno.ECONNRESET, errno.EPIPE):
-        return ClientError(f"connection to {target} reset by the server", EXIT_PROTOCOL)
-    return ClientError(f"connection to {target} failed: {describe(error)}", EXIT_PROTOCOL)
-
-
-def _writer(out: BinaryIO) -> Callable[[bytes], None]:
-    def sink(chunk: bytes) -> None:
-        out.write(chunk)
-        out.flush()
-
-    return sink
 
 
 # -- echo ----------------------------------------------------------------------
 
 
+ECHO_HINT = "to send a message: socksvc echo HOST PORT MESSAGE, or pipe it on stdin"
+REVERSE_HINT = "to reverse text: socksvc reverse HOST PORT TEXT, or pipe lines on stdin"
+
+
 def run_echo(args: argparse.Namespace) -> int:
-    target = target_from(args)
+    target = target_from(args, rest="message", hint=ECHO_HINT)
     if args.count is None:
         return _echo_once(args, target)
     return _echo_count(args, target)
@@ -351,12 +55,12 @@ def _echo_once(args: argparse.Namespace, target: Target) -> int:
     with connect(target, args.timeout) as sock:
         if args.message is not None:
             data = argv_bytes(args.message)
-            exchange(sock, target, data=data, sink=_writer(out), meter=EchoMeter(), timeout=args.timeout)
+            exchange(sock, target, data=data, sink=writer(out), meter=EchoMeter(), timeout=args.timeout)
             if data and not data.endswith(b"\n"):
                 out.write(b"\n")  # the prompt on a line of its own; the reply itself was exact
                 out.flush()
         else:
-            exchange(sock, target, source=stdin(), sink=_writer(out), meter=EchoMeter(), timeout=args.timeout)
+            exchange(sock, target, source=stdin(), sink=writer(out), meter=EchoMeter(), timeout=args.timeout)
     return EXIT_OK
 
 
@@ -377,8 +81,9 @@ def _echo_count(args: argparse.Namespace, target: Target) -> int:
     rounds = 0
     start = time.monotonic()
     with connect(target, args.timeout) as sock:
-        address = peer_text(sock)
-        say(f"ECHO {target} ({address}): {len(payload)} bytes, {args.count} round trips")
+        address = peer(sock, target)
+        via = "" if address.path is not None else f" ({address.host})"
+        say(f"ECHO {target}{via}: {plural(len(payload), 'byte')}, {plural(args.count, 'round trip')}")
         try:
             for seq in range(1, args.count + 1):
                 if seq > 1 and args.interval:
@@ -394,19 +99,15 @@ def _echo_count(args: argparse.Namespace, target: Target) -> int:
                     ) from None
                 rtt = (time.perf_counter() - t0) * 1000.0
                 times.append(rtt)
-                say(f"{len(got)} bytes from {address} port {target.port}: seq={seq} time={rtt:.3f} ms")
+                say(f"{plural(len(got), 'byte')} from {address}: seq={seq} time={rtt:.3f} ms")
         finally:
             _summary(target, rounds, times, time.monotonic() - start)
     return EXIT_OK
 
 
 def _summary(target: Target, rounds: int, times: list[float], elapsed: float) -> None:
-    say(f"--- {target} echo statistics ---")
-    loss = 0 if rounds == 0 else round(100 * (rounds - len(times)) / rounds)
-    say(f"{rounds} sent, {len(times)} received, {loss}% lost, time {elapsed * 1000:.0f} ms")
-    if times:
-        avg = sum(times) / len(times)
-        say(f"rtt min/avg/max = {min(times):.3f}/{avg:.3f}/{max(times):.3f} ms")
+    for line in statistics(f"{target} echo", "message", rounds, len(times), times, elapsed):
+        say(line)
 
 
 # -- greet ---------------------------------------------------------------------
@@ -426,13 +127,13 @@ def run_greet(args: argparse.Namespace) -> int:
             except OSError as e:
                 if head and (reason := refusal(bytes(head))) is not None:
                     raise refused(target, reason) from None
-                raise _lost(target, e) from None
+                raise lost(target, e) from None
             if not chunk:
                 break
             got += len(chunk)
             if head is not None:
                 head += chunk
-                if not _decided(head):
+                if not decided(head):
                     continue
                 chunk, head = bytes(head), None
                 if (reason := refusal(chunk)) is not None:
@@ -449,31 +150,24 @@ def run_greet(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _decided(head: bytes | bytearray) -> bool:
-    """True once the start of a reply shows whether it is a refusal line: a whole line, or enough to tell."""
-    if not head.startswith(REFUSAL[: len(head)]):
-        return True  # cannot become "socksvc: "
-    return b"\n" in head or len(head) >= REFUSAL_MAX
-
-
 # -- reverse -------------------------------------------------------------------
 
 
 def run_reverse(args: argparse.Namespace) -> int:
-    target = target_from(args)
+    target = target_from(args, rest="text", hint=REVERSE_HINT)
     out = stdout()
     with connect(target, args.timeout) as sock:
         if args.text is not None:
             data = argv_bytes(args.text)
             exchange(
-                sock, target, data=data, sink=_writer(out), meter=ReverseMeter(), timeout=args.timeout, end_lines=True
+                sock, target, data=data, sink=writer(out), meter=ReverseMeter(), timeout=args.timeout, end_lines=True
             )
         else:
             exchange(
                 sock,
                 target,
                 source=stdin(),
-                sink=_writer(out),
+                sink=writer(out),
                 meter=ReverseMeter(),
                 timeout=args.timeout,
                 end_lines=True,

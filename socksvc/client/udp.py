@@ -26,26 +26,27 @@ from typing import Any, TextIO
 import attrs
 
 from socksvc.client.common import (
-    ECHO_PORT,
     EXIT_NOT_FOUND,
     ClientError,
-    Target,
-    add_target_arguments,
     argv_bytes,
-    describe,
-    parse_host,
     parse_nonnegative,
     parse_nonnegative_int,
-    parse_port,
-    resolve,
+    plural,
+    statistics,
     usage_error,
 )
+from socksvc.client.target import Target, add_target_arguments, describe, resolve, target_from
+from socksvc.wire import ECHO_PORT
 
 DEFAULT_PORT = ECHO_PORT
+DEFAULT_SIZE = 56
+"""Bytes in a generated datagram, as ping's default (and echo --count's probe)."""
 MAX_PAYLOAD_V4 = 65507
 """The largest UDP payload over IPv4: 65535 - 20 (IP header) - 8 (UDP header)."""
 MAX_PAYLOAD_V6 = 65527
 """The largest UDP payload over IPv6 without jumbograms: 65535 - 8."""
+
+UDP_HINT = "to send a message: socksvc udp HOST PORT MESSAGE"
 
 EXIT_OK = 0
 EXIT_LOSS = 1
@@ -59,8 +60,8 @@ def register(subparsers: Any) -> None:
         help="ping a UDP echo service: round-trip times and loss",
         description=(
             "Send datagrams to a UDP echo service and time their return, like ping. "
-            "Exit status: 0 if any reply came back, 1 if none did (as ping), "
-            "2 for a bad command line, 3 for an unknown host."
+            "Exit status: 0 if any reply came back, 1 if none did (as ping); "
+            "the others as for every command (socksvc --help)."
         ),
     )
     add_arguments(p)
@@ -74,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         timeout=2.0,
         port_help="UDP port number or service name",
         timeout_help="seconds to wait for each reply",
+        unix=False,
     )
     p.add_argument(
         "message",
@@ -120,28 +122,21 @@ class Stats:
     received: int = 0
     rtts: list[float] = attrs.field(factory=list)
 
-    def loss_percent(self) -> float:
-        if self.sent == 0:
-            return 0.0
-        return 100.0 * (self.sent - self.received) / self.sent
-
-    def summary(self, name: str) -> list[str]:
-        lines = [
-            f"--- {name} udp echo statistics ---",
-            f"{self.sent} datagrams sent, {self.received} received, {self.loss_percent():.1f}% loss",
-        ]
-        if self.rtts:
-            lo, hi = min(self.rtts), max(self.rtts)
-            avg = sum(self.rtts) / len(self.rtts)
-            lines.append(f"rtt min/avg/max = {lo * 1000:.3f}/{avg * 1000:.3f}/{hi * 1000:.3f} ms")
-        return lines
+    def summary(self, target: Target, elapsed: float) -> list[str]:
+        """The closing lines, in the words of echo --count (L{statistics})."""
+        rtts_ms = [rtt * 1000 for rtt in self.rtts]
+        return statistics(f"{target} udp echo", "datagram", self.sent, self.received, rtts_ms, elapsed)
 
 
 def make_payload(seq: int, size: int | None) -> bytes:
-    """The generated payload for probe C{seq}: a header, padded or cut to C{size}."""
+    """
+    The generated payload for probe C{seq}: a header, padded or cut to
+    C{size} (L{DEFAULT_SIZE} when None: the same size whatever the process
+    id or the sequence number, as ping's).
+    """
     head = f"socksvc udp seq={seq} pid={os.getpid()} ".encode()
     if size is None:
-        return head
+        size = DEFAULT_SIZE
     if size <= len(head):
         return head[:size]
     pad = bytes(range(32, 127))
@@ -149,9 +144,9 @@ def make_payload(seq: int, size: int | None) -> bytes:
     return head + body
 
 
-def show_addr(family: int, sockaddr: Any) -> str:
-    host, port = sockaddr[0], sockaddr[1]
-    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+def show_addr(sockaddr: Any) -> str:
+    """An address we send to, in every command's words (C{HOST port PORT})."""
+    return str(Target(str(sockaddr[0]), int(sockaddr[1])))
 
 
 class Pinger:
@@ -237,8 +232,8 @@ class Pinger:
             self.stats.received += 1
             self.stats.rtts.append(rtt)
             if not self.args.quiet:
-                where = show_addr(self.family, self.sockaddr)
-                self.say(f"{len(reply)} bytes from {where}: seq={seq} time={rtt * 1000:.3f} ms")
+                where = show_addr(self.sockaddr)
+                self.say(f"{plural(len(reply), 'byte')} from {where}: seq={seq} time={rtt * 1000:.3f} ms")
             return "ok"
 
     def pause(self, since: float) -> None:
@@ -257,19 +252,20 @@ class Pinger:
         args = self.args
         if args.message is not None and args.size is not None:
             raise usage_error("give MESSAGE or --size, not both")
-        target = Target(parse_host(args.host), parse_port(args.port, "udp"))
+        target = target_from(args, "udp", rest="message", hint=UDP_HINT)
         addrs = [(f, a) for f, a in resolve(target, socket.SOCK_DGRAM) if f in (socket.AF_INET, socket.AF_INET6)]
         if not addrs:
-            raise ClientError(f"cannot resolve {target.host}: no IPv4 or IPv6 address", EXIT_NOT_FOUND)
+            raise ClientError(f"cannot resolve host {target.host!r}: no IPv4 or IPv6 address", EXIT_NOT_FOUND)
         index = 0
         self.open(*addrs[index])
         self.check_size(len(self.payload(1)))
-        name = args.host
+        start = self.clock()
         if not args.quiet:
-            size = len(self.payload(1))
-            self.say(f"UDP ECHO {name} ({show_addr(self.family, self.sockaddr)}): {size} bytes per datagram")
+            size = plural(len(self.payload(1)), "byte")
+            self.say(f"UDP ECHO {target} ({self.sockaddr[0]}): {size} per datagram")
         seq = 0
         refused_only = True
+        interrupted = False
         try:
             while args.count == 0 or seq < args.count:
                 seq += 1
@@ -283,7 +279,7 @@ class Pinger:
                     self.open(*addrs[index])
                     self.check_size(len(self.payload(seq)))
                     if not args.quiet:
-                        self.say(f"(nothing on that address; trying {show_addr(self.family, self.sockaddr)})")
+                        self.say(f"(nothing on that address; trying {show_addr(self.sockaddr)})")
                     seq -= 1
                     continue
                 if result == "ok":
@@ -293,7 +289,7 @@ class Pinger:
                     if not args.quiet:
                         self.say(f"seq={seq}: no reply within {args.timeout:g} s")
                 elif not args.quiet:
-                    where = show_addr(self.family, self.sockaddr)
+                    where = show_addr(self.sockaddr)
                     self.say(f"seq={seq}: port unreachable (nothing listening on UDP {where})")
                 if result == "refused" and self.stats.sent < seq:
                     self.stats.sent += 1  # the refusal came on send: it still counts as sent and lost
@@ -301,10 +297,13 @@ class Pinger:
                     self.pause(started)
         except KeyboardInterrupt:
             self.say("")
+            interrupted = True
         finally:
             self.close()
-        for line in self.stats.summary(name):
+        for line in self.stats.summary(target, self.clock() - start):
             self.say(line)
+        if interrupted:
+            raise KeyboardInterrupt  # the summary is out; exit 130, as every command
         return EXIT_OK if self.stats.received else EXIT_LOSS
 
 
@@ -316,24 +315,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     pinger = Pinger(args, out or sys.stdout)
     try:
         return pinger.run()
+    except BrokenPipeError:
+        raise  # our standard output was closed, not the socket: the command line exits 1, quietly
     except OSError as e:
-        where = show_addr(pinger.family, pinger.sockaddr) if pinger.sockaddr is not None else args.host
+        where = show_addr(pinger.sockaddr) if pinger.sockaddr is not None else str(args.host)
         raise ClientError(f"udp {where}: {describe(e)}") from None
     finally:
         pinger.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run C{socksvc udp} on its own (tests; the real entry point is socksvc.client.main)."""
-    parser = argparse.ArgumentParser(prog="socksvc udp")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ClientError as e:
-        print(f"socksvc: {e.message}", file=sys.stderr, flush=True)
-        return e.code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,11 @@ and the sweeper follows a new idle_timeout.
 
 Refusals are counted, and logged at most once per reason per 10 s per
 service; what was held back is reported in a summary line when the 10 s are
-up.
+up. Closes are logged one line each (unless C{log_connections} is false) up
+to C{log_close_rate} lines a second per service; beyond that they are
+counted, with their bytes, and summarised once per 10 s
+(L{socksvc.core.closelog.CloseCeiling}). A field whose name starts with C{_}
+only shapes the message (the JSON log leaves it out).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksvc.config.schema import PolicySettings
+from socksvc.core.closelog import CloseCeiling
 from socksvc.util.addresses import IP, format_peer, in_any, peer_ip, source_key
+from socksvc.util.histogram import Histogram
 from socksvc.util.ratelimit import LOG_PERIOD, RateLimitedLog, TokenBucket, effective_burst
 
 log = Logger(namespace="socksvc")
@@ -58,7 +64,6 @@ class Connection(Protocol):
 
     peer: str
     source: str
-    subnet: Hashable
     bytes_in: int
     bytes_out: int
     started: float
@@ -117,7 +122,17 @@ class Policy:
         self.per_subnet: dict[Hashable, int] = {}
         self.accepted = 0
         self.refused: dict[str, int] = {}
+        # Figures for metrics, kept in plain attributes: nothing per byte, a
+        # comparison per connection, a bisect and three additions at close.
+        self.peak = 0
+        """Most connections open at once since the service started."""
+        self.closed_bytes_in = 0
+        """Bytes received on connections now closed (the open ones hold theirs)."""
+        self.closed_bytes_out = 0
+        self.durations = Histogram()
+        """Seconds each closed connection lasted."""
         self.log_refusal = RateLimitedLog(clock, REFUSAL_LOG_PERIOD, summary=self._refusal_summary)
+        self.close_log = CloseCeiling(clock, settings.log_close_rate, settings.log_close_burst, self._close_summary)
         self._bucket: TokenBucket | None = None
         self._sweeper: LoopingCall | None = None
         self._running = False
@@ -134,6 +149,7 @@ class Policy:
         """
         old = self.settings
         self.settings = settings
+        self.close_log.reconfigure(settings.log_close_rate, settings.log_close_burst)
         if settings.max_rate > 0:
             burst = effective_burst(settings.max_rate, settings.max_rate_burst)
             now = self.clock.seconds()
@@ -160,10 +176,11 @@ class Policy:
         self._start_sweeper()
 
     def stop(self) -> None:
-        """The service stopped: stop the sweeper, report held refusal counts."""
+        """The service stopped: stop the sweeper, report held refusal and close counts."""
         self._running = False
         self._stop_sweeper()
         self.log_refusal.flush()
+        self.close_log.flush()
 
     @property
     def sweeping(self) -> bool:
@@ -223,13 +240,13 @@ class Policy:
         def emit(held: int) -> None:
             more = f" (and {held} more since the last such line)" if held else ""
             log.info(
-                "{service}: refused {peer}: {reason}{more}",
+                "{service}: refused {peer}: {reason}{_more}",
                 event="refuse",
                 service=self.service,
                 peer=peer,
                 reason=reason,
-                more=more,
                 held=held,
+                _more=more,
             )
 
         self.log_refusal(reason, emit)
@@ -250,9 +267,12 @@ class Policy:
         now = self.clock.seconds()
         conn.started = conn.last_seen = now
         conn.idle_sweeps = -1  # the first sweep may come at once: it does not count
-        self.connections.add(conn)
+        connections = self.connections
+        connections.add(conn)
+        if len(connections) > self.peak:
+            self.peak = len(connections)
         self.per_source[conn.source] = self.per_source.get(conn.source, 0) + 1
-        subnet = conn.subnet
+        subnet = getattr(conn, "subnet", None)  # a Tracked protocol's (the admin channel has none)
         if subnet is not None:
             self.per_subnet[subnet] = self.per_subnet.get(subnet, 0) + 1
         self.accepted += 1
@@ -266,17 +286,27 @@ class Policy:
             self.per_source[conn.source] = left
         else:
             self.per_source.pop(conn.source, None)
-        subnet = conn.subnet
+        subnet = getattr(conn, "subnet", None)
         if subnet is not None:
             left = self.per_subnet.get(subnet, 1) - 1
             if left > 0:
                 self.per_subnet[subnet] = left
             else:
                 self.per_subnet.pop(subnet, None)
+        # Metrics, whether or not the close is logged.
         duration = self.clock.seconds() - conn.started
+        self.closed_bytes_in += conn.bytes_in
+        self.closed_bytes_out += conn.bytes_out
+        self.durations.observe(duration)
+        if not self.settings.log_connections:
+            return
+        close_log = self.close_log
+        if not close_log.admit():
+            close_log.hold(conn.bytes_in, conn.bytes_out)
+            return
         why = conn.close_reason or close_reason(reason)
         log.info(
-            "{service}: {peer} closed after {duration:.3f}s, {bytes_in} bytes in, {bytes_out} bytes out{why}",
+            "{service}: {peer} closed after {duration:.3f}s, {bytes_in} bytes in, {bytes_out} bytes out{_why}",
             event="close",
             service=self.service,
             peer=conn.peer,
@@ -284,9 +314,29 @@ class Policy:
             duration=duration,
             bytes_in=conn.bytes_in,
             bytes_out=conn.bytes_out,
-            why=f" ({why})" if why else "",
             reason=why,
+            _why=f" ({why})" if why else "",
         )
+
+    def _close_summary(self, held: int, bytes_in: int, bytes_out: int, seconds: float) -> None:
+        log.info(
+            "{service}: and {held:,} more connections closed in the last {period:.0f}s, "
+            "{bytes_in:,} bytes in, {bytes_out:,} bytes out (over log_close_rate)",
+            event="close_summary",
+            service=self.service,
+            held=held,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            period=seconds,
+        )
+
+    def bytes_totals(self) -> tuple[int, int]:
+        """Bytes in and out of every connection so far, open ones included (read at scrape time)."""
+        bytes_in, bytes_out = self.closed_bytes_in, self.closed_bytes_out
+        for conn in self.connections:
+            bytes_in += conn.bytes_in
+            bytes_out += conn.bytes_out
+        return bytes_in, bytes_out
 
     def sweep(self) -> None:
         """

@@ -1,133 +1,56 @@
 """
-A faster text log observer, line for line the same as twistd's.
+Which log observer the daemon runs, and where its lines go.
 
-twistd's text observer (L{twisted.logger.textFileLogObserver}) formats the
-time of every event with C{datetime} and C{strftime}, and every message
-through a C{string.Formatter} that looks each field up through a mapping
-wrapper. For a daemon that logs a line per connection that is most of the
-cost of a short connection. L{FastTextObserver} writes the same lines
-(C{2026-11-21T11:44:17+0000 [socksvc#info] message}) but:
+twistd decides where its log goes (stdout under C{-n}, its C{--logfile}, a
+daemon's C{twistd.log}, C{--syslog}, C{--logger}); L{log_destination} reads
+that decision from twistd's options (or its command line). socksvc then
+gives twistd's Application its own observer
+(L{socksvc.daemon.logformat}): text lines identical to twistd's (faster), or
+JSON lines in socksvc's schema (C{[daemon] log_format}), written through a
+L{socksvc.daemon.logsink.LineSink} (C{log_buffer}, C{log_flush}) to stdout
+or to the log file, which socksvc opens itself (L{LogFile}: appended to,
+created with C{log_mode}, reopened by path on SIGUSR1 for logrotate, never
+rotated by the daemon). With C{--syslog} twistd's syslog observer is kept,
+minus the ports' start lines; with C{--logger} the admin's observer is kept
+untouched; a C{log_format = "json"} that cannot be honoured there is one
+warning line.
 
- - formats the time prefix once per second of log time (the time zone offset
-   of the local time, as twistd prints it, cannot change within a second);
- - formats a message whose fields are all plain names (C{{peer}},
-   C{{duration:.3f}}) with C{str.format_map}, and checks each format string
-   only once;
- - hands everything else (tracebacks, C{{callable()}} fields, events without
-   a string format, anything that fails to format) to Twisted's own
-   L{formatEventAsClassicLogText}, so the output never differs.
-
-L{choose_text_observer} decides whether socksvc may install it: only where
-twistd would itself log text to standard output. L{choose_json_observer}
-gives C{log_format = "json"} the same destination twistd would use (stdout,
-or its C{--logfile} opened as twistd opens it), and leaves C{--syslog} and
-C{--logger} to twistd. Both read twistd's options through
-L{log_destination}.
+Under C{twist} (which ignores the Application's observer and picks JSON
+whenever its stdout is not a terminal) socksvc sets twist's observer
+factory instead, so C{log_format} decides there too, unless twist's own
+C{--log-format} was given on its command line (L{twist_log_format}).
 """
 
 from __future__ import annotations
 
+import atexit
 import signal
-import string
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from twisted.logger import (
-    ILogObserver,
-    LogEvent,
-    Logger,
-    formatEventAsClassicLogText,
-    formatTime,
-    jsonFileLogObserver,
-)
+from twisted.logger import ILogObserver, LegacyLogObserverWrapper, LogEvent, Logger
 from zope.interface import implementer
+
+from socksvc.config.schema import DaemonSettings
+from socksvc.daemon.logformat import FastTextObserver, JsonObserver, is_port_noise
+from socksvc.daemon.logsink import LineSink, LogFile, LogFileError
+
+__all__ = [
+    "FastTextObserver",
+    "JsonObserver",
+    "LineSink",
+    "LogDestination",
+    "LogFile",
+    "LogFileError",
+    "log_destination",
+    "observer_for",
+]
 
 _log = Logger(namespace="socksvc")
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
-"""twistd's (L{twisted.logger.textFileLogObserver}'s) time format."""
-
-MAX_FORMATS = 1024
-"""Format strings remembered at most (events normally use a few dozen literal ones)."""
-
-_formatter = string.Formatter()
-
-
-def _plain(fmt: str) -> bool:
-    """True when C{fmt} formats the same with C{str.format_map} as with Twisted's formatter."""
-    try:
-        for _literal, field, _spec, _conversion in _formatter.parse(fmt):
-            if field is None:
-                continue
-            # Twisted calls "{name()}" fields; attribute and index lookups
-            # ("{a.b}", "{a[0]}") and positional fields are left to it too.
-            if not field.isidentifier():
-                return False
-            if _spec and "{" in _spec:
-                return False
-    except ValueError:
-        return False
-    return True
-
-
-@implementer(ILogObserver)
-class FastTextObserver:
-    """
-    Writes events to C{out} as twistd's text observer does, faster (see the
-    module doc). C{out} is flushed after every line, as twistd does.
-    """
-
-    def __init__(self, out: IO[str], time_format: str = TIME_FORMAT) -> None:
-        self.out = out
-        self.time_format = time_format
-        self._second: int | None = None
-        self._prefix = ""
-        self._plain: dict[str, bool] = {}
-
-    def stamp(self, when: float | None) -> str:
-        """The time as twistd prints it, computed once per second."""
-        if when is None:
-            return "-"
-        second = int(when // 1)
-        if second != self._second:
-            self._prefix = formatTime(when, self.time_format)
-            self._second = second
-        return self._prefix
-
-    def format(self, event: LogEvent) -> str | None:
-        """The line for C{event} (ending in a newline), or None when there is nothing to write."""
-        fmt = event.get("log_format")
-        if type(fmt) is str and "log_failure" not in event:
-            plain = self._plain.get(fmt)
-            if plain is None:
-                plain = _plain(fmt)
-                if len(self._plain) >= MAX_FORMATS:
-                    self._plain.clear()
-                self._plain[fmt] = plain
-            if plain:
-                try:
-                    text = fmt.format_map(event)
-                except Exception:
-                    text = ""  # Twisted says what went wrong its own way
-                if text:
-                    system = event.get("log_system")
-                    if system is None:
-                        level = event.get("log_level")
-                        system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
-                    line = f"{self.stamp(event.get('log_time'))} [{system}] {text}"
-                    if "\n" in line:
-                        line = line.replace("\n", "\n\t")
-                    return line + "\n"
-        return formatEventAsClassicLogText(event, formatTime=self.stamp)
-
-    def __call__(self, event: LogEvent) -> None:
-        text = self.format(event)
-        if text:
-            self.out.write(text)
-            self.out.flush()
-
+Observer = Callable[[LogEvent], None]
 
 LogKind = Literal["stdout", "file", "syslog", "logger", "other"]
 
@@ -224,104 +147,221 @@ def log_destination(options: Mapping[str, Any] | None, argv: Sequence[str] = ())
     return LogDestination("file", path="twistd.log")
 
 
-def choose_text_observer(
-    out: IO[str],
-    options: Mapping[str, Any] | None,
-    argv: Sequence[str] = (),
-) -> Callable[[LogEvent], None] | None:
+def open_log_file(path: str, mode: str = "0644") -> LogFile:
     """
-    The observer socksvc should give twistd's Application for text logging,
-    or None to leave twistd's own choice alone: L{FastTextObserver} on C{out}
-    only where twistd would write text to stdout (L{log_destination}).
+    C{path} opened for the log (L{LogFile}: appended to, created with
+    C{mode}, an octal string). Raises L{LogFileError} naming the file and
+    the reason when it cannot be opened.
     """
-    if log_destination(options, argv).kind != "stdout":
-        return None
-    return FastTextObserver(out)
+    return LogFile.open(path, int(mode, 8))
 
 
-class LogFileError(Exception):
-    """The log file twistd was told to write cannot be opened; C{str()} is the one line to print."""
+def make_observer(log_format: str, sink: LineSink) -> Observer:
+    """The observer for C{log_format} ("text" or "json") writing to C{sink}."""
+    if log_format == "json":
+        return JsonObserver(sink)
+    return FastTextObserver(sink)
 
 
-def open_log_file(path: str) -> Any:
-    """
-    C{path} opened as twistd opens its C{--logfile}: a
-    L{twisted.python.logfile.LogFile}, appended to, rotated at its default
-    size (1 MB; this Twisted's twistd has no rotation options). Raises
-    L{LogFileError} naming the file and the reason when it cannot be opened.
-    """
-    from twisted.python.logfile import LogFile
+def make_sink(out: Any, daemon: DaemonSettings, reactor: Any) -> LineSink:
+    """A sink on C{out} with the daemon's buffer settings (no buffering without a reactor)."""
+    return LineSink(out, daemon.log_buffer, daemon.log_flush, reactor)
 
+
+def reopen_logs(sink: LineSink) -> None:
+    """SIGUSR1's work, on the reactor: flush, reopen the log file by path, say so (or why not) in one line."""
     try:
-        return LogFile.fromFullPath(path)
+        path = sink.reopen()
     except OSError as e:
-        raise LogFileError(f"{path}: cannot open log file: {e.strerror or e}") from None
+        path = getattr(sink.out, "path", "?")
+        _log.error(
+            "socksvc: cannot reopen log file {path}: {error}; still writing to the old one",
+            event="log_reopen",
+            path=path,
+            error=e.strerror or str(e),
+        )
+        return
+    if path is not None:
+        _log.info("socksvc: log file {path} reopened (SIGUSR1)", event="log_reopen", path=path)
 
 
-def rotate_on_sigusr1(log_file: Any, reactor: Any) -> bool:
+def reopen_on_sigusr1(sink: LineSink, reactor: Any) -> bool:
     """
-    As twistd does for its own log file: SIGUSR1 rotates C{log_file} (on the
-    reactor), unless SIGUSR1 already has a handler. True when installed.
+    SIGUSR1 reopens the log file by path (logrotate's move-then-signal), or
+    flushes the buffer when the log is a stream, on the reactor; it never
+    kills the daemon. Left alone when SIGUSR1 already has a handler. True
+    when installed.
     """
-    if signal.getsignal(signal.SIGUSR1):  # twistd's test: neither None nor SIG_DFL (0)
+    if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
         return False
 
-    def rotate(signum: int, frame: Any) -> None:
-        reactor.callFromThread(log_file.rotate)
+    def on_sigusr1(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reopen_logs, sink)
 
     try:
-        signal.signal(signal.SIGUSR1, rotate)
+        signal.signal(signal.SIGUSR1, on_sigusr1)
     except ValueError:  # not the main thread
         return False
     return True
 
 
-def choose_json_observer(
-    out: IO[str],
+def attach(sink: LineSink, reactor: Any, signals: bool) -> None:
+    """
+    Tie C{sink} to the process: flushed when the reactor has shut down (and
+    unbuffered from then on), at interpreter exit, and on SIGUSR1 (with
+    C{signals}).
+    """
+    if reactor is not None and hasattr(reactor, "addSystemEventTrigger"):
+        reactor.addSystemEventTrigger("after", "shutdown", sink.stop_buffering)
+        if signals:
+            reopen_on_sigusr1(sink, reactor)
+    if sink.limit:
+        atexit.register(sink.flush_quietly)
+
+
+@implementer(ILogObserver)
+class WithoutPortNoise:
+    """C{observer}, minus the lines Twisted's ports log when they start listening (L{is_port_noise})."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def __call__(self, event: LogEvent) -> None:
+        if not is_port_noise(event):
+            self.observer(event)
+
+
+def syslog_observer(prefix: str) -> Observer:
+    """twistd's own C{--syslog} observer, without the ports' start lines."""
+    from twisted.python.syslog import SyslogObserver
+
+    legacy: Any = SyslogObserver(prefix).emit
+    return WithoutPortNoise(LegacyLogObserverWrapper(legacy))
+
+
+def _warn_ignored(log_format: str, tool: str, option: str) -> None:
+    _log.warn(
+        'socksvc: log_format = "{configured}" ignored: {tool} was told to log with {option}',
+        event="log_format",
+        configured=log_format,
+        tool=tool,
+        option=option,
+    )
+
+
+# -- twist ------------------------------------------------------------------------
+
+_TWIST_VALUED = ("reactor", "log-level", "log-file", "log-format")
+_TWIST_FLAGS = ("help", "version")
+
+
+def is_twist(options: Mapping[str, Any] | None) -> bool:
+    """True for twist's parsed options (they carry its observer factory; twistd's have C{nodaemon})."""
+    return options is not None and "fileLogObserverFactory" in options and "nodaemon" not in options
+
+
+def twist_log_format(argv: Sequence[str]) -> str | None:
+    """
+    The C{--log-format} given on twist's command line (C{"text"} or
+    C{"json"}), or None when twist chose one itself (JSON whenever its
+    stdout is not a terminal). Reads the options before the subcommand, in
+    their C{=} and abbreviated forms.
+    """
+    found = None
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--" or not arg.startswith("--"):
+            break
+        name, eq, value = arg[2:].partition("=")
+        known = [o for o in (*_TWIST_VALUED, *_TWIST_FLAGS) if o.startswith(name)] if name else []
+        if name in known:
+            known = [name]
+        if len(known) != 1:
+            break  # twist refuses it
+        if known[0] in _TWIST_VALUED and not eq:
+            if i >= len(args):
+                break
+            value = args[i]
+            i += 1
+        if known[0] == "log-format":
+            found = value.lower()
+    return found if found in ("text", "json") else None
+
+
+def _twist_sink(log_file: IO[str], daemon: DaemonSettings, reactor: Any) -> LineSink:
+    """twist's log file as a sink: a named file is reopened by socksvc (so SIGUSR1 can reopen it by path)."""
+    name = getattr(log_file, "name", None)
+    if isinstance(name, str) and not name.startswith("<") and log_file.writable() and not log_file.isatty():
+        try:
+            ours = LogFile(name, int(daemon.log_mode, 8))
+        except OSError:
+            return make_sink(log_file, daemon, reactor)  # twist opened it: keep writing there
+        log_file.close()
+        return make_sink(ours, daemon, reactor)
+    return make_sink(log_file, daemon, reactor)
+
+
+def configure_twist(options: Any, daemon: DaemonSettings, reactor: Any, signals: bool, argv: Sequence[str]) -> None:
+    """
+    Make C{log_format} decide twist's observer: twist builds it from
+    C{options["fileLogObserverFactory"]} when it starts logging. An explicit
+    twist C{--log-format} wins (one warning when it differs).
+    """
+    log_format = daemon.log_format
+    explicit = twist_log_format(argv)
+    if explicit is not None and explicit != log_format:
+        _warn_ignored(log_format, "twist", f"--log-format {explicit}")
+        log_format = explicit
+
+    def factory(log_file: IO[str]) -> Observer:
+        sink = _twist_sink(log_file, daemon, reactor)
+        attach(sink, reactor, signals)
+        return make_observer(log_format, sink)
+
+    options["fileLogObserverFactory"] = factory
+    options["logFormat"] = log_format
+
+
+# -- the choice --------------------------------------------------------------------
+
+
+def observer_for(
+    daemon: DaemonSettings,
     options: Mapping[str, Any] | None,
-    argv: Sequence[str] = (),
-    reactor: Any = None,
-) -> Callable[[LogEvent], None] | None:
-    """
-    The observer socksvc should give twistd's Application for
-    C{log_format = "json"} (one JSON object a line), written where twistd
-    would write its own log (L{log_destination}): C{out} for stdout; the
-    C{--logfile} (or a daemon's C{twistd.log}) opened as twistd opens it
-    (L{open_log_file}, which raises L{LogFileError}), rotated on SIGUSR1 as
-    twistd's is when C{reactor} is given; None for C{--syslog}, C{--logger}
-    and anything that is not twistd's choice to make here.
-    """
-    where = log_destination(options, argv)
-    if where.kind == "stdout":
-        return jsonFileLogObserver(out, recordSeparator="")
-    if where.kind == "file":
-        log_file = open_log_file(where.path)
-        if reactor is not None:
-            rotate_on_sigusr1(log_file, reactor)
-        return jsonFileLogObserver(log_file, recordSeparator="")
-    return None
-
-
-def observer_for(log_format: str, options: Mapping[str, Any] | None, reactor: Any) -> Callable[[LogEvent], None] | None:
+    reactor: Any,
+    *,
+    signals: bool = True,
+    out: IO[str] | None = None,
+    argv: Sequence[str] | None = None,
+) -> Observer | None:
     """
     The observer twistd's Application should log to, or None to keep
-    twistd's own. C{log_format = "json"}: JSON where twistd would write its
-    own log (stdout, or its --logfile opened as twistd opens it; with
-    --syslog or --logger twistd's observer stays, and a warning says
-    log_format is ignored). Text: the same lines as twistd's own observer,
-    faster, but only where twistd itself would write them to stdout.
-    Raises L{LogFileError} when the log file cannot be opened. C{reactor}
-    is for SIGUSR1 rotation (None: no signal handler).
+    twistd's own (see the module doc). C{options} are twistd's (or twist's)
+    parsed options, None to read C{argv} (default C{sys.argv}); C{out} is
+    stdout (default C{sys.stdout}). C{reactor} drives the buffer's timer
+    and the shutdown flush (None: unbuffered); with C{signals}, SIGUSR1
+    reopens the log file. Raises L{LogFileError} when the log file cannot
+    be opened.
     """
-    if log_format == "json":
-        json_observer = choose_json_observer(sys.stdout, options, sys.argv, reactor)
-        if json_observer is None:
-            option = log_destination(options, sys.argv).option
-            if option:
-                _log.warn(
-                    'socksvc: log_format = "json" ignored: twistd was told to log with {option}',
-                    event="log_format",
-                    option=option,
-                )
-        return json_observer
-    return choose_text_observer(sys.stdout, options, sys.argv)
+    out = sys.stdout if out is None else out
+    argv = sys.argv if argv is None else argv
+    if is_twist(options):
+        configure_twist(options, daemon, reactor, signals, argv)
+        return None
+    where = log_destination(options, argv)
+    if where.kind == "stdout":
+        sink = make_sink(out, daemon, reactor)
+    elif where.kind == "file":
+        sink = make_sink(open_log_file(where.path, daemon.log_mode), daemon, reactor)
+    else:
+        if daemon.log_format == "json" and where.option:
+            _warn_ignored("json", "twistd", where.option)
+        if where.kind == "syslog":
+            prefix = (options or {}).get("prefix") or "twisted"
+            return syslog_observer(str(prefix))
+        return None
+    attach(sink, reactor, signals)
+    return make_observer(daemon.log_format, sink)

@@ -4,8 +4,8 @@ socksvc's reactor: Twisted's epoll reactor with a leaner dispatch per event.
 Twisted's L{EPollReactor<twisted.internet.epollreactor.EPollReactor>} runs
 every ready descriptor's C{doRead} inside C{log.callWithLogger}, which calls
 the descriptor's C{logPrefix()}, copies the legacy logging context and pushes
-and pops it: about 3.7 microseconds per event on the development machine, a
-sixth of the daemon's time per echoed message. The context only matters to
+and pops it: a measurable share of the daemon's time per echoed message
+(figures in docs/performance.md). The context only matters to
 messages logged with the legacy C{twisted.python.log} API I{during} the event
 (their C{system} field); socksvc logs with C{twisted.logger}, whose events
 never read it.

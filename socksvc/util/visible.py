@@ -1,7 +1,7 @@
 """
 Making control characters visible: the one escaping rule shared by the chat
 server (L{socksvc.services.chat.sanitize}) and the console clients
-(L{socksvc.client.chat_format}, the probes' refusal messages).
+(L{socksvc.client.chat.format}, the probes' refusal messages).
 
 An unsafe character is replaced by a visible escape: C0 controls as caret
 notation (ESC is ``^[``), DEL as ``^?``, C1 controls as ``\\x9b``, anything

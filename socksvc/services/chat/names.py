@@ -23,6 +23,7 @@ at most C{nick_max} <= 64 characters; every step is linear in the length).
 from __future__ import annotations
 
 import enum
+import functools
 import unicodedata
 from bisect import bisect_right
 from typing import Any
@@ -147,11 +148,34 @@ def skeleton(text: str) -> str:
     again. Two strings are confusable when their skeletons are equal
     (C{skeleton("aIice") == skeleton("alice") == "alice"}).
     """
-    protos = _DATA.prototypes
-    mapped = "".join(protos.get(ch, ch) for ch in unicodedata.normalize("NFD", text) if not default_ignorable(ch))
-    return unicodedata.normalize("NFD", mapped)
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", text).translate(_SKELETON_TABLE))
 
 
+class _SkeletonTable(dict[int, "str | None"]):
+    """
+    C{str.translate}'s table for L{skeleton}: each confusables.txt source to
+    its prototype, each Default_Ignorable_Code_Point to nothing, everything
+    else to itself (answered by C{__missing__} without being stored, so the
+    table never grows with what clients send).
+    """
+
+    def __missing__(self, code: int) -> str | None:
+        return None if default_ignorable(chr(code)) else chr(code)
+
+
+def _skeleton_table() -> _SkeletonTable:
+    table = _SkeletonTable()
+    for code in range(0x300):  # Latin and the common marks: answered from the dict, no call
+        table[code] = None if default_ignorable(chr(code)) else chr(code)
+    for source, prototype in _DATA.prototypes.items():
+        table[ord(source)] = None if default_ignorable(source) else prototype
+    return table
+
+
+_SKELETON_TABLE = _skeleton_table()
+
+
+@functools.lru_cache(maxsize=4096)
 def look_key(text: str) -> str:
     """
     The key names are compared by for look-alikes: C{skeleton(casefold(

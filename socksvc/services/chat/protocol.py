@@ -53,8 +53,8 @@ class ChatInput(LineInput):
 class ChatProtocol(Tracked):
     """One chat client."""
 
-    # Slots, not a per-instance dict: with 10,000 members that is a quarter
-    # of the daemon's memory per client. Everything the base classes and the
+    # Slots, not a per-instance dict: a dict per member is a large share of
+    # the daemon's memory per client (docs/performance.md). Everything the base classes and the
     # policy layer set is here too (anything else still lands in __dict__).
     __slots__ = (
         "bytes_in",
@@ -166,7 +166,7 @@ class ChatProtocol(Tracked):
             return
         state = self.context.state
         with state.batch():
-            for line in lines:
+            for n, line in enumerate(lines):
                 if member.gone:
                     return
                 if isinstance(line, TooLong):
@@ -176,6 +176,7 @@ class ChatProtocol(Tracked):
                     continue  # blank lines take no flood token (the input budget charged them)
                 self.touched = True
                 if not state.flood_ok(member):
+                    state.lines_flooded += len(lines) - n - 1  # flood_ok counted this one
                     break  # the rest of this slice is over the limit too: no work spent on it
                 handle_line(state, member, decode_line(line))
         if member.held is not None:

@@ -12,13 +12,16 @@ calls the actions here.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from socksvc.core.service import ServiceStatus
+from socksvc.core.service import SHOWN, RoomStatus, ServiceStatus
 from socksvc.services.chat.delivery import Connection, Delivery, Member, Room
 from socksvc.services.chat.formats import Formatter
 from socksvc.services.chat.names import look_key
@@ -29,6 +32,11 @@ log = Logger(namespace="socksvc")
 
 WELCOME_HOLD = 0.02  # seconds the welcome waits for a nickname to go out with
 REASON_MAX = 200  # characters of a /quit reason
+NOTICE_MAX = 1000  # characters of a notice another service posts
+
+
+def _nothing() -> None:
+    pass
 
 
 class ChatState(Delivery):
@@ -46,10 +54,21 @@ class ChatState(Delivery):
         self.reserved: frozenset[str] = frozenset()
         self.reserved_looks: dict[str, str] = {}
         self.fmt = Formatter(clock, settings.timestamps)
+        # Counters for metrics (read at scrape time): one addition per event.
+        self.lines = 0
+        """Lines members said: room messages, actions, private messages."""
+        self.lines_flooded = 0
+        """Input lines dropped by flood control."""
+        self.lines_too_long = 0
+        """Input lines dropped for being over max_line."""
+        self.lines_missed = 0
+        """Lines not delivered to a stalled member (one per member that missed one)."""
         super().__init__()
         self._log_limit = RateLimitedLog(clock)
         self._held: list[Member] = []
         self._hold_timer: IDelayedCall | None = None
+        self.unsubscribe: Callable[[], None] = _nothing
+        """Stops L{post_notice} being called (set when subscribed to the daemon's notice bus)."""
         self.reconfigure(settings)
 
     # -- settings ------------------------------------------------------------
@@ -202,8 +221,21 @@ class ChatState(Delivery):
         self.remove(m, reason or None)
         conn.close("quit")
 
+    def post_notice(self, room: str, text: str) -> bool:
+        """
+        A server notice from another service of the daemon (smtp's announce,
+        through the notice bus): one C{-!- } line to C{room} if it exists,
+        escaped like every chat line. False when there is no such room.
+        """
+        found = self.rooms.get(name_key(room.removeprefix("#")))
+        if found is None:
+            return False
+        self.to_room(found, self.fmt.notice_lines(clip(text, NOTICE_MAX)))
+        return True
+
     def shutdown(self) -> None:
         """The service is stopping: tell everyone, close."""
+        self.unsubscribe()
         data = self.fmt.notice_lines("server is shutting down")
         self.flush()
         self.release_held()
@@ -219,8 +251,18 @@ class ChatState(Delivery):
             room.members.clear()
 
     def status(self) -> ServiceStatus:
-        """Members with a nickname, and the rooms (STATUS=, metrics)."""
-        return ServiceStatus(members=len(self.nicks), counters={"rooms": len(self.rooms)})
+        """Members with a nickname, rooms and line counts (STATUS=, metrics); the largest rooms and some names."""
+        counters = {
+            "rooms": len(self.rooms),
+            "chat_lines": self.lines,
+            "chat_lines_dropped_flood": self.lines_flooded,
+            "chat_lines_dropped_too_long": self.lines_too_long,
+            "chat_lines_dropped_stalled": self.lines_missed,
+        }
+        largest = heapq.nlargest(SHOWN, self.rooms.values(), key=lambda r: len(r.members))
+        rooms = tuple(RoomStatus(r.name, len(r.members), visible(r.topic)) for r in largest)
+        names = tuple(m.nick or "" for m in itertools.islice(self.nicks.values(), SHOWN))
+        return ServiceStatus(members=len(self.nicks), counters=counters, rooms=rooms, names=names)
 
     # -- input ---------------------------------------------------------------
 
@@ -235,6 +277,7 @@ class ChatState(Delivery):
             bucket = m.bucket = TokenBucket(s.flood_rate, s.flood_burst, now)
         if bucket.take(now):
             return True
+        self.lines_flooded += 1
         quiet = s.flood_burst / s.flood_rate
         if m.flood_since is None or now - m.last_drop > quiet:
             m.flood_since = now
@@ -245,6 +288,7 @@ class ChatState(Delivery):
         return False
 
     def too_long(self, m: Member) -> None:
+        self.lines_too_long += 1
         self.notice(m, f"error: line too long (over {self.settings.max_line} bytes); not sent")
 
     def no_line_end(self, m: Member) -> None:
@@ -358,6 +402,7 @@ class ChatState(Delivery):
             return
         now = self.clock.seconds()
         body = visible(body)
+        self.lines += 1
         if room.history.maxlen:
             room.history.append((now, body))
         self.to_room(room, self.fmt.line(body), exclude=m)
@@ -373,6 +418,7 @@ class ChatState(Delivery):
         if target is None:
             self.notice(m, f"error: no such nick: {nick}")
             return
+        self.lines += 1
         self.tell(target, self.fmt.line(f"*{m.nick}* {text}"))
         self.notice_free(m, f"-> *{target.nick}* {text}")
 

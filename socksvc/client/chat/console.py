@@ -15,105 +15,49 @@ cannot promise. asyncio streams give the same non-blocking I/O with no such
 ordering rule. The daemon stays Twisted all the way.
 
 Lost connection: said plainly on its own line, the toolbar turns red, and the
-client reconnects by itself with exponential backoff (1 s doubling to 30 s);
-Enter on an empty line retries at once. After a reconnect it takes its
-nickname again and rejoins the room the user last /joined.
+client reconnects by itself (L{socksvc.client.chat.link}, the network half);
+Enter on an empty line retries at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
 import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable
+from typing import TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session, get_app_session, run_in_terminal
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.document import Document
 from prompt_toolkit.enums import DEFAULT_BUFFER
 from prompt_toolkit.filters import has_focus
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
-from prompt_toolkit.input.vt100 import Vt100Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import ColorDepth, Output
 from prompt_toolkit.renderer import print_formatted_text as renderer_print_formatted_text
 from prompt_toolkit.styles import Style
 
-from socksvc.client.chat_format import (
+from socksvc.client.chat.format import (
     STYLE_RULES,
     ChatLine,
     Fragments,
     classify,
     decode,
     escape,
-    fold_nick,
     fragments,
     own_line,
 )
-from socksvc.client.chat_net import Target, describe, open_stream
-from socksvc.client.common import refusal
-from socksvc.util.lines import LineSplitter, TooLong
-
-MAX_LINE = 1 << 20
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
-QUIT_WAIT = 2.0
-"""After /quit, how long to wait for the server to close before leaving anyway."""
-
-_KNOWN_AS = re.compile(r"You are now known as (\S+)")
-_IN_ROOM = re.compile(r"You are now in (\S+) \(\d+ members?\)")
-COMMANDS = ("/nick", "/join", "/rooms", "/who", "/msg", "/me", "/topic", "/help", "/quit")
+from socksvc.client.chat.link import Link
+from socksvc.client.chat.terminal import ChatCompleter, terminals, to_nowhere
+from socksvc.client.common import EXIT_INTERRUPTED
+from socksvc.client.target import Target
+from socksvc.util.lines import TooLong
 
 
-class _StayRawInput(Vt100Input):
-    """
-    Terminal input that stays in raw mode while lines are printed above the
-    prompt. prompt_toolkit's run_in_terminal switches the tty to cooked mode
-    around each print (meant for running other programs), and in cooked mode
-    the tty itself echoes keys typed at that moment onto the screen, in the
-    middle of the output. We only print, so raw mode is right throughout.
-    """
-
-    def cooked_mode(self) -> AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-
-def terminal_input() -> Input:
-    """prompt_toolkit input for the real terminal on stdin (see L{_StayRawInput})."""
-    return _StayRawInput(sys.stdin)
-
-
-class _Completer(Completer):
-    """Tab completes commands at the start of a line and nicknames seen so far."""
-
-    def __init__(self, nicks: Callable[[], Iterable[str]]) -> None:
-        self.nicks = nicks
-
-    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
-        word = document.get_word_before_cursor(WORD=True)
-        before = document.text_before_cursor
-        if before.startswith("/") and " " not in before:
-            for cmd in COMMANDS:
-                if cmd.startswith(before.lower()):
-                    yield Completion(cmd + " ", start_position=-len(before))
-            return
-        if not word:
-            return
-        folded = word.casefold()
-        for nick in sorted(self.nicks()):
-            if nick.casefold().startswith(folded) and nick != word:
-                yield Completion(nick, start_position=-len(word))
-
-
-class ChatConsole:
-    """One interactive chat session (possibly over several connections)."""
+class ChatConsole(Link):
+    """One interactive chat session (possibly over several connections): the terminal half."""
 
     def __init__(
         self,
@@ -127,36 +71,21 @@ class ChatConsole:
         input: Input | None = None,
         output: Output | None = None,
     ) -> None:
-        self.target = target
-        self.nick = nick or ""
-        """The nickname we have (or asked for, before the server said yes)."""
-        self.registered = False
-        self.room: str | None = None
-        """The room the server last said we are in; rejoined after a reconnect."""
-        self._rejoin: str | None = None
-        self._last_notice = ""
-        self.reconnect = reconnect
+        super().__init__(target, nick=nick, reconnect=reconnect, connect_timeout=connect_timeout)
         self.timestamps = timestamps
-        self.connect_timeout = connect_timeout
         self.color_depth = None if color else ColorDepth.DEPTH_1_BIT
         self.style = Style.from_dict(STYLE_RULES)
         self._input = input
         self._output = output
-        self.state = "connecting"
-        self.status = ""
-        self.retry_at = 0.0
         self.exit_code = 0
-        self.quitting = False
         self.seen: dict[str, None] = {}  # nicknames seen, for completion (ordered, bounded)
-        self.writer: asyncio.StreamWriter | None = None
-        self.retry_now = asyncio.Event()
         self.session: PromptSession[str] | None = None
         self._stopped = False
         self._quit_line: str | None = None
-        self._net: asyncio.Task[None] | None = None
+        self.hung_up = False
+        """SIGHUP came: the terminal is gone."""
+        self._terminals: list[TextIO] = []
         self._out: Output | None = None
-        self.refused: str | None = None
-        """The reason when the server's first line on this connection was a refusal (C{socksvc: REASON})."""
         self.shown: list[ChatLine | str] = []
         """Every line shown, most recent last (bounded); for tests and /last."""
 
@@ -169,6 +98,10 @@ class ChatConsole:
         print in the order asked; the network side awaits the future, so a
         slow terminal slows reading from the server rather than queueing.
         """
+        if self.hung_up:  # no terminal to print on
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         output = self._out or get_app_session().output
         depth = self.color_depth or output.get_default_color_depth()
 
@@ -185,6 +118,10 @@ class ChatConsole:
         """A line from the client itself (not the server)."""
         self._remember(text)
         self._print([(style, "-- " + escape(text))])
+
+    async def show_error(self, text: str) -> None:
+        self._remember(text)
+        await self._print([("class:error", "-- " + escape(text))])
 
     def _remember(self, item: ChatLine | str) -> None:
         self.shown.append(item)
@@ -210,25 +147,6 @@ class ChatConsole:
                     del self.seen[next(iter(self.seen))]
             frags += [*fragments(line, self.nick, local_time), ("", "\n")]
         return self._print(frags[:-1]) if frags else None
-
-    def _learn(self, text: str) -> None:
-        """Follow our own state from the server's notices (see docs/chat.md)."""
-        self._last_notice = text
-        m = _KNOWN_AS.fullmatch(text)
-        if m is not None:
-            self.nick = m.group(1)
-            self.registered = True
-        elif text.startswith("error: nickname refused") and not self.registered:
-            self.nick = ""
-        elif (m := _IN_ROOM.fullmatch(text)) is not None:
-            rejoin, self._rejoin = self._rejoin, None
-            self.room = m.group(1)
-            if rejoin is not None and fold_nick(rejoin) != fold_nick(self.room):
-                # After a reconnect the server puts us in its first room: go back.
-                self.send(f"/join {rejoin}")
-        else:
-            return
-        self._invalidate()
 
     # ------------------------------------------------------------ prompt
 
@@ -259,7 +177,8 @@ class ChatConsole:
             buffer = event.app.current_buffer
             if buffer.text:
                 buffer.reset()
-            else:
+            else:  # leave cleanly, as Ctrl-D does, but exit 130 as every command does on Ctrl-C
+                self.exit_code = EXIT_INTERRUPTED
                 event.app.exit(exception=EOFError())
 
         @kb.add("enter", filter=has_focus(DEFAULT_BUFFER))
@@ -282,97 +201,7 @@ class ChatConsole:
         """Leave the prompt loop (from the network side)."""
         self.exit_code = code
         self._stopped = True
-        if self.session is not None and self.session.app.is_running:
-            self.session.app.exit(exception=EOFError())
-
-    # ------------------------------------------------------------ network
-
-    def send(self, line: str) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(line.encode("utf-8") + b"\n")
-
-    def _on_connect(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.state = "connected"
-        self.registered = False
-        self._rejoin = self.room
-        if self.nick:
-            self.send(f"/nick {self.nick}")
-        self._invalidate()
-
-    async def _pump(self, reader: asyncio.StreamReader) -> str:
-        """Show what the server sends until it stops; return why it stopped."""
-        self._last_notice = ""
-        self.refused = None
-        splitter = LineSplitter(MAX_LINE)
-        first = True  # the first line may be the daemon's refusal ("socksvc: REASON")
-        while True:
-            try:
-                data = await reader.read(65536)
-            except OSError as e:
-                return describe(e)
-            if not data:
-                if splitter.pending:
-                    await self._shown(self.show_lines(splitter.feed(b"\n")))
-                if self._last_notice.startswith("Disconnected: ") or self._last_notice == "server is shutting down":
-                    return "the server said: " + escape(self._last_notice)
-                return "closed by the server"
-            lines = splitter.feed(data)
-            if first and lines:
-                first = False
-                if not isinstance(lines[0], TooLong) and (reason := refusal(lines[0])) is not None:
-                    self.refused = reason
-                    return f"refused: {reason}"
-            await self._shown(self.show_lines(lines))
-
-    @staticmethod
-    async def _shown(printing: Awaitable[None] | None) -> None:
-        if printing is not None:
-            await printing
-
-    async def network(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            self._on_connect(writer)
-            reason = await self._pump(reader)
-            self.writer = None
-            writer.close()
-            if self.quitting:
-                return
-            self.state = "disconnected"
-            self.status = reason
-            if self.refused is not None and not self.registered:
-                # The daemon's access list or connection limits: say so plainly and leave.
-                text = f"{self.target} refused us: {self.refused}"
-                self._remember(text)
-                await self._print([("class:error", "-- " + escape(text))])
-                self.stop(1)
-                return
-            self.show_local(f"connection to {self.target} lost: {reason}", "class:error")
-            if not self.reconnect:
-                self.stop(1)
-                return
-            self.show_local("reconnecting automatically; press Enter to retry now, Ctrl-D to leave")
-            delay = BACKOFF_FIRST
-            while True:
-                self.state = "waiting"
-                self.retry_at = time.monotonic() + delay
-                self.retry_now.clear()
-                self._invalidate()
-                try:
-                    await asyncio.wait_for(self.retry_now.wait(), delay)
-                except TimeoutError:
-                    pass
-                self.state = "connecting"
-                self._invalidate()
-                try:
-                    reader, writer = await open_stream(self.target, self.connect_timeout)
-                except (OSError, TimeoutError) as e:
-                    self.status = describe(e, self.connect_timeout)
-                    self.show_local(f"reconnect failed: {self.status}", "class:error")
-                    delay = min(delay * 2, BACKOFF_MAX)
-                    continue
-                self.show_local(f"reconnected to {self.target}")
-                break
+        self._leave()
 
     # ------------------------------------------------------------ input
 
@@ -390,8 +219,7 @@ class ChatConsole:
         if command == "/quit":
             self.quitting = True
             self._quit_line = line
-            if self.session is not None and self.session.app.is_running:
-                self.session.app.exit(exception=EOFError())
+            self._leave()
             return
         if self.writer is None:
             if line.strip():
@@ -417,22 +245,6 @@ class ChatConsole:
             self._print([("class:local", escape(line))])
         self.send(line)
 
-    async def quit(self, line: str | None = None) -> None:
-        """Send /quit (with the user's reason), wait briefly for the close, leave."""
-        self.quitting = True
-        writer = self.writer
-        if writer is not None and not writer.is_closing():
-            self.send(line or "/quit")
-            try:
-                await asyncio.wait_for(writer.drain(), QUIT_WAIT)
-            except (OSError, TimeoutError):
-                pass
-            if self._net is not None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(self._net), QUIT_WAIT)
-                except (TimeoutError, asyncio.CancelledError, Exception):
-                    pass
-
     # ------------------------------------------------------------ main
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
@@ -445,13 +257,14 @@ class ChatConsole:
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         self.retry_now = asyncio.Event()
         self._out = get_app_session().output
+        self._terminals = terminals()
         self.session = PromptSession(
             history=InMemoryHistory(),
             bottom_toolbar=self.toolbar,
             style=self.style,
             color_depth=self.color_depth,
             key_bindings=self._key_bindings(),
-            completer=_Completer(lambda: self.seen),
+            completer=ChatCompleter(lambda: self.seen),
             complete_while_typing=False,
             refresh_interval=1.0,
             erase_when_done=True,
@@ -459,10 +272,11 @@ class ChatConsole:
         self._net = asyncio.create_task(self.network(reader, writer))
         loop = asyncio.get_running_loop()
         handled = []
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            # Leave as Ctrl-D does (send /quit, put the terminal back), not mid-redraw.
+        # SIGTERM: leave as Ctrl-D does (send /quit, put the terminal back), not mid-redraw.
+        # SIGHUP: the terminal is gone: /quit first, then leave without drawing anything.
+        for sig, handler in ((signal.SIGTERM, self._leave), (signal.SIGHUP, self._hang_up)):
             try:
-                loop.add_signal_handler(sig, self._leave)
+                loop.add_signal_handler(sig, handler)
                 handled.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
@@ -473,6 +287,12 @@ class ChatConsole:
                 await self.session.prompt_async(self.prompt_text)
             except (EOFError, KeyboardInterrupt):
                 pass
+            except OSError:
+                # The terminal went away under the prompt (its input ended, its
+                # last redraw failed with EIO) before SIGHUP came: the same.
+                self._terminal_gone()
+            if self.session.app.input.closed:  # a terminal's input ends only when it hangs up
+                self._terminal_gone()
             if not self._stopped:
                 await self.quit(self._quit_line)
         finally:
@@ -486,8 +306,29 @@ class ChatConsole:
                 self.writer.close()
             for sig in handled:
                 loop.remove_signal_handler(sig)
+            if self.hung_up:  # its SIGHUP may still be on the way: we are leaving already
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
         return self.exit_code
 
     def _leave(self) -> None:
-        if self.session is not None and self.session.app.is_running:
-            self.session.app.exit(exception=EOFError())
+        """End the prompt (once: Ctrl-D, /quit, SIGTERM, SIGHUP and the network side may all ask)."""
+        app = self.session.app if self.session is not None else None
+        if app is not None and app.is_running and app.future is not None and not app.future.done():
+            app.exit(exception=EOFError())
+
+    def _hang_up(self) -> None:
+        """SIGHUP: the terminal (window) is gone."""
+        self._terminal_gone()
+        self._leave()
+
+    def _terminal_gone(self) -> None:
+        """
+        The terminal went away (SIGHUP, or its input ended or failed first):
+        send C{/quit} at once, before anything can wait on the dead terminal;
+        nothing more is drawn (L{_print}), and what prompt_toolkit still
+        writes goes to /dev/null instead of failing.
+        """
+        if not self.hung_up:
+            self.hung_up = True
+            self.say_quit()
+            to_nowhere(self._terminals)

@@ -18,14 +18,13 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-from socksvc.client.chat_net import Target, connect_socket, describe, open_stream
-from socksvc.client.common import CHAT_PORT, DEFAULT_HOST, parse_nonnegative, parse_timeout, port_argument
+from socksvc.client.common import parse_nonnegative
+from socksvc.client.target import Target, add_target_arguments, connect, target_from
+from socksvc.wire import CHAT_PORT
 
-DEFAULT_PORT = CHAT_PORT
-PROG = "socksvc chat"
+DEFAULT_TIMEOUT = 10.0
 
 
 def _nick(text: str) -> str:
@@ -35,18 +34,19 @@ def _nick(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("host", nargs="?", default=DEFAULT_HOST, help=f"server host, or unix:PATH (default {DEFAULT_HOST})")
-    p.add_argument(
-        "port", nargs="?", type=port_argument, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})"
+    add_target_arguments(
+        p,
+        CHAT_PORT,
+        timeout=DEFAULT_TIMEOUT,
+        timeout_help="seconds to wait for a connection, and in plain mode for the answer to --nick",
     )
     p.add_argument("--nick", "-n", metavar="NAME", type=_nick, help="take this nickname on connect (and on reconnect)")
     p.add_argument("--no-color", "--no-colour", dest="color", action="store_false", help="no colours (or set NO_COLOR)")
-    p.add_argument("--timestamps", "-t", action="store_true", help="show local time on lines the server sent untimed")
+    p.add_argument("--timestamps", action="store_true", help="show local time on lines the server sent untimed")
     p.add_argument("--plain", action="store_true", help="plain line mode even on a terminal (for scripts)")
     p.add_argument(
-        "--no-reconnect", dest="reconnect", action="store_false", help="exit (status 1) when the connection drops"
+        "--no-reconnect", dest="reconnect", action="store_false", help="exit (status 6) when the connection drops"
     )
-    p.add_argument("--timeout", type=parse_timeout, default=10.0, metavar="S", help="connect timeout (default 10)")
     p.add_argument(
         "--drain",
         type=parse_nonnegative,
@@ -67,56 +67,40 @@ def register(subparsers: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _fail(target: Target, exc: BaseException, timeout: float) -> int:
-    print(f"{PROG}: cannot connect to {target}: {describe(exc, timeout)}", file=sys.stderr)
-    return 1
-
-
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the client as the command line asked; return the exit code."""
-    target = Target.parse(args.host, args.port)
+    """Run the client as the command line asked; return the exit code (errors raise ClientError)."""
+    target = target_from(args)
     if args.plain or not _interactive():
         return run_plain_mode(target, args)
     return asyncio.run(_run_console(target, args))
 
 
 def run_plain_mode(target: Target, args: argparse.Namespace) -> int:
-    from socksvc.client.chat_plain import run_plain
+    from socksvc.client.chat.plain import run_plain
 
-    try:
-        sock = connect_socket(target, args.timeout)
-    except (OSError, TimeoutError) as e:
-        return _fail(target, e, args.timeout)
-
-    def warn(message: str) -> None:
-        print(f"{PROG}: {message}", file=sys.stderr)
-
-    try:
-        return run_plain(
-            sock,
-            stdin_fd=sys.stdin.fileno(),
-            stdout=sys.stdout.buffer,
-            nick=args.nick,
-            drain=args.drain,
-            timestamps=args.timestamps,
-            warn=warn,
-            server=str(target),
-        )
-    except KeyboardInterrupt:
-        return 130
+    sock = connect(target, args.timeout)
+    return run_plain(
+        sock,
+        target,
+        stdin_fd=sys.stdin.fileno(),
+        stdout=sys.stdout.buffer,
+        nick=args.nick,
+        answer_timeout=args.timeout,
+        drain=args.drain,
+        timestamps=args.timestamps,
+    )
 
 
 async def _run_console(target: Target, args: argparse.Namespace) -> int:
-    from socksvc.client.chat_console import ChatConsole, terminal_input
+    from socksvc.client.chat.console import ChatConsole
+    from socksvc.client.chat.net import open_stream
+    from socksvc.client.chat.terminal import terminal_input
 
-    try:
-        reader, writer = await open_stream(target, args.timeout)
-    except (OSError, TimeoutError) as e:
-        return _fail(target, e, args.timeout)
+    reader, writer = await open_stream(target, args.timeout)
     color = args.color and not os.environ.get("NO_COLOR")
     console = ChatConsole(
         target,
@@ -128,14 +112,3 @@ async def _run_console(target: Target, args: argparse.Namespace) -> int:
         input=terminal_input(),
     )
     return await console.run(reader, writer)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m socksvc.client.chat` (the same as `socksvc chat`)."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1] if __doc__ else None)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
