@@ -38,7 +38,7 @@ class ChatInput(LineInput):
     """
     A chat connection's input: a slice is one batch, one write to every
     member of the room, so a bigger slice means fewer writes per member
-    (64 KiB and 1,024 lines a turn, where reverse takes 16 KiB and 256).
+    (64 KiB and 1,024 lines a turn, where reverse takes 4 KiB and 256).
     Chat's lines cost little each, and the input budget (200 lines at once
     by default) bounds what a client gets per turn long before that.
     """
