@@ -12,6 +12,9 @@ import attrs
 
 from socksvc.config.listen import ListenSpec, parse_listen
 from socksvc.config.settings import (
+    MAX_COUNT,
+    MAX_RATE,
+    MAX_TIMEOUT,
     IPNetwork,
     _type_name,
     as_bool,
@@ -128,6 +131,7 @@ class DaemonSettings:
         None,
         parse_password_file_key,
         "file of NAME:HASH lines (`socksvc passwd NAME`): the admin listener asks for HTTP basic auth",
+        path=True,
     )
 
 
@@ -135,15 +139,23 @@ class DaemonSettings:
 class PolicySettings:
     """Keys valid in [defaults] and in every [services.NAME] table."""
 
-    max_connections: int = setting(1024, as_int(), "connections open at once for this service; 0 = no limit")
-    max_per_source: int = setting(
-        64, as_int(), "connections open at once from one IPv4 address or IPv6 /64; 0 = no limit"
+    max_connections: int = setting(
+        1024, as_int(maximum=MAX_COUNT), "connections open at once for this service; 0 = no limit"
     )
-    idle_timeout: float = setting(300.0, as_float(), "seconds without input before a connection is aborted; 0 = never")
+    max_per_source: int = setting(
+        64, as_int(maximum=MAX_COUNT), "connections open at once from one IPv4 address or IPv6 /64; 0 = no limit"
+    )
+    idle_timeout: float = setting(
+        300.0, as_float(maximum=MAX_TIMEOUT), "seconds without input before a connection is aborted; 0 = never"
+    )
     allow: tuple[IPNetwork, ...] = setting((), as_networks, "CIDRs allowed to connect; empty = everyone")
     deny: tuple[IPNetwork, ...] = setting((), as_networks, "CIDRs refused (checked before allow)")
-    max_rate: float = setting(0.0, as_float(), "new connections per second for this service; 0 = no limit")
-    max_rate_burst: int = setting(0, as_int(), "connections allowed at once above max_rate; 0 = one second's worth")
+    max_rate: float = setting(
+        0.0, as_float(maximum=MAX_RATE), "new connections per second for this service; 0 = no limit"
+    )
+    max_rate_burst: int = setting(
+        0, as_int(maximum=MAX_COUNT), "connections allowed at once above max_rate; 0 = one second's worth"
+    )
     log_connections: bool = setting(
         True, as_bool, "a log line per connection when it closes (xinetd's log_on_success); refusals are always logged"
     )

@@ -152,8 +152,16 @@ class GreetingSettings(GuardSettings):
         parse_message,
         "the message, a template with {hostname}, {peer}, {time}, {service}; CRLF is added",
     )
-    quotes: Quotes | None = setting(None, parse_quotes, "a file of quotes, one a line: serve a random one instead")
-    send_timeout: float = setting(10.0, as_float(minimum=0.1), "seconds to deliver the message before aborting")
+    quotes: Quotes | None = setting(
+        None,
+        parse_quotes,
+        "a file of quotes, one a line: serve a random one instead (not with message)",
+        path=True,
+        conflicts=("message",),
+    )
+    send_timeout: float = setting(
+        10.0, as_float(minimum=0.1, maximum=3600), "seconds to deliver the message before aborting"
+    )
 
 
 class Renderer:

@@ -36,3 +36,20 @@ def read_regular_file(path: str, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_named_file(path: str, limit: int, what: str) -> bytes:
+    """
+    The whole regular file at C{path}, at most C{limit} bytes, through
+    L{read_regular_file}; any problem is a L{ValueError} whose text is one
+    line naming C{what} ("key file") and the reason.
+    """
+    try:
+        data = read_regular_file(path, limit)
+    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
+        reason = getattr(e, "strerror", None) or e
+        raise ValueError(f"cannot read {what} {path}: {reason}") from None
+    if len(data) > limit:
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+        raise ValueError(f"{what} {path} is over {size}")
+    return data

@@ -16,7 +16,17 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from socksvc.config.settings import as_bool, as_choice, as_float, as_int, as_list, as_str, setting
+from socksvc.config.settings import (
+    MAX_RATE,
+    MAX_TIMEOUT,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_list,
+    as_str,
+    setting,
+)
 from socksvc.core.service import ServiceContext, ServiceStatus
 from socksvc.services.mail.maildir import Draft, Maildir, check_creatable, clean_tmp, default_maildir, folder_name
 from socksvc.services.mail.smtp.envelope import announcement
@@ -77,7 +87,10 @@ class SmtpSettings:
 
     hostname: str = setting("", parse_hostname, "the name in the greeting and Received headers; empty = this host's")
     maildir: str = setting(
-        "", parse_maildir, "Maildir to file into; empty = $STATE_DIRECTORY/mail, else ~/.local/share/socksvc/mail"
+        "",
+        parse_maildir,
+        "Maildir to file into; empty = $STATE_DIRECTORY/mail, else ~/.local/share/socksvc/mail",
+        path=True,
     )
     per_recipient: bool = setting(False, as_bool, "one Maildir per recipient address under maildir, not one for all")
     domains: tuple[str, ...] = setting(
@@ -87,18 +100,28 @@ class SmtpSettings:
         25 << 20, as_int(minimum=1024, maximum=1 << 40), "octets per message (SIZE); bigger gets 552"
     )
     max_recipients: int = setting(100, as_int(minimum=1, maximum=100000), "recipients per message; more get 452")
-    command_timeout: float = setting(300.0, as_float(minimum=0.1), "seconds to wait for a command (then 421)")
-    data_timeout: float = setting(300.0, as_float(minimum=0.1), "seconds to wait for more data in DATA (then 421)")
-    tls_certificate: PemFile | None = setting(None, parse_pem, "PEM certificate (then chain) for STARTTLS")
-    tls_key: PemFile | None = setting(None, parse_pem, "PEM private key; empty = in the certificate file")
+    command_timeout: float = setting(
+        300.0, as_float(minimum=0.1, maximum=MAX_TIMEOUT), "seconds to wait for a command (then 421)"
+    )
+    data_timeout: float = setting(
+        300.0, as_float(minimum=0.1, maximum=MAX_TIMEOUT), "seconds to wait for more data in DATA (then 421)"
+    )
+    tls_certificate: PemFile | None = setting(None, parse_pem, "PEM certificate (then chain) for STARTTLS", path=True)
+    tls_key: PemFile | None = setting(None, parse_pem, "PEM private key; empty = in the certificate file", path=True)
     require_tls: bool = setting(False, as_bool, "refuse MAIL before STARTTLS (530)")
     auth: str = setting(
         "off", as_choice("off", "any", "users"), 'AUTH: "off", "any" (any password), "users" (the users file; required)'
     )
-    users: Users | None = setting(None, parse_users, 'users file (NAME:SCRYPT-HASH lines) for auth = "users"')
-    auth_rate: float = setting(5.0, as_float(minimum=0.1), "password checks a second for this service")
+    users: Users | None = setting(
+        None, parse_users, 'users file (NAME:SCRYPT-HASH lines) for auth = "users"', path=True
+    )
+    auth_rate: float = setting(
+        5.0, as_float(minimum=0.1, maximum=MAX_RATE), "password checks a second for this service"
+    )
     announce: str = setting("", as_str(max_len=64), "chat room of this daemon told of each message filed")
-    announce_rate: float = setting(1.0, as_float(minimum=0.01), "announcements a second (bursts of 5), then one sum")
+    announce_rate: float = setting(
+        1.0, as_float(minimum=0.01, maximum=MAX_RATE), "announcements a second (bursts of 5), then one sum"
+    )
     fsync: bool = setting(
         True, as_bool, "fsync each message and its directory before the 250; false only for benchmarks and throwaways"
     )
