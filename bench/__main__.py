@@ -29,6 +29,8 @@ from bench import harness
 BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail")
 ON_REQUEST = ("workers",)
 """Benchmarks run only when asked for (C{--workers N}, or C{--only workers})."""
+OPTIONAL = ("attack",)
+"""Run only when named with --only (attack: fairness under a flood, not a comparison)."""
 DEFAULT_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "latest.json")
 ROW_KEYS: dict[str, type | tuple[type, ...]] = {
     "bench": str,
@@ -192,7 +194,7 @@ def selected(only: Sequence[str] | None, workers: int | None = None) -> list[str
     The benchmarks to run: C{--only}'s, else every one of L{BENCHMARKS}, or
     with C{--workers} alone the workers benchmark (L{ON_REQUEST}: never by default).
     """
-    known = BENCHMARKS + ON_REQUEST
+    known = BENCHMARKS + ON_REQUEST + OPTIONAL
     if not only:
         return ["workers"] if workers else list(BENCHMARKS)
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
@@ -239,7 +241,12 @@ def run_one(name: str, quick: bool) -> tuple[list[dict[str, Any]], str | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description="socksvc against reference servers, side by side")
     p.add_argument("--quick", action="store_true", help="a smoke run of seconds (figures mean nothing)")
-    p.add_argument("--only", action="append", metavar="NAME", help=f"run only these ({', '.join(BENCHMARKS)})")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only these ({', '.join(BENCHMARKS)}; and {', '.join(OPTIONAL)}, run only when named)",
+    )
     p.add_argument(
         "--json", default=DEFAULT_JSON, metavar="PATH", help="where to write the results (default: %(default)s)"
     )

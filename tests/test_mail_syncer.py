@@ -24,7 +24,8 @@ from twisted.internet.defer import DeferredList
 
 from socksvc.core.policy import Policy
 from socksvc.services.catalogue import loads, types
-from socksvc.services.mail.durable import Syncer, SyncError
+from socksvc.services.mail.durable import Syncer, SyncerPool, SyncError
+from socksvc.services.mail.smtp import state as smtp_state
 from socksvc.services.mail.syncer import main
 from socksvc.services.mail.syncwire import sync_paths
 from tests.conftest import Loopback, until
@@ -193,6 +194,8 @@ async def test_a_killed_syncer_gives_451_and_the_next_message_a_new_child(
     threads = threading.active_count()
     monkeypatch.setattr(reactor, "getThreadPool", _forbidden)
     monkeypatch.setattr(reactor, "callInThread", _forbidden)
+    # One child in the pool, so the test knows which one holds the message.
+    monkeypatch.setattr(smtp_state, "SyncerPool", lambda reactor, name: SyncerPool(reactor, name, size=1))
     ctx = _real_context(tmp_path)
     loop = Loopback(types()["smtp"].stream(ctx))  # type: ignore[misc]
     state: Any = ctx.state
@@ -205,7 +208,7 @@ async def test_a_killed_syncer_gives_451_and_the_next_message_a_new_child(
         envelope = "MAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\n"
         assert [r[:3] for r in await c.say(envelope, 3)] == ["250", "250", "354"]
         assert (await c.say("one\r\n.\r\n"))[0].startswith("250 2.0.0 Ok: filed as ")
-        syncer: Syncer = state.syncer
+        syncer: Syncer = state.syncer.syncers[0]
         first = syncer.pid
         assert first is not None and syncer.started == 1
 
@@ -238,3 +241,19 @@ def test_fsync_false_starts_no_child(tmp_path: Path) -> None:
     assert s.codes("MAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\nx\r\n.\r\n") == [250, 250, 354, 250]
     assert s.ctx.state.syncer is None
     assert [p.read_bytes() for p in (tmp_path / "mail" / "new").iterdir()] == [b"x\n"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pool_spreads_concurrent_fsyncs_over_its_children(tmp_path: Path) -> None:
+    """Concurrent messages go to different children, so their fsyncs overlap (and no thread is used)."""
+    pool = SyncerPool(_reactor(), "smtp", size=3)
+    f = tmp_path / "message"
+    f.write_bytes(b"text\n")
+    try:
+        results = await DeferredList([pool.sync([str(f), str(tmp_path)]) for _ in range(3)], consumeErrors=True)
+        assert all(ok for ok, _ in results)
+        pids = {s.pid for s in pool.syncers}
+        assert len(pids) == 3 and None not in pids
+        assert pool.started == 3
+    finally:
+        pool.stop()

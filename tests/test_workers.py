@@ -13,6 +13,7 @@ without processes (tests/test_workers_loopback.py runs the real thing).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from typing import Any
@@ -197,6 +198,18 @@ def test_per_source_cap_holds_across_workers(table: Table) -> None:
     b.opened(_conn("192.0.2.7"))
     assert a.check(peer("192.0.2.7")) == policy_module.TOO_MANY_FROM_YOU
     assert b.check(peer("192.0.2.7")) == policy_module.TOO_MANY_FROM_YOU
+
+
+def test_per_subnet_cap_holds_across_workers(table: Table) -> None:
+    a, b = shared_policies(table, "max_per_source = 0\nmax_per_subnet = 2")
+    for pol, host in ((a, "198.51.100.1"), (b, "198.51.100.2")):
+        conn = _conn(host)
+        conn.subnet = pol.subnet_of(ipaddress.ip_address(host))
+        pol.opened(conn)
+    ip = ipaddress.ip_address("198.51.100.3")  # the same /24
+    assert a.check_ip(ip, "198.51.100.3", a.subnet_of(ip)) == policy_module.TOO_MANY_FROM_SUBNET
+    other = ipaddress.ip_address("203.0.113.3")
+    assert b.check_ip(other, "203.0.113.3", b.subnet_of(other)) is None
 
 
 def test_the_slack_is_one_connection_per_worker(table: Table) -> None:

@@ -122,6 +122,9 @@ def render(types: Catalogue) -> str:
     ]
     for name, stype in sorted(types.items()):
         out += [f"### type `{name}`: {stype.doc}", "", f"Served over: {stype.transports()}.", ""]
+        if stype.policy_defaults:
+            keys = ", ".join(f"`{k} = {_toml(v)}`" for k, v in stype.policy_defaults.items())
+            out += [f"Policy defaults of this type ([defaults] and the table still override them): {keys}.", ""]
         if setting_fields(stype.settings):
             out += [*_table(stype.settings), ""]
         else:

@@ -101,6 +101,9 @@ class ServiceSchema(Protocol):
     @property
     def doc(self) -> str: ...
 
+    @property
+    def policy_defaults(self) -> Mapping[str, Any]: ...
+
     def serves(self, kind: str) -> bool: ...
 
     def transports(self) -> str: ...
@@ -371,7 +374,8 @@ class _Checker:
         if "listen" not in body:
             raise self.fail(f"{table}.listen", _MISSING, 'missing; give a list such as ["tcp:7007"]')
         listen = self.listen(table, stype, body["listen"])
-        policy_values = dict(defaults)
+        policy_values = dict(stype.policy_defaults)  # the type's own defaults, under [defaults] and the table
+        policy_values.update(defaults)
         policy_values.update(self.values(table, policy_fields, body))
         policy = PolicySettings(**policy_values)
         own_raw = {k: v for k, v in body.items() if k in own_fields}

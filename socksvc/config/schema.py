@@ -196,3 +196,35 @@ class PolicySettings:
         as_int(maximum=MAX_LOG_CLOSE_RATE),
         "close lines allowed at once above log_close_rate; 0 = one second's worth",
     )
+    max_per_subnet: int = setting(
+        256,
+        as_int(maximum=1 << 24),
+        "connections open at once from one subnet (subnet_v4 / subnet_v6 bits of the address); 0 = no limit",
+    )
+    subnet_v4: int = setting(24, as_int(minimum=0, maximum=32), "prefix length grouping IPv4 peers for max_per_subnet")
+    subnet_v6: int = setting(48, as_int(minimum=0, maximum=128), "prefix length grouping IPv6 peers for max_per_subnet")
+    line_timeout: float = setting(
+        60.0,
+        as_float(maximum=86400.0),
+        "line services: seconds a started line may take to be finished before the connection is closed; 0 = no limit",
+    )
+    input_line_rate: float = setting(
+        50.0,
+        as_float(maximum=1e6),
+        "line services: lines a second one connection may send on average (blank ones too); 0 = no limit",
+    )
+    input_byte_rate: float = setting(
+        16384.0,
+        as_float(maximum=float(1 << 30)),
+        "line services: bytes a second one connection may send on average (telnet commands too); 0 = no limit",
+    )
+    input_burst: float = setting(
+        4.0,
+        as_float(minimum=0.1, maximum=3600.0),
+        "line services: seconds' worth of input_line_rate and input_byte_rate one connection may send at once",
+    )
+    throttle_kick: float = setting(
+        60.0,
+        as_float(maximum=86400.0),
+        "line services: seconds a connection may keep sending over its input rates before a disconnect; 0 = never",
+    )

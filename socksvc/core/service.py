@@ -148,6 +148,11 @@ class ServiceType(Generic[S, T]):
     Its state is shared by every client (chat's rooms): when the daemon runs
     worker processes, only worker 0 serves it (docs/workers.md).
     """
+    policy_defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    """
+    Policy keys whose default differs for this type (chat: max_connections), as typed
+    values; [defaults] and the service's own table still override them.
+    """
 
     def serves(self, kind: str) -> bool:
         """Can this type take a listen spec of C{kind} ("stream", "datagram"; "inherited" may be either)?"""

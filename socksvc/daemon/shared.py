@@ -17,6 +17,9 @@ only ever writes that; admission reads the sum over the columns in use:
   for every worker with C{PYTHONHASHSEED};
 - C{live}: does the worker in that slot serve the service now (the accept
   balancer reads it, L{socksvc.daemon.balance});
+- C{subnets}: the same for C{max_per_subnet}, keyed by the policy's subnet
+  key (IPv4 /24, IPv6 /48 by default) salted with a seeded string, as
+  secret as the sources' buckets;
 - the C{max_rate} token bucket, which every worker spends from: read,
   refilled and written under an fcntl record lock (about 5 to 10 us a
   connection here, paid only when C{max_rate} is set), so the service gets
@@ -38,11 +41,16 @@ import mmap
 import os
 import struct
 import weakref
+from collections.abc import Hashable
 
 MAX_SLOTS = 256
 """Columns in a table: the most workers there can be ([daemon] workers is at most 256)."""
 SOURCE_BUCKETS = 4096
 """Buckets of the per-source connection counts (a power of two)."""
+SUBNET_BUCKETS = 4096
+"""Buckets of the per-subnet connection counts (max_per_subnet; a power of two)."""
+_SALT = "socksvc subnet"
+"""Hashed with a subnet key (a tuple of ints, whose hash no seed changes), so its bucket is the seed's secret too."""
 LOCK_TRIES = 200
 """Attempts at a bucket's lock (yielding the CPU between them) before the rate check fails closed."""
 
@@ -52,7 +60,8 @@ _HEADER = 16  # int32 words: [0] = columns in use
 _LIVE = _HEADER
 _CONNS = _LIVE + MAX_SLOTS
 _SOURCES = _CONNS + MAX_SLOTS
-_INTS = _SOURCES + SOURCE_BUCKETS * MAX_SLOTS
+_SUBNETS = _SOURCES + SOURCE_BUCKETS * MAX_SLOTS
+_INTS = _SUBNETS + SUBNET_BUCKETS * MAX_SLOTS
 _RATE = (_INTS * _I32 + _F64 - 1) // _F64  # float64 words: tokens, stamp, rate, burst
 SIZE = (_RATE + 4) * _F64
 """Bytes of one table (memory is only used for the pages workers touch)."""
@@ -118,7 +127,7 @@ class Table:
         ints = self.ints
         ints[_LIVE + slot] = 0
         ints[_CONNS + slot] = 0
-        for row in range(_SOURCES + slot, _INTS, MAX_SLOTS):
+        for row in range(_SOURCES + slot, _INTS, MAX_SLOTS):  # sources and subnets
             ints[row] = 0
 
     # -- reading -------------------------------------------------------------------
@@ -162,17 +171,26 @@ class WorkerCounts:
         row = _SOURCES + (hash(source) & (SOURCE_BUCKETS - 1)) * MAX_SLOTS
         return sum(ints[row : row + ints[0]])
 
-    def opened(self, source: str) -> None:
+    def from_subnet(self, subnet: Hashable) -> int:
+        ints = self._ints
+        row = _SUBNETS + (hash((_SALT, subnet)) & (SUBNET_BUCKETS - 1)) * MAX_SLOTS
+        return sum(ints[row : row + ints[0]])
+
+    def opened(self, source: str, subnet: Hashable = None) -> None:
         ints = self._ints
         slot = self.slot
         ints[_CONNS + slot] += 1
         ints[_SOURCES + (hash(source) & (SOURCE_BUCKETS - 1)) * MAX_SLOTS + slot] += 1
+        if subnet is not None:
+            ints[_SUBNETS + (hash((_SALT, subnet)) & (SUBNET_BUCKETS - 1)) * MAX_SLOTS + slot] += 1
 
-    def closed(self, source: str) -> None:
+    def closed(self, source: str, subnet: Hashable = None) -> None:
         ints = self._ints
         slot = self.slot
         ints[_CONNS + slot] -= 1
         ints[_SOURCES + (hash(source) & (SOURCE_BUCKETS - 1)) * MAX_SLOTS + slot] -= 1
+        if subnet is not None:
+            ints[_SUBNETS + (hash((_SALT, subnet)) & (SUBNET_BUCKETS - 1)) * MAX_SLOTS + slot] -= 1
 
     # the accept balancer
 

@@ -26,7 +26,7 @@ from socksvc.config.settings import (
     setting,
 )
 from socksvc.core.service import ServiceContext, ServiceStatus
-from socksvc.services.mail.durable import Syncer, SyncError
+from socksvc.services.mail.durable import SyncerPool, SyncError
 from socksvc.services.mail.maildir import Draft, Maildir, check_creatable, clean_tmp, default_maildir, folder_name
 from socksvc.services.mail.smtp.envelope import announcement
 from socksvc.services.mail.syncwire import sync_paths
@@ -164,7 +164,7 @@ class SmtpState:
         self._unannounced = 0
         self._summary: IDelayedCall | None = None
         self._errors = RateLimitedLog(self.reactor)
-        self.syncer: Syncer | None = None
+        self.syncer: SyncerPool | None = None
         self.reconfigure(context.settings)
         removed = clean_tmp(self.root, self.settings.per_recipient)
         if removed:
@@ -242,7 +242,7 @@ class SmtpState:
         if not IReactorProcess.providedBy(self.reactor):
             return maybeDeferred(_sync_now, paths)
         if self.syncer is None:
-            self.syncer = Syncer(self.reactor, self.context.name)
+            self.syncer = SyncerPool(self.reactor, self.context.name)
         return self.syncer.sync(paths)
 
     def filed(self, sender: str, recipients: list[str], subject: str, size: int, name: str) -> None:
