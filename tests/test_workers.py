@@ -661,7 +661,8 @@ def test_a_worker_that_stops_answering_is_killed_and_the_watchdog_waits() -> Non
     from twisted.internet import defer
 
     from socksvc.daemon import systemd
-    from socksvc.daemon.supervisor import HEARTBEAT, MISSES, SupervisorService
+    from socksvc.daemon.supervisor import SupervisorService
+    from socksvc.daemon.watch import HEARTBEAT, MISSES
 
     text = '[daemon]\nworkers = 2\n[services.echo]\nlisten = ["tcp:0"]\n'
     clock = Clock()

@@ -25,7 +25,6 @@ sockets (L{socksvc.daemon.handout}) over the control channel
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sys
@@ -42,9 +41,9 @@ from twisted.python.failure import Failure
 from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, Config, ConfigError, config_dir, read_text
 from socksvc.config.schema import worker_count
 from socksvc.daemon import systemd
-from socksvc.daemon.control import CONFIG, Adopt, Heartbeat, Start, Status, Stop, table_name
+from socksvc.daemon.control import CONFIG, Adopt, Start, Stop, table_name
 from socksvc.daemon.errors import StartupError
-from socksvc.daemon.figures import Figures, listeners_of, merge_services, service_figures
+from socksvc.daemon.figures import Figures, service_figures
 from socksvc.daemon.handout import config_memfd, cpus, handout, resize, timeout
 from socksvc.daemon.logformat import FastTextObserver, JsonObserver
 from socksvc.daemon.logrelay import rebuild
@@ -52,15 +51,12 @@ from socksvc.daemon.logsink import Sink
 from socksvc.daemon.reloadworkers import reload_workers
 from socksvc.daemon.service import DaemonService
 from socksvc.daemon.shared import Table
+from socksvc.daemon.watch import HEARTBEAT, ask_figures, healthy, heartbeat, status_line, sum_figures
 from socksvc.daemon.workerproc import Backoff, WorkerProcess, describe_exit, worker_env
 from socksvc.services.catalogue import loads
 
 log = Logger(namespace="socksvc")
 
-HEARTBEAT = 2.0
-"""Seconds between heartbeats."""
-MISSES = 5
-"""Heartbeats a worker may leave unanswered in a row; then it is killed and replaced."""
 START_TIMEOUT = 30.0
 """Seconds a worker has to say it serves (systemd's default start timeout is 90)."""
 FIGURES_INTERVAL = 2.0
@@ -316,50 +312,11 @@ class SupervisorService(DaemonService):
         self._loops.append(loop)
 
     def _heartbeat(self) -> None:
-        now = self.reactor.seconds()
-        for proc in list(self.procs.values()):
-            if not proc.ready:
-                continue
-            if proc.heartbeat_pending >= MISSES:
-                log.error(
-                    "socksvc: worker {worker} (pid {pid}) has not answered for {seconds:.0f}s; killing it",
-                    event="worker_hung",
-                    worker=proc.slot,
-                    pid=proc.pid,
-                    seconds=now - proc.last_answer,
-                )
-                proc.ready = False  # killed once; its end starts the next one
-                proc.signal("KILL")
-                continue
-            proc.heartbeat_pending += 1
-
-            def answered(_: Any, proc: WorkerProcess = proc) -> None:
-                proc.heartbeat_pending = 0
-                proc.last_answer = self.reactor.seconds()
-
-            proc.call(Heartbeat).addCallbacks(answered, lambda f: None)
+        heartbeat(self.procs.values(), self.reactor)
 
     def healthy(self) -> bool:
         """Every worker is up and answered its last heartbeat (the watchdog's condition)."""
-        if len(self.procs) < self.target:
-            return False
-        return all(p.ready and p.heartbeat_pending <= 1 for p in self.procs.values())
-
-    async def worker_figures(self) -> dict[int, list[Figures]]:
-        """Each serving worker's figures per service, by slot (asked now)."""
-
-        async def ask(proc: WorkerProcess) -> list[Figures]:
-            out: list[Figures] = []
-            start = 0
-            while start >= 0:
-                answer = await timeout(proc.call(Status, start=start), HEARTBEAT * 2, self.reactor)
-                out += json.loads(answer["figures"])
-                start = int(answer["next"])
-            return out
-
-        procs = [p for p in self.procs.values() if p.ready]
-        results = await DeferredList([ensureDeferred(ask(p)) for p in procs], consumeErrors=True)
-        return {p.slot: r for p, (ok, r) in zip(procs, results, strict=True) if ok}
+        return healthy(self.procs, self.target)
 
     async def summed_status(self) -> list[Figures]:
         """
@@ -370,17 +327,7 @@ class SupervisorService(DaemonService):
         bound them; C{workers} says how many workers reported the service.
         A service no worker reported shows zeros.
         """
-        per_worker = await self.worker_figures()
-        merged = {svc["name"]: svc for svc in merge_services(per_worker[s] for s in sorted(per_worker))}
-        out = []
-        for instance in self.instances():
-            name = instance.name or ""
-            reported = sum(1 for services in per_worker.values() if any(x["name"] == name for x in services))
-            svc = merged.get(name) or service_figures(instance)
-            svc["listeners"] = listeners_of(instance.listeners())
-            svc["workers"] = reported
-            out.append(svc)
-        return out
+        return sum_figures(await ask_figures(self.procs.values(), self.reactor), self.instances())
 
     async def _refresh(self) -> None:
         self.figures = await self.summed_status()
@@ -393,17 +340,7 @@ class SupervisorService(DaemonService):
         return self.workers_up()
 
     def status(self) -> str:
-        parts = []
-        total = 0
-        for svc in self.figures:
-            n = int(svc.get("connections") or 0)
-            total += n
-            chat = svc.get("chat")
-            members = chat.get("members") if isinstance(chat, dict) else None
-            users = "" if members is None else f" ({members} user{'' if members == 1 else 's'})"
-            parts.append(f"{svc['name']} {n}{users}")
-        text = f"{self.workers_up()} of {self.target} workers up; "
-        text += f"{total} connection{'' if total == 1 else 's'}: " + ", ".join(parts) if parts else "no figures yet"
+        text = status_line(self.figures, self.workers_up(), self.target)
         if self.last_reload_error is not None:
             text = f"reload failed, still serving the previous config ({self.last_reload_error}); {text}"
         return text
