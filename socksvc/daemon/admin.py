@@ -299,8 +299,11 @@ class AdminService(MultiService):
     """
     The admin listeners: one L{Listener} per C{[daemon] http} spec, one
     policy, one site. Quacks like a service instance to L{Listener}
-    (C{context}, C{stype}, C{factory()}).
+    (C{context}, C{stype}, C{factory()}, C{adopt}).
     """
+
+    adopt = None
+    """The supervisor itself serves the admin listener: it never adopts sockets from anyone."""
 
     def __init__(self, daemon: Any, config: Config) -> None:
         super().__init__()

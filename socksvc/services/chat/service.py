@@ -131,4 +131,5 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
     # Idle members are what a chat is for, and cheap (about 2 KiB each, docs/policy.md):
     # the service-wide cap is sized for thousands; per address and per subnet caps stay.
     policy_defaults={"max_connections": 10000},
+    one_process=True,
 )
