@@ -65,7 +65,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
     except ConfigError as e:
         raise StartupError(str(e)) from None
     if options.get("check"):
-        listeners = sum(len(s.listen) for s in config.services)
+        listeners = sum(len(s.listens()) for s in config.services)
         services = len(config.services)
         print(
             f"socksvc: {config.source}: OK, {services} service{'s' * (services != 1)}, "

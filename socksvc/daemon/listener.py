@@ -104,12 +104,20 @@ class Listener(Service):
     C{ports}; C{port} is the first.
     """
 
-    def __init__(self, instance: Any, spec: ListenSpec, index: int = 0) -> None:
+    def __init__(self, instance: Any, spec: ListenSpec, index: int = 0, key: str = "listen") -> None:
         self.instance = instance
         self.spec = spec
+        self.key = key
+        """The listen list this spec is in: C{listen}, or an extra one of the type's (chat: irc, web)."""
         self.ports: list[Any] = []
         # Two identical specs (two "udp:0", say) are legal: names must still differ.
-        self.setName(f"{index}:{spec.text}")
+        self.setName(f"{index}:{spec.text}" if key == "listen" else f"{key}[{index}]:{spec.text}")
+
+    @property
+    def label(self) -> str:
+        """The service's name, and the listen key when not C{listen}: C{chat}, C{chat/irc}."""
+        name: str = self.instance.context.name
+        return name if self.key == "listen" else f"{name}/{self.key}"
 
     @property
     def port(self) -> Any:
@@ -124,7 +132,7 @@ class Listener(Service):
             return
         context = self.instance.context
         stype = self.instance.stype
-        where = f"service {context.name!r} cannot listen on {self.spec.text!r}"
+        where = f"service {self.label!r} cannot listen on {self.spec.text!r}"
         result: list[Any] = []
         if self.spec.scheme == "systemd":
             self._adopt(where)
@@ -135,8 +143,7 @@ class Listener(Service):
             except Exception as e:
                 raise StartupError(f"{where}: {_bind_reason(Failure(e))}") from None
         else:
-            assert stype.stream is not None
-            factory = self.instance.factory()
+            factory = self.instance.factory(self.key)
             d: Deferred[IListeningPort] = listen_stream(context.reactor, self.spec, factory)
             d.addBoth(result.append)
             if not result:
@@ -153,20 +160,23 @@ class Listener(Service):
         """A port is bound: guard its accept errors and say where it listens."""
         context = self.instance.context
         where = port_description(port)
-        guard_port(port, context.reactor, f"{context.name}: {where}")
+        guard_port(port, context.reactor, f"{self.label}: {where}")
         quicken(port)
         log.info(
-            "{service}: listening on {where}",
+            "{_label}: listening on {where}",
             event="listen",
             service=context.name,
+            listen_key=self.key,
             where=where,
             spec=self.spec.text,
+            _label=self.label,
         )
 
     def _adopt(self, where: str) -> None:
         """Take over the socket-activated descriptors this spec names."""
         context = self.instance.context
         stype = self.instance.stype
+        extra = self.key != "listen"  # an extra list (chat's irc, web) serves streams only, with its own factory
         try:
             fds = systemd.sockets_for(self.spec.text)
         except (LookupError, ValueError) as e:
@@ -178,8 +188,8 @@ class Listener(Service):
                     systemd.adopt(
                         context.reactor,
                         fd,
-                        self.instance.factory if stype.stream is not None else None,
-                        (lambda: stype.datagram(context)) if stype.datagram is not None else None,  # type: ignore[misc]
+                        (lambda: self.instance.factory(self.key)) if extra or stype.stream is not None else None,
+                        (lambda: stype.datagram(context)) if stype.datagram is not None and not extra else None,  # type: ignore[misc]
                         MAX_DATAGRAM,
                     )
                 )
@@ -200,7 +210,7 @@ class Listener(Service):
         context = self.instance.context
         log.critical(
             "{service}: cannot listen on {spec}: {reason}; stopping",
-            service=context.name,
+            service=self.label,
             spec=self.spec.text,
             reason=_bind_reason(failure),
         )
