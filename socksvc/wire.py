@@ -22,6 +22,10 @@ ECHO_PORT = 7007
 GREETING_PORT = 7017
 REVERSE_PORT = 7071
 CHAT_PORT = 7070
+CHAT_IRC_PORT = 7667
+"""The chat's IRC listener (standard IRC: 6667, 6697 over TLS)."""
+CHAT_WEB_PORT = 7080
+"""The chat's web page and WebSocket."""
 
 DEFAULT_PORTS: dict[str, int] = {
     "echo": ECHO_PORT,

@@ -78,6 +78,13 @@ def render(types: Catalogue) -> str:
     ]
     for name, stype in sorted(types.items()):
         out += [f"### type `{name}`: {stype.doc}", "", f"Served over: {stype.transports()}.", ""]
+        if stype.extra_streams:
+            out += [
+                "More listen lists (stream listen specs, checked like `listen`; `listen` may then be empty):",
+                "",
+                *(f"- `{key}`: {extra.doc}" for key, extra in stype.extra_streams.items()),
+                "",
+            ]
         if setting_fields(stype.settings):
             out += [*_table(stype.settings), ""]
         else:

@@ -21,7 +21,15 @@ from socksvc.config.listen import ListenSpec, parse_listen, parse_systemd_spec
 from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import ItemError, closest, setting_fields
 from socksvc.util.files import read_regular_file
-from socksvc.wire import CHAT_PORT, DEFAULT_INTERFACE, ECHO_PORT, GREETING_PORT, REVERSE_PORT
+from socksvc.wire import (
+    CHAT_IRC_PORT,
+    CHAT_PORT,
+    CHAT_WEB_PORT,
+    DEFAULT_INTERFACE,
+    ECHO_PORT,
+    GREETING_PORT,
+    REVERSE_PORT,
+)
 
 DEFAULT_SOURCE = "<embedded default>"
 
@@ -50,6 +58,8 @@ listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
 
 [services.chat]
 listen = ["tcp:{CHAT_PORT}:interface={_LO}"]
+irc = ["tcp:{CHAT_IRC_PORT}:interface={_LO}"]
+web = ["tcp:{CHAT_WEB_PORT}:interface={_LO}"]
 """
 
 

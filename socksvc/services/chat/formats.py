@@ -106,6 +106,7 @@ class Formatter:
 
     # -- the line view: events as line-client lines ---------------------------
 
+    kind = "line"
     auto_join = True
     """Line clients land in the first room when they register."""
 

@@ -15,7 +15,8 @@ from twisted.internet.protocol import ServerFactory
 
 from socksvc.config.settings import as_bool, as_float, as_int, as_list, as_str, setting
 from socksvc.core.protocols import ServiceFactory
-from socksvc.core.service import ServiceContext, ServiceType
+from socksvc.core.service import ExtraStream, ServiceContext, ServiceType
+from socksvc.services.chat import irc, web
 from socksvc.services.chat.names import look_key
 from socksvc.services.chat.protocol import ChatProtocol
 from socksvc.services.chat.sanitize import name_key, room_check
@@ -90,6 +91,18 @@ class ChatSettings:
         as_list(as_str(nonempty=True)),
         "nicknames nobody may take, nor any look-alike (case-insensitive; see docs/chat.md)",
     )
+    ping_interval: float = setting(
+        120.0, as_float(), "seconds an IRC or web client may be silent before the server pings it; 0 = never ping"
+    )
+    ping_timeout: float = setting(
+        60.0, as_float(minimum=1.0), "seconds a pinged IRC or web client has to answer before it is disconnected"
+    )
+    web_origins: tuple[str, ...] = setting(
+        (),
+        as_list(as_str(nonempty=True)),
+        "web pages (origins such as https://chat.example.org) that may open the chat's WebSocket "
+        "besides the chat's own page; a page from anywhere else is refused",
+    )
 
 
 ChatContext = ServiceContext[ChatSettings, ChatState]
@@ -110,4 +123,8 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
     doc="multi-room line chat for nc, telnet and `socksvc chat`",
     make_state=make_state,
     stream=make_factory,
+    extra_streams={
+        "irc": ExtraStream(irc.make_factory, "IRC clients (irssi, WeeChat, HexChat): the same rooms as channels"),
+        "web": ExtraStream(web.make_factory, "browsers: the chat page (GET /) and its WebSocket (/ws), same rooms"),
+    },
 )

@@ -59,6 +59,8 @@ class ChatState(RoomActions):
         self._log_limit = RateLimitedLog(clock)
         self._held: list[Member] = []
         self._hold_timer: IDelayedCall | None = None
+        self.views: dict[str, Any] = {}
+        """The views of the other kinds of client (irc, web), made by their listeners on first use."""
         self.reconfigure(settings)
 
     # -- settings ------------------------------------------------------------
