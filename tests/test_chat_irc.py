@@ -59,8 +59,8 @@ def test_taken_and_bad_nicknames_433_432() -> None:
     c = IrcClient(chat)
     c.send("NICK alice")
     assert c.lines() == [f":{SERVER} 433 * alice :alice is taken"]
-    c.send("NICK аlice")  # Cyrillic а: looks like alice
-    assert c.lines()[0].startswith(f":{SERVER} 433 * аlice :")
+    c.send("NICK \u0430lice")  # Cyrillic a: looks like alice
+    assert c.lines()[0].startswith(f":{SERVER} 433 * \u0430lice :")
     c.send("NICK admin")
     assert c.lines() == [f":{SERVER} 432 * admin :admin is reserved"]
     c.send("NICK bo$b")

@@ -237,7 +237,7 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
         if member is None or member.gone:
             return
         if isBinary:
-            self.sendClose(1003, "text messages only")
+            self._fail_connection(1003, "text messages only")  # sendClose takes only 1000 and 3000-4999
             return
         state = self.context.state
         self.touched = True
@@ -294,6 +294,19 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
             transport.loseConnection()
         if self.closer is None:
             self.closer = self.context.reactor.callLater(CLOSE_GRACE, transport.abortConnection)
+
+    def unregisterProducer(self) -> None:
+        """autobahn calls this on every drop, registered or not (test transports refuse that)."""
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:
+            pass
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        """autobahn fails the connection (a message too big, a bad frame): the close line says why."""
+        if not self.close_reason:
+            self.close_reason = clip(visible(str(reason)), 120)
+        super()._fail_connection(code, reason)
 
     # -- IPushProducer ---------------------------------------------------------------
 
