@@ -297,8 +297,9 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
 
     def unregisterProducer(self) -> None:
         """autobahn calls this on every drop, registered or not (test transports refuse that)."""
+        transport: Any = self.transport
         try:
-            self.transport.unregisterProducer()
+            transport.unregisterProducer()
         except RuntimeError:
             pass
 
