@@ -24,6 +24,7 @@ HTML = """<!doctype html>
 <meta name="color-scheme" content="light dark">
 <title>socksvc chat</title>
 <link rel="stylesheet" href="/chat.css">
+<link rel="icon" href="/icon.svg" type="image/svg+xml">
 <script src="/chat.js" defer></script>
 </head>
 <body>
@@ -90,6 +91,7 @@ h2 { font-size: 1em; margin: .3em 0; }
 :focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
 #join { max-width: 28em; margin: 2em auto; padding: 0 1em; }
 #join label, #room-form label { display: block; margin-bottom: .3em; }
+#room-form input { width: 100%; margin-bottom: .3em; }
 #nick-error { color: var(--warn); min-height: 1.2em; }
 input, button { font: inherit; padding: .45em .6em; border: 1px solid var(--line); border-radius: 4px;
   background: var(--bg); color: var(--fg); }
@@ -128,7 +130,7 @@ JS = r"""
   const $ = (id) => document.getElementById(id);
   const MAX_LOG = 500;
   let ws = null, nick = "", room = "", wanted = localStorage.getItem("socksvc-nick") || "";
-  let retry = 1000, quitting = false, registered = false, timers = [];
+  let retry = 1000, quitting = false, registered = false, timers = [], roomSizes = [];
 
   function el(tag, text, cls) {
     const e = document.createElement(tag);
@@ -167,10 +169,15 @@ JS = r"""
       b.addEventListener("click", () => { const t = $("say-text"); t.value = "/msg " + n + " "; t.focus(); });
       const li = el("li"); li.append(b); ul.append(li);
     }
-    $("count").textContent = "(" + (size === undefined ? list.length : size) + ")";
+    const here = size === undefined ? list.length : size;
+    $("count").textContent = "(" + here + ")";
+    if (roomSizes.some(([name, n]) => name === room && n !== here)) {
+      rooms(roomSizes.map(([name, n]) => [name, name === room ? here : n]));
+    }
   }
   function roster() { return Array.from($("people").querySelectorAll("button"), (b) => b.textContent); }
   function rooms(list) {
+    roomSizes = list;
     const ul = $("rooms");
     ul.replaceChildren();
     for (const [name, size] of list) {
@@ -292,15 +299,22 @@ JS = r"""
     $("room-input").value = "";
   });
   $("nick-input").value = wanted;
+  $("nick-input").select();  // the last nickname is offered; typing replaces it
   setInterval(() => { if (registered) { send("/who"); send("/rooms"); } }, 60000);
   connect();
 })();
+"""
+
+ICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">\
+<path d="M2 2h12v9H7l-3 3v-3H2z" fill="#0b57d0"/></svg>
 """
 
 FILES: dict[str, tuple[str, bytes]] = {
     "/": ("text/html; charset=utf-8", HTML.encode()),
     "/chat.js": ("text/javascript; charset=utf-8", JS.encode()),
     "/chat.css": ("text/css; charset=utf-8", CSS.encode()),
+    "/icon.svg": ("image/svg+xml", ICON.encode()),
+    "/favicon.ico": ("image/svg+xml", ICON.encode()),
 }
 """What the web listener serves besides the WebSocket: path -> (content type, body)."""
 
