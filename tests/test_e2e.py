@@ -161,7 +161,7 @@ def _default_ports() -> list[tuple[str, int]]:
     return [
         ("udp" if spec.kind == "datagram" else "tcp", spec.port)
         for svc in load(None).services
-        for spec in svc.listen
+        for _key, _index, spec in svc.listens()
         if spec.port
     ]
 
@@ -186,6 +186,7 @@ def test_twistd_with_no_config_serves_the_embedded_default() -> None:
         assert d.port("echo", "udp") == 7007
         assert d.port("greeting") == 7017
         assert d.port("reverse") == 7071
+        assert (d.port("chat/irc"), d.port("chat/web")) == (7667, 7080)
         assert "config <embedded default>" in d.output
         with socket.create_connection(("127.0.0.1", 7007), timeout=10) as s:
             assert echo_round_trip(s, b"default") == b"default"
