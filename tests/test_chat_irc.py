@@ -455,3 +455,16 @@ def test_twisted_ircclient_talks_with_a_line_client() -> None:
     tess.quit("bye")
     pump.flush()
     assert alice.lines() == ["-!- tessa has quit (bye)"]
+
+
+def test_auditorium_join_lists_only_you_and_says_why() -> None:
+    chat = Chat("announce_max = 2\nflood_rate = 0")
+    for nick in ("a1", "a2", "a3"):
+        chat.connect(nick)
+    bob = irc_client(chat, "bob")
+    bob.send("JOIN #lobby")
+    got = bob.lines()
+    assert got[1] == f":{SERVER} 353 bob = #lobby :bob"
+    assert got[3].startswith(f":{SERVER} NOTICE bob :#lobby has 4 members; joins and parts are not announced here")
+    bob.send("NAMES #lobby")
+    assert bob.lines()[0] == f":{SERVER} 353 bob = #lobby :a1 a2 a3 bob"

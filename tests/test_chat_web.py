@@ -260,3 +260,16 @@ def test_slow_browser_is_stalled_and_cut_off_alone() -> None:
     assert c.member.stalled
     chat.clock.advance(5)
     assert "carol has quit (not reading)" in alice.lines()[-1]
+
+
+def test_auditorium_room_sends_no_roster_until_asked() -> None:
+    chat = Chat("announce_max = 2\nflood_rate = 0")
+    for nick in ("a1", "a2", "a3"):
+        chat.connect(nick)
+    c = WebClient(chat)
+    c.events()
+    c.send("carol")
+    _you, room = c.events()
+    assert room["live"] is False and room["members"] == ["carol"] and room["size"] == 4
+    c.send("/who")
+    assert c.events()[0]["members"] == ["a1", "a2", "a3", "carol"]

@@ -130,13 +130,18 @@ class Nick(NamedTuple):
 class Entered(NamedTuple):
     """
     The member is now in ROOM (SIZE members, itself included); HISTORY is
-    the room's last lines, (when, L{Said}), to replay.
+    the room's last lines, (when, L{Said}), to replay. LIVE: the room
+    announces joins and parts (it is within C{announce_max}); a view that
+    keeps a roster lists the members only then (an auditorium's roster would
+    go stale at once, and listing 10,000 names on every join costs the
+    server what 10,000 joins cost), and otherwise only on request.
     """
 
     room: Any
     """The L{socksvc.services.chat.delivery.Room} (a local object: views list its members)."""
     size: int
     history: tuple[tuple[float, Said], ...] = ()
+    live: bool = True
 
 
 class RoomTopic(NamedTuple):

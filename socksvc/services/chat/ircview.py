@@ -231,7 +231,13 @@ class IrcView:
         if room.topic:
             out.append(self.reply(RPL_TOPIC, me, chan, text=room.topic))
             out.append(self.reply(RPL_TOPICWHOTIME, me, chan, room.topic_by or self.server, str(int(room.topic_at))))
-        out.append(self.names(me, room))
+        if ev.live:
+            out.append(self.names(me, room))
+        else:
+            head = f":{self.server} {RPL_NAMREPLY} {me} = {chan} :{me}".encode()
+            out.append(head + CRLF + self.reply(RPL_ENDOFNAMES, me, chan, text="End of /NAMES list"))
+            text = f"{chan} has {ev.size} members; joins and parts are not announced here (NAMES or WHO lists them)"
+            out.append(lines(f":{self.server} NOTICE {me} ", text))
         for when, said in ev.history:
             body = f"* {said.nick} {said.text}" if said.kind == ACTION else f"<{said.nick}> {said.text}"
             out.append(lines(f":{self.server} NOTICE {chan} ", f"[{CHAT_HISTORY} {self.stamp(when)}] {body}"))

@@ -67,6 +67,7 @@ HTML = """<!doctype html>
     <h2 id="people-title">Here <span id="count"></span></h2>
     <p class="hint">Choose a name to write to that person privately.</p>
     <ul id="people"></ul>
+    <button type="button" id="who-button" hidden>Show everyone here</button>
   </aside>
 </div>
 </body>
@@ -130,7 +131,7 @@ JS = r"""
   const $ = (id) => document.getElementById(id);
   const MAX_LOG = 500;
   let ws = null, nick = "", room = "", wanted = localStorage.getItem("socksvc-nick") || "";
-  let retry = 1000, quitting = false, registered = false, timers = [], roomSizes = [];
+  let retry = 1000, quitting = false, registered = false, timers = [], roomSizes = [], live = true;
 
   function el(tag, text, cls) {
     const e = document.createElement(tag);
@@ -215,11 +216,13 @@ JS = r"""
       $("log").replaceChildren();
       for (const h of ev.history) said(h, "history");
       add("notice", ["You are in " + room + " (" + ev.size + (ev.size === 1 ? " person)" : " people)")]);
+      live = ev.live !== false;  // a big room announces no joins: its list is asked for, not kept
+      $("who-button").hidden = live;
       people(ev.members, ev.size);
       send("/rooms");
     },
     say: (ev) => { if (ev.room === room) said(ev, ev.kind === "notice" ? "notice" : ""); },
-    join: (ev) => { add("notice", [ev.nick + " joined"]); people([...roster(), ev.nick].sort()); },
+    join: (ev) => { add("notice", [ev.nick + " joined"]); if (live) people([...roster(), ev.nick].sort()); },
     part: (ev) => {
       if (ev.nick === nick) return;
       add("notice", [ev.nick + " left" + (ev.reason ? " (" + ev.reason + ")" : "")]);
@@ -300,7 +303,8 @@ JS = r"""
   });
   $("nick-input").value = wanted;
   $("nick-input").select();  // the last nickname is offered; typing replaces it
-  setInterval(() => { if (registered) { send("/who"); send("/rooms"); } }, 60000);
+  $("who-button").addEventListener("click", () => send("/who"));
+  setInterval(() => { if (registered) { if (live) send("/who"); send("/rooms"); } }, 60000);
   connect();
 })();
 """

@@ -121,9 +121,10 @@ class RoomActions(Delivery):
         self.settle(room)
         room.members[m.key] = m
         m.add_room(room)
-        if self.announces(room):
+        live = self.announces(room)
+        if live:
             self.to_room(room, Joined(room.name, m.nick), exclude=m)
-        self.emit(m, Entered(room, len(room.members), tuple(room.history)))
+        self.emit(m, Entered(room, len(room.members), tuple(room.history), live))
 
     def part(self, m: Member, room: Room, reason: str = "") -> None:
         """C{m} leaves C{room} and stays connected (an IRC PART): the room hears it, C{m} too."""

@@ -113,7 +113,8 @@ class WebView:
                     "room": room.name,
                     "size": ev.size,
                     "topic": visible(room.topic),
-                    "members": roster(room),
+                    "members": roster(room) if ev.live else [m.nick] if m is not None else [],
+                    "live": ev.live,
                     "history": history,
                 }
             )
