@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
@@ -49,6 +49,14 @@ class View(Protocol):
 
     def personal(self, ev: Event, m: Any) -> bytes:
         """An event for member C{m} alone."""
+
+    @property
+    def wrap(self) -> Callable[[bytes], bytes] | None:
+        """
+        What a chunk of rendered events becomes on the wire (the web view: one
+        WebSocket frame), applied once per chunk: once for every member of a
+        view sharing a room's batch. None: the rendered bytes go as they are.
+        """
 
 
 class Outlet(Protocol):
@@ -219,7 +227,13 @@ class Member:
                 self.stall_timer.cancel()
             self.stall_timer = None
             missed, self.missed = self.missed, 0
-            self.conn.send(self.view.personal(Missed(missed), self))
+            self.conn.send(self.render(Missed(missed)))
+
+    def render(self, ev: Event) -> bytes:
+        """An event for this member alone, as its connection sends it."""
+        data = self.view.personal(ev, self)
+        wrap = self.view.wrap
+        return wrap(data) if wrap is not None and data else data
 
     def unsent(self) -> int:
         """Bytes waiting in this member's own queue."""
@@ -256,6 +270,12 @@ class Room:
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} {len(self.members)}>"
+
+
+def wrapped(view: View, data: bytes) -> bytes:
+    """C{data} as C{view} sends it (L{View.wrap})."""
+    wrap = view.wrap
+    return wrap(data) if wrap is not None and data else data
 
 
 class Delivery:
@@ -299,7 +319,7 @@ class Delivery:
         if member.gone:
             return
         if self._depth == 0:
-            member.deliver(member.view.personal(ev, member))
+            member.deliver(member.render(ev))
             return
         self._entries.append((member, ev, None))
         self._special.add(member)
@@ -319,7 +339,7 @@ class Delivery:
                 if m is not exclude:
                     data = rendered.get(m.view)
                     if data is None:
-                        data = rendered[m.view] = m.view.room(ev)
+                        data = rendered[m.view] = wrapped(m.view, m.view.room(ev))
                     m.deliver(data)
             return
         self._entries.append((room, ev, exclude))
@@ -358,7 +378,7 @@ class Delivery:
                 data = shared.get(view)
                 if data is None:
                     data = view.room(events[0]) if len(events) == 1 else b"".join([view.room(ev) for ev in events])
-                    shared[view] = data
+                    data = shared[view] = wrapped(view, data)
                 m.deliver(data)
         if not special:
             return
@@ -383,4 +403,4 @@ class Delivery:
                         data = cache[key] = view.room(payload)
                     mine.append(data)
             if mine:
-                m.deliver(mine[0] if len(mine) == 1 else b"".join(mine))
+                m.deliver(wrapped(view, mine[0] if len(mine) == 1 else b"".join(mine)))

@@ -12,6 +12,7 @@ L{socksvc.wire}, which the console client parses with.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from socksvc.services.chat.events import (
@@ -107,6 +108,7 @@ class Formatter:
     # -- the line view: events as line-client lines ---------------------------
 
     kind = "line"
+    wrap: Callable[[bytes], bytes] | None = None
     auto_join = True
     """Line clients land in the first room when they register."""
 

@@ -16,6 +16,7 @@ channel C{#lobby}.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from socksvc.services.chat.events import (
@@ -115,6 +116,7 @@ class IrcView:
     """The IRC clients' view of one chat service (L{socksvc.services.chat.delivery.View})."""
 
     kind = "irc"
+    wrap: Callable[[bytes], bytes] | None = None
     auto_join = False
     """IRC clients join the channels they want (JOIN): none is forced on them."""
 

@@ -172,9 +172,10 @@ class ChatState(RoomActions):
         if m.gone:
             return
         self.log_event("kick", "{service}: disconnecting {nick}: {reason}", nick=m.nick or "(no nick)", reason=reason)
-        conn, view = m.conn, m.view
+        conn = m.conn
+        last = m.render(Bye(CHAT_DISCONNECTED + reason))
         self.remove(m, reason)
-        conn.send_last(view.personal(Bye(CHAT_DISCONNECTED + reason), m), reason)
+        conn.send_last(last, reason)
 
     def stall_expired(self, m: Member) -> None:
         m.stall_timer = None
@@ -201,7 +202,7 @@ class ChatState(RoomActions):
         self.release_held()
         for m in list(self.members):
             conn = m.conn
-            m.deliver(m.view.personal(bye, m))
+            m.deliver(m.render(bye))
             m.drop()
             conn.close("server shutting down")
         self.members.clear()

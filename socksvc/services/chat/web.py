@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import autobahn.websocket.protocol
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -60,6 +61,16 @@ CLOSE_TIMEOUT = 2.0
 CLOSE_GRACE = 10.0
 """Seconds a closing client gets to take its last lines."""
 WS_PATH = b"/ws"
+
+
+# autobahn pretty-prints every connection's options (pprint.pformat) for a debug line,
+# whether or not debug lines are logged: about 1 ms a connection, more than accepting it
+# costs. socksvc never logs autobahn's debug lines (see _QUIET), so that formatting goes.
+def _unformatted(obj: object, *args: Any, **kw: Any) -> str:
+    return ""
+
+
+autobahn.websocket.protocol.pformat = _unformatted
 
 _QUIET = txaio.make_logger(level="critical")  # type: ignore[attr-defined]
 """autobahn's logger for our connections: a client must not be able to write our log (see the module doc)."""
@@ -262,10 +273,9 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
     # -- Connection (what the state writes through) --------------------------
 
     def send(self, data: bytes) -> None:
+        """Events, already one WebSocket frame (the web view wraps them: L{WebView.wrap})."""
         if data and self.state == self.STATE_OPEN:
-            # One text frame. Not sendMessage: autobahn's maxMessagePayloadSize caps what we send
-            # too, and a batch of events is bigger than one line of input.
-            self.sendFrame(opcode=1, payload=data)
+            self.sendData(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Every byte autobahn sends (handshake, frames) leaves here: counted, written through."""

@@ -6,7 +6,7 @@ message of such lines (the page splits it). Every text field is escaped
 here (L{visible}: controls and bidi overrides shown as escapes), and the
 page inserts every field as text, never as HTML.
 
-Object types (C{t}): C{say} (C{kind} say, action or notice), C{join},
+Object types (C{t}): C{say} (C{kind} action or notice; none for a plain line), C{join},
 C{part}, C{quit}, C{nick}, C{topic}, C{notice}, C{error}, C{private},
 C{sent}, C{you}, C{room}, C{who}, C{rooms}, C{bye}, C{missed}. docs/chat.md
 lists their fields.
@@ -19,6 +19,7 @@ from typing import Any
 
 from socksvc.services.chat.events import (
     ROOM_EVENTS,
+    SAY,
     Bye,
     Entered,
     Error,
@@ -66,13 +67,30 @@ class WebView:
     def __init__(self, clock: Any) -> None:
         self.clock = clock
 
+    @staticmethod
+    def wrap(payload: bytes) -> bytes:
+        """
+        A chunk of events as one unmasked text frame (RFC 6455 5.2): made once
+        for a room's batch and written to every web member, as line clients'
+        lines are; built here, not by autobahn's sendMessage, whose
+        maxMessagePayloadSize caps what we send too (a batch is bigger than a
+        line of input).
+        """
+        size = len(payload)
+        if size < 126:
+            head = bytes((0x81, size))
+        elif size < 1 << 16:
+            head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+        return head + payload
+
     def room(self, ev: Event) -> bytes:
         kind = type(ev)
         if kind is Said:
-            now = int(self.clock.seconds())
-            return _line(
-                {"t": "say", "room": ev.room, "nick": ev.nick, "text": visible(ev.text), "kind": ev.kind, "time": now}
-            )
+            if ev.kind == SAY:  # the common case, kept short: no kind
+                return _line({"t": "say", "room": ev.room, "nick": ev.nick, "text": visible(ev.text)})
+            return _line({"t": "say", "room": ev.room, "nick": ev.nick, "text": visible(ev.text), "kind": ev.kind})
         if kind is Joined:
             return _line({"t": "join", "room": ev.room, "nick": ev.nick})
         if kind is Left:
