@@ -70,7 +70,7 @@ def _unformatted(obj: object, *args: Any, **kw: Any) -> str:
     return ""
 
 
-autobahn.websocket.protocol.pformat = _unformatted
+setattr(autobahn.websocket.protocol, "pformat", _unformatted)  # noqa: B010  (typed as pprint's: set by name)
 
 _QUIET = txaio.make_logger(level="critical")  # type: ignore[attr-defined]
 """autobahn's logger for our connections: a client must not be able to write our log (see the module doc)."""
