@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import harness
 
-BENCHMARKS = ("echo", "greeting", "udp", "chat", "chatmix")
+BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail", "chatmix")
 DEFAULT_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "latest.json")
 ROW_KEYS: dict[str, type | tuple[type, ...]] = {
     "bench": str,

@@ -171,7 +171,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
         except chat.BenchError as e:
             NOTES.append(f"chat mix memory {label}: {e}")
             continue
-        rows.append(chat.row("chat mix memory", f"RSS per idle {label} member, {clients}", "socksvc", per, "KiB", False))
+        rows.append(
+            chat.row("chat mix memory", f"RSS per idle {label} member, {clients}", "socksvc", per, "KiB", False)
+        )
     return rows
 
 

@@ -3,8 +3,13 @@ One load-generating client process (stdlib only, run as a script).
 
     python bench/load.py KIND HOST PORT --sockets K [--size BYTES] --duration SECONDS
 
-KIND is C{echo} (TCP round trips), C{greet} (connect, read until close) or
-C{udp} (datagram round trips). The process opens its K clients, checks one
+KIND is C{echo} (TCP round trips), C{greet} (connect, read until close),
+C{udp} (datagram round trips), C{ask} (an empty datagram, any reply: UDP
+time), C{download} (bytes read from one stream: chargen), C{upload}
+(bytes sent on one stream and taken by the server: discard; the count is
+bytes then, not operations) or C{smtp} (messages of about C{--size} bytes
+over one SMTP connection each: MAIL, RCPT, DATA and the text, each waiting
+for its reply, as a client without PIPELINING does). The process opens its K clients, checks one
 exchange on each (the reply must be right), prints C{ready}, waits for a
 line on stdin (the runner's "go", so every process starts together), runs
 for the duration and prints one JSON object: C{{"count": N, "elapsed": S,
@@ -190,9 +195,144 @@ class UDP:
                 return count, lost
 
 
+class Ask:
+    """UDP request/reply where the reply is not the request: send an empty datagram, take any reply (RFC 868 time)."""
+
+    def __init__(self, host: str, port: int, sockets: int) -> None:
+        self.socks = []
+        for _ in range(sockets):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect((host, port))
+            _timeout(sock, UDP_TIMEOUT)
+            self.socks.append(sock)
+        for sock in self.socks:
+            for _attempt in range(5):
+                sock.send(b"")
+                try:
+                    if sock.recv(65536):
+                        break
+                except BlockingIOError:
+                    continue
+            else:
+                raise ConnectionError("no UDP reply in 5 tries")
+
+    def run(self, deadline: float) -> tuple[int, int]:
+        socks = self.socks
+        count = lost = 0
+        now = time.monotonic
+        while True:
+            for sock in socks:
+                sock.send(b"")
+            for sock in socks:
+                try:
+                    sock.recv(65536)
+                    count += 1
+                except BlockingIOError:
+                    lost += 1
+            if now() >= deadline:
+                return count, lost
+
+
+class Stream:
+    """
+    One TCP stream, connected when the run starts. C{download}: read until
+    the deadline (chargen). C{upload}: send until the deadline, then
+    half-close and wait for the server's close, so that every byte counted
+    was taken by the server (discard). The count is bytes.
+    """
+
+    def __init__(self, host: str, port: int, upload: bool) -> None:
+        self.addr = (host, port)
+        self.upload = upload
+        with socket.create_connection(self.addr, timeout=RECV_TIMEOUT):
+            pass  # it is there
+
+    def run(self, deadline: float) -> tuple[int, int]:
+        sock = socket.create_connection(self.addr, timeout=RECV_TIMEOUT)
+        sock.settimeout(None)
+        _timeout(sock, RECV_TIMEOUT)
+        now = time.monotonic
+        total = 0
+        try:
+            if self.upload:
+                block = b"\xa5" * (1 << 20)
+                while now() < deadline:
+                    sock.sendall(block)
+                    total += len(block)
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass
+            else:
+                buf = bytearray(1 << 20)
+                while now() < deadline:
+                    n = sock.recv_into(buf)
+                    if not n:
+                        raise ConnectionError("server closed the connection")
+                    total += n
+        finally:
+            sock.close()
+        return total, 0
+
+
+class SMTP:
+    """One message after another on each connection; every reply must be the right one."""
+
+    def __init__(self, host: str, port: int, sockets: int, size: int) -> None:
+        self.socks = [_tcp(host, port) for _ in range(sockets)]
+        self.bufs = [b"" for _ in self.socks]
+        head = b"From: bench@example.org\r\nTo: sink@example.org\r\nSubject: bench\r\n\r\n"
+        line = b"x" * 76 + b"\r\n"
+        body = line * max(1, (size - len(head)) // len(line))
+        self.text = head + body + b".\r\n"
+        for n, sock in enumerate(self.socks):
+            self.expect(n, b"220")
+            sock.sendall(b"EHLO bench\r\n")
+            self.expect(n, b"250")
+        self.run(0.0)  # one message each, checked
+
+    def expect(self, n: int, code: bytes) -> None:
+        """Read one whole reply on connection C{n}; it must start with C{code}."""
+        buf = self.bufs[n]
+        while True:
+            end = buf.find(b"\r\n")
+            while end >= 0:
+                line, buf = buf[:end], buf[end + 2 :]
+                if line[3:4] != b"-":
+                    self.bufs[n] = buf
+                    if not line.startswith(code):
+                        raise ValueError(f"expected {code.decode()}, got {line[:80]!r}")
+                    return
+                end = buf.find(b"\r\n")
+            chunk = self.socks[n].recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            buf += chunk
+
+    def run(self, deadline: float) -> tuple[int, int]:
+        steps = (
+            (b"MAIL FROM:<bench@example.org>\r\n", b"250"),
+            (b"RCPT TO:<sink@example.org>\r\n", b"250"),
+            (b"DATA\r\n", b"354"),
+            (self.text, b"250"),
+        )
+        count = 0
+        now = time.monotonic
+        socks = self.socks
+        numbers = range(len(socks))
+        while True:
+            for data, code in steps:
+                for sock in socks:
+                    sock.sendall(data)
+                for n in numbers:
+                    self.expect(n, code)
+            count += len(socks)
+            if now() >= deadline:
+                return count, 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("kind", choices=("echo", "greet", "udp"))
+    p.add_argument("kind", choices=("echo", "greet", "udp", "ask", "download", "upload", "smtp"))
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--sockets", type=int, default=1)
@@ -200,11 +340,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=1.0)
     a = p.parse_args(argv)
     try:
-        client: Echo | Greet | UDP
+        client: Echo | Greet | UDP | Ask | Stream | SMTP
         if a.kind == "echo":
             client = Echo(a.host, a.port, a.sockets, a.size)
+        elif a.kind == "smtp":
+            client = SMTP(a.host, a.port, a.sockets, a.size)
         elif a.kind == "greet":
             client = Greet(a.host, a.port, a.sockets)
+        elif a.kind == "ask":
+            client = Ask(a.host, a.port, a.sockets)
+        elif a.kind in ("download", "upload"):
+            client = Stream(a.host, a.port, a.kind == "upload")
         else:
             client = UDP(a.host, a.port, a.sockets, a.size)
     except (OSError, ValueError) as e:

@@ -26,12 +26,28 @@ CHAT_IRC_PORT = 7667
 """The chat's IRC listener (standard IRC: 6667, 6697 over TLS)."""
 CHAT_WEB_PORT = 7080
 """The chat's web page and WebSocket."""
+DISCARD_PORT = 7009
+DAYTIME_PORT = 7013
+CHARGEN_PORT = 7019
+TIME_PORT = 7037
+ADMIN_PORT = 9107
+"""The admin HTTP listener of the embedded default (/metrics, the status page); `socksvc status` asks it."""
+STATUS_PATH = "/status.json"
+"""Where the admin listener serves its figures as JSON (what `socksvc status` reads)."""
+SMTP_PORT = 7025
+POP3_PORT = 7110
 
 DEFAULT_PORTS: dict[str, int] = {
     "echo": ECHO_PORT,
     "greeting": GREETING_PORT,
     "reverse": REVERSE_PORT,
     "chat": CHAT_PORT,
+    "discard": DISCARD_PORT,
+    "daytime": DAYTIME_PORT,
+    "chargen": CHARGEN_PORT,
+    "time": TIME_PORT,
+    "smtp": SMTP_PORT,
+    "pop3": POP3_PORT,
 }
 """Service name -> the loopback port of the embedded default (and the client's default)."""
 

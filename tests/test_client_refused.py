@@ -39,6 +39,7 @@ ONE_EACH = """
 [services.echo]
 listen = ["tcp:0:interface=127.0.0.1"]
 max_per_source = 1
+log_close_rate = 0  # every close has its line: a test waits for one
 [services.reverse]
 listen = ["tcp:0:interface=127.0.0.1"]
 """
@@ -101,6 +102,10 @@ def test_too_many_connections_from_our_address(open_svc: Daemon) -> None:
         held.sendall(b"x")
         assert held.recv(1) == b"x"  # accepted and counted: the next one is over max_per_source
         p = subprocess.run([SCRIPT, "echo", "127.0.0.1", str(port), "hi"], capture_output=True, timeout=30)
+        held_port = held.getsockname()[1]
+    # The daemon sees the close a moment later: until then the slot is taken, and
+    # the next test on this daemon (one connection per address) would be refused.
+    open_svc.read(until=f"echo: 127.0.0.1:{held_port} closed after")
     assert p.returncode == EXIT_PROTOCOL
     assert p.stdout == b""
     one_error_line(

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,12 +159,9 @@ def _json_lines(output: str) -> list[dict[str, Any]]:
 
 
 def _default_ports() -> list[tuple[str, int]]:
-    return [
-        ("udp" if spec.kind == "datagram" else "tcp", spec.port)
-        for svc in load(None).services
-        for _key, _index, spec in svc.listens()
-        if spec.port
-    ]
+    config = load(None)
+    specs = [spec for svc in config.services for _key, _index, spec in svc.listens()] + list(config.daemon.http)
+    return [("udp" if spec.kind == "datagram" else "tcp", spec.port) for spec in specs if spec.port]
 
 
 def _taken(kind: str, port: int) -> bool:
@@ -187,6 +185,9 @@ def test_twistd_with_no_config_serves_the_embedded_default() -> None:
         assert d.port("greeting") == 7017
         assert d.port("reverse") == 7071
         assert (d.port("chat/irc"), d.port("chat/web")) == (7667, 7080)
+        assert d.port("admin/http") == 9107
+        with urllib.request.urlopen("http://127.0.0.1:9107/metrics", timeout=10) as r:
+            assert b'socksvc_connections{service="echo"}' in r.read()
         assert "config <embedded default>" in d.output
         with socket.create_connection(("127.0.0.1", 7007), timeout=10) as s:
             assert echo_round_trip(s, b"default") == b"default"

@@ -182,9 +182,13 @@ def test_choose_reactor_keeps_an_installed_reactor() -> None:
     assert after is before
 
 
+# Port 0, never the embedded default: a developer's `./dev serve` may hold 7007 and the rest.
+ECHO = '[services.echo]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+
+
 def test_twistd_uses_socksvc_reactor_by_default() -> None:
-    with daemon(None) as d:
-        d.read(until="services on")
+    with daemon(ECHO) as d:
+        assert "services on" in d.output, d.output
     assert "reactor class: socksvc.daemon.reactor.SocksvcReactor." in d.output
 
 
@@ -193,8 +197,7 @@ def test_twistd_uses_socksvc_reactor_by_default() -> None:
     [("epoll", "twisted.internet.epollreactor.EPollReactor"), ("socksvc", "socksvc.daemon.reactor.SocksvcReactor")],
 )
 def test_twistd_reactor_option_is_honoured(name: str, expected: str) -> None:
-    with daemon(None, twistd_args=["--reactor", name]) as d:
-        d.read(until="services on")
+    with daemon(ECHO, twistd_args=["--reactor", name]) as d:
         port = d.port("echo")
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"ping\n")

@@ -246,6 +246,16 @@ def test_failed_bind_rolls_back() -> None:
     assert len(reactor.listening) == 4  # nothing of reverse left behind
 
 
+def test_a_chat_added_by_a_failed_reload_leaves_the_notice_bus() -> None:
+    reactor = FailingReactor()
+    svc = started(reactor=reactor)
+    reactor.busy.add(7072)
+    posted = svc.notices.post("lobby", "before")
+    assert posted == 1  # the running chat
+    assert reload(svc, BASE + '[services.chat2]\ntype = "chat"\nlisten = ["tcp:7072:interface=127.0.0.1"]\n') is False
+    assert svc.notices.post("lobby", "after") == 1  # not the chat that never started
+
+
 class SlowReactor(FailingReactor):
     """Ports that take until the test says so to close."""
 

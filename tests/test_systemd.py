@@ -595,7 +595,11 @@ def test_units_exist_and_are_consistent() -> None:
         assert m, sock
         declared.add(m.group(1))
         assert "Service=socksvc.service" in text
-    assert names == declared == {"echo", "greeting", "chat", "reverse"}
+    assert (
+        names
+        == declared
+        == {"echo", "greeting", "chat", "reverse", "discard", "daytime", "time", "chargen", "smtp", "pop3"}
+    )
     dropin = (UNITS / "socket-activated" / "socket-activation.conf").read_text()
     for sock in SOCKETS:
         assert sock in dropin

@@ -42,7 +42,7 @@ def test_make_service_builds_the_tree_without_binding() -> None:
         "udp:7007:interface=127.0.0.1",
     ]
     assert all(listener.port is None for i in service.instances() for listener in i.listeners())
-    assert service.udp_ports == {7007}
+    assert service.udp_ports == {7007, 7009, 7013, 7017, 7037}
 
 
 def test_make_service_on_a_file(tmp_path: Path) -> None:

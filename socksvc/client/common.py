@@ -43,14 +43,18 @@ EXIT_CODES = {
         "other error: standard output closed, a local I/O or unexpected socket error; "
         "for udp, also: no reply came back at all (as ping)"
     ),
-    EXIT_USAGE: "bad command line: a bad host, port, option value or URL, a word too many",
+    EXIT_USAGE: (
+        "bad command line: a bad host, port, option value or URL, a word too many; "
+        "mail: no password given, or one that would cross to another host in the clear"
+    ),
     EXIT_NOT_FOUND: "unknown host, name, address (no reverse name), service name or URL scheme",
     EXIT_CONNECT: "cannot connect: connection refused, no such UNIX socket, network or host unreachable",
     EXIT_TIMEOUT: "timed out: connecting, waiting for a (complete) reply, or for the answer to chat's --nick",
     EXIT_PROTOCOL: (
         "connected, then: refused by the daemon (socksvc: REASON), the server's error line "
-        "(reverse: a line too long), a chat nickname refused, reset or closed early "
-        "(chat: other than after /quit), or an echo that differs"
+        "(reverse: a line too long; mail: an SMTP 4xx/5xx or POP3 -ERR reply), a chat nickname refused, "
+        "reset or closed early (chat: other than after /quit), an echo that differs, "
+        "or a time answer that is not 4 bytes"
     ),
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }

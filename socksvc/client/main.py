@@ -17,11 +17,11 @@ import textwrap
 from collections.abc import Sequence
 from typing import NoReturn
 
-from socksvc.client import lookup, probes, udp
+from socksvc.client import classic, lookup, mail, passwd, probes, status, udp
 from socksvc.client.chat import command as chat
 from socksvc.client.common import EXIT_CODES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, ClientError
 
-MODULES = (probes, udp, chat, lookup)
+MODULES = (probes, udp, classic, chat, mail, lookup, status, passwd)
 
 
 def version() -> str:
@@ -38,7 +38,7 @@ def _epilog() -> str:
     lines = [
         "targets (every command that connects):",
         "  nothing (localhost, the command's port), HOST, HOST PORT, [IPv6] PORT,",
-        "  or unix:PATH (echo, greet, reverse, chat); the command's MESSAGE or TEXT follows",
+        "  or unix:PATH (every command but udp and --udp); the command's MESSAGE or TEXT follows",
         "",
         "exit codes (every command):",
     ]
@@ -50,7 +50,10 @@ def _epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Client and toolbox for the socksvc daemon's services (echo, greeting, reverse, UDP echo, chat).",
+        description=(
+            "Client and toolbox for the socksvc daemon's services (echo, greeting, reverse, UDP echo, "
+            "time, daytime, chargen, discard, chat, mail)."
+        ),
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -22,13 +22,20 @@ from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import ItemError, closest, setting_fields
 from socksvc.util.files import read_regular_file
 from socksvc.wire import (
+    ADMIN_PORT,
+    CHARGEN_PORT,
     CHAT_IRC_PORT,
     CHAT_PORT,
     CHAT_WEB_PORT,
+    DAYTIME_PORT,
     DEFAULT_INTERFACE,
+    DISCARD_PORT,
     ECHO_PORT,
     GREETING_PORT,
+    POP3_PORT,
     REVERSE_PORT,
+    SMTP_PORT,
+    TIME_PORT,
 )
 
 DEFAULT_SOURCE = "<embedded default>"
@@ -46,12 +53,13 @@ DEFAULT_CONFIG = f"""\
 # The embedded default: every service on {_LO} (see docs/architecture.md).
 [daemon]
 log_format = "text"
+http = ["tcp:{ADMIN_PORT}:interface={_LO}"]
 
 [services.echo]
 listen = ["tcp:{ECHO_PORT}:interface={_LO}", "udp:{ECHO_PORT}:interface={_LO}"]
 
 [services.greeting]
-listen = ["tcp:{GREETING_PORT}:interface={_LO}"]
+listen = ["tcp:{GREETING_PORT}:interface={_LO}", "udp:{GREETING_PORT}:interface={_LO}"]
 
 [services.reverse]
 listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
@@ -60,6 +68,27 @@ listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
 listen = ["tcp:{CHAT_PORT}:interface={_LO}"]
 irc = ["tcp:{CHAT_IRC_PORT}:interface={_LO}"]
 web = ["tcp:{CHAT_WEB_PORT}:interface={_LO}"]
+
+[services.discard]
+listen = ["tcp:{DISCARD_PORT}:interface={_LO}", "udp:{DISCARD_PORT}:interface={_LO}"]
+
+[services.daytime]
+listen = ["tcp:{DAYTIME_PORT}:interface={_LO}", "udp:{DAYTIME_PORT}:interface={_LO}"]
+
+[services.chargen]
+listen = ["tcp:{CHARGEN_PORT}:interface={_LO}"]
+
+[services.time]
+listen = ["tcp:{TIME_PORT}:interface={_LO}", "udp:{TIME_PORT}:interface={_LO}"]
+
+# Mail is filed in $XDG_DATA_HOME/socksvc/mail (~/.local/share/socksvc/mail),
+# or $STATE_DIRECTORY/mail under systemd; see docs/mail.md.
+[services.smtp]
+listen = ["tcp:{SMTP_PORT}:interface={_LO}"]
+announce = "lobby"
+
+[services.pop3]
+listen = ["tcp:{POP3_PORT}:interface={_LO}"]
 """
 
 
@@ -115,6 +144,8 @@ class Config:
     source: str
     daemon: DaemonSettings
     services: tuple[ServiceConfig, ...]
+    admin_policy: PolicySettings = attrs.field(factory=PolicySettings)
+    """The admin listener's policy: [defaults], then [daemon]'s http_KEY overrides (see L{ADMIN_POLICY_PREFIX})."""
 
     def service(self, name: str) -> ServiceConfig:
         for svc in self.services:
@@ -135,10 +166,13 @@ def _show(value: Any) -> str:
 
 
 def _show_other(value: Any) -> str:
-    """TOML dates and times as TOML writes them."""
+    """TOML dates and times as TOML writes them; a file read at load time (it has a path) as its path."""
     isoformat = getattr(value, "isoformat", None)
     if callable(isoformat):
         return str(isoformat())
+    path = getattr(value, "path", None)
+    if isinstance(path, str):
+        return path
     raise TypeError(type(value).__name__)
 
 
@@ -167,6 +201,9 @@ class ConfigError(Exception):
 
 
 _MISSING: Any = object()
+
+ADMIN_POLICY_PREFIX = "http_"
+"""[daemon] http_KEY sets policy key KEY (allow, deny, max_connections...) for the admin listener only."""
 
 
 def load(path: str | None, types: Catalogue) -> Config:
@@ -225,21 +262,27 @@ class _Checker:
         for key, value in raw.items():
             if key not in ("daemon", "defaults", "services"):
                 raise self.unknown("", key, value, ["daemon", "defaults", "services"])
-        daemon = self.settings("daemon", DaemonSettings, self.table("daemon", raw.get("daemon", {})))
-        defaults_raw = self.table("defaults", raw.get("defaults", {}))
         policy_keys = setting_fields(PolicySettings)
+        daemon_raw = dict(self.table("daemon", raw.get("daemon", {})))
+        admin_keys = {ADMIN_POLICY_PREFIX + k: v for k, v in policy_keys.items()}
+        admin_raw = {key: daemon_raw.pop(key) for key in list(daemon_raw) if key in admin_keys}
+        daemon = self.settings("daemon", DaemonSettings, daemon_raw, list(admin_keys))
+        defaults_raw = self.table("defaults", raw.get("defaults", {}))
         for key, value in defaults_raw.items():
             if key not in policy_keys:
                 raise self.unknown("defaults", key, value, list(policy_keys))
         defaults = self.values("defaults", policy_keys, defaults_raw)
+        admin_values = dict(defaults)
+        for key, value in self.values("daemon", admin_keys, admin_raw).items():
+            admin_values[key.removeprefix(ADMIN_POLICY_PREFIX)] = value
         services_raw = self.table("services", raw.get("services", {}))
         if not services_raw:
             raise self.fail("services", _MISSING, "no services configured; add a [services.NAME] table")
         services = tuple(
             self.service(name, self.table(f"services.{name}", body), defaults) for name, body in services_raw.items()
         )
-        self.check_clashes(services)
-        return Config(source=self.source, daemon=daemon, services=services)
+        self.check_clashes(services, daemon.http)
+        return Config(source=self.source, daemon=daemon, services=services, admin_policy=PolicySettings(**admin_values))
 
     def values(self, table: str, fields: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -255,11 +298,11 @@ class _Checker:
                 raise self.fail(f"{table}.{key}", value, str(e)) from None
         return out
 
-    def settings(self, table: str, cls: type, raw: dict[str, Any]) -> Any:
+    def settings(self, table: str, cls: type, raw: dict[str, Any], also: list[str] | None = None) -> Any:
         fields = setting_fields(cls)
         for key, value in raw.items():
             if key not in fields:
-                raise self.unknown(table, key, value, list(fields))
+                raise self.unknown(table, key, value, [*fields, *(also or [])])
         values = self.values(table, fields, raw)
         try:
             return cls(**values)
@@ -333,20 +376,20 @@ class _Checker:
             specs.append(spec)
         return tuple(specs)
 
-    def check_clashes(self, services: tuple[ServiceConfig, ...]) -> None:
+    def check_clashes(self, services: tuple[ServiceConfig, ...], admin: tuple[ListenSpec, ...] = ()) -> None:
         """Two listen specs that can never both bind (or adopt the same socket) stop the load."""
         seen: list[tuple[tuple[str, Any], str, str]] = []
-        for svc in services:
-            for name, i, spec in svc.listens():
-                key = _bind_key(spec)
-                if key is None:
-                    continue
-                where = f"services.{svc.name}.{name}[{i}]"
-                space, address = key
-                for other_space, other_address, other_where in seen:
-                    if space == other_space and _same_address(space[0], address, other_address):
-                        raise self.fail(where, spec.text, f"same address as {other_where}")
-                seen.append((space, address, where))
+        every = [(f"daemon.http[{i}]", spec) for i, spec in enumerate(admin)]
+        every += [(f"services.{svc.name}.{key}[{i}]", spec) for svc in services for key, i, spec in svc.listens()]
+        for where, spec in every:
+            key = _bind_key(spec)
+            if key is None:
+                continue
+            space, address = key
+            for other_space, other_address, other_where in seen:
+                if space == other_space and _same_address(space[0], address, other_address):
+                    raise self.fail(where, spec.text, f"same address as {other_where}")
+            seen.append((space, address, where))
 
 
 def _bind_key(spec: ListenSpec) -> tuple[tuple[str, Any], str] | None:

@@ -10,7 +10,20 @@ from typing import Any
 
 import attrs
 
-from socksvc.config.settings import IPNetwork, _type_name, as_bool, as_choice, as_float, as_int, as_networks, setting
+from socksvc.config.listen import ListenSpec, parse_listen
+from socksvc.config.settings import (
+    IPNetwork,
+    _type_name,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_list,
+    as_networks,
+    setting,
+)
+from socksvc.util.files import read_regular_file
+from socksvc.util.passwords import parse_password_file
 
 MAX_LOG_BUFFER = 16 << 20
 """The largest [daemon] log_buffer (16 MiB): a bigger one only loses more lines in a crash."""
@@ -38,6 +51,48 @@ def as_octal_mode(value: Any) -> str:
     return f"{value:04o}"
 
 
+MAX_PASSWORD_FILE = 1 << 20
+"""A password file is read whole, at load and on every reload."""
+
+
+def parse_admin_listen(value: Any) -> ListenSpec:
+    """A stream listen spec for the admin HTTP listener (no udp:)."""
+    spec = parse_listen(value)
+    if spec.kind == "datagram":
+        raise ValueError("the admin listener serves HTTP: a stream listen spec (tcp, tcp6, unix, ssl, systemd)")
+    return spec
+
+
+@attrs.frozen
+class PasswordFile:
+    """A password file for the admin listener's basic auth, read when the config is loaded."""
+
+    path: str
+    users: tuple[tuple[str, str], ...]
+    """(name, $scrypt$ hash) pairs, in file order."""
+
+
+def parse_password_file_key(value: Any) -> PasswordFile | None:
+    """Read and check a password file (see L{socksvc.util.passwords}); "" = no auth."""
+    if not isinstance(value, str):
+        raise ValueError("expected a file path string")
+    if not value:
+        return None
+    try:
+        data = read_regular_file(value, MAX_PASSWORD_FILE)
+    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
+        raise ValueError(f"cannot read password file: {getattr(e, 'strerror', None) or e}") from None
+    if len(data) > MAX_PASSWORD_FILE:
+        raise ValueError(f"password file is over {MAX_PASSWORD_FILE >> 20} MiB")
+    try:
+        users = parse_password_file(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("password file is not UTF-8 text") from None
+    except ValueError as e:
+        raise ValueError(f"password file: {e}") from None
+    return PasswordFile(value, tuple(users.items()))
+
+
 @attrs.frozen
 class DaemonSettings:
     """Keys of the [daemon] table."""
@@ -63,6 +118,16 @@ class DaemonSettings:
         as_float(minimum=0.01, maximum=60.0),
         "seconds a buffered line waits at most before it is written (with log_buffer; "
         "warnings, errors and stopping flush at once)",
+    )
+    http: tuple[ListenSpec, ...] = setting(
+        (),
+        as_list(parse_admin_listen),
+        "admin HTTP listeners (stream listen specs): /metrics, the status page /, /status.json; read-only",
+    )
+    http_auth: PasswordFile | None = setting(
+        None,
+        parse_password_file_key,
+        "file of NAME:HASH lines (`socksvc passwd NAME`): the admin listener asks for HTTP basic auth",
     )
 
 

@@ -19,17 +19,26 @@ reason:
  2. C{source_port}: a source port in C{deny_source_ports} (other
     reflectors and amplifiers: echo, chargen, DNS, NTP, SSDP, memcached...).
  3. C{own_port}: a source port that this daemon itself listens on for UDP
-    (the set the daemon keeps): two socksvc instances cannot loop.
+    (the set the daemon keeps): its own services cannot loop.
  4. C{denied}: the service's C{allow} / C{deny} lists.
  5. C{rate}: a per-source token bucket (C{rate_per_source}, C{burst}),
     sources grouped by IPv4 address and IPv6 /64, in a table of at most
     C{max_sources} entries that evicts the least recently seen one. Sources
     in C{rate_exempt} (loopback by default) skip it.
+ 6. C{loop}, last, with a reply in hand: whatever the rate settings say,
+    a peer (address and port) that answered each of our last C{loop_budget}
+    replies within 0.25 s (C{loop_budget_ephemeral} for an ephemeral port)
+    gets no more until it pauses: this ends a loop with any other daemon
+    (L{socksvc.util.loopguard}). Only replies count: discard never trips it.
 
-A reply larger than its request is never sent (C{too_large}). A failed
-send (EAGAIN, ENOBUFS, ECONNREFUSED, EHOSTUNREACH...) is counted as
-C{send_error} (and by errno in C{send_errors}), never raised. Each
-reason is logged at most once per 10 seconds, with the number held back.
+A reply larger than its request is never sent (C{too_large}), except by
+a protocol's declared C{slack}: a service whose answer to an empty request
+is a fixed few bytes (time's 4, daytime's 22) says so, and its docs give
+the amplification that allows. A protocol whose C{reply_for} returns None
+sends nothing (discard). A failed send (EAGAIN, ENOBUFS, ECONNREFUSED,
+EHOSTUNREACH...) is counted as C{send_error} (and by errno in
+C{send_errors}), never raised. Each reason is logged at most once per 10
+seconds, with the number held back.
 
 All state lives in one L{DatagramGuard} per service (shared by its udp:
 listeners, so a source gets one budget however many ports it hits); a
@@ -41,7 +50,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from twisted.internet import error as terror
@@ -51,7 +60,9 @@ from twisted.logger import Logger
 
 from socksvc.config.settings import as_float, as_int, as_list, as_networks, as_port, setting
 from socksvc.core.policy import Policy, address_allowed
+from socksvc.core.service import ServiceContext, ServiceStatus
 from socksvc.util.addresses import host_ip, source_key
+from socksvc.util.loopguard import LoopGuard, ephemeral_floor
 from socksvc.util.ratelimit import RateLimitedLog, SourceLimiter
 
 log = Logger(namespace="socksvc")
@@ -77,11 +88,23 @@ class GuardSettings:
     burst: int = setting(
         200, as_int(), "UDP: replies one source may get at once above rate_per_source; 0 = one second's worth"
     )
-    max_sources: int = setting(65536, as_int(minimum=1), "UDP: sources tracked for rate limiting (oldest evicted)")
+    max_sources: int = setting(
+        65536, as_int(minimum=1), "UDP: sources tracked for rate limiting, peers for the loop guard (oldest evicted)"
+    )
     rate_exempt: tuple[Any, ...] = setting(
         tuple(as_networks(["127.0.0.0/8", "::1/128"])),
         as_networks,
-        "UDP: CIDRs not rate limited (loopback cannot be spoofed from outside)",
+        "UDP: CIDRs not rate limited (loopback cannot be spoofed from outside); the loop guard still applies",
+    )
+    loop_budget: int = setting(
+        64,
+        as_int(minimum=1),
+        "UDP: replies in a row to a peer (address and port) that answers each within 0.25 s: a loop's mark",
+    )
+    loop_budget_ephemeral: int = setting(
+        65536,
+        as_int(minimum=1),
+        "UDP: loop_budget for a peer port in the ephemeral range (clients' ports: 32768 up, or the kernel's range)",
     )
 
 
@@ -95,10 +118,13 @@ SOURCE_PORT = "source_port"
 OWN_PORT = "own_port"
 DENIED = "denied"
 RATE = "rate"
+LOOP = "loop"
 TOO_LARGE = "too_large"
 SEND_ERROR = "send_error"
 ERROR = "error"
-REASONS = (BROADCAST, MULTICAST, UNSPECIFIED, SOURCE_PORT, OWN_PORT, DENIED, RATE, TOO_LARGE, SEND_ERROR, ERROR)
+DISABLED = "disabled"
+"""A service whose UDP side is switched off by a setting (chargen's udp = false); counted only when it happens."""
+REASONS = (BROADCAST, MULTICAST, UNSPECIFIED, SOURCE_PORT, OWN_PORT, DENIED, RATE, LOOP, TOO_LARGE, SEND_ERROR, ERROR)
 
 _WHY = {
     BROADCAST: "broadcast source address",
@@ -108,7 +134,9 @@ _WHY = {
     OWN_PORT: "source port is one of this daemon's UDP ports",
     DENIED: "address denied by allow/deny",
     RATE: "rate_per_source exceeded",
+    LOOP: "the peer answers every reply at once (a loop?): loop_budget used up",
     TOO_LARGE: "reply would be larger than the request",
+    DISABLED: "this service does not answer UDP (its udp setting is off)",
 }
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -153,7 +181,13 @@ class DatagramGuard:
     VERDICT_CACHE = 4096
 
     def __init__(
-        self, name: str, settings: GuardSettings, policy: Policy, clock: Any, own_ports: set[int] | frozenset[int]
+        self,
+        name: str,
+        settings: GuardSettings,
+        policy: Policy,
+        clock: Any,
+        own_ports: set[int] | frozenset[int],
+        floor: int | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -170,6 +204,10 @@ class DatagramGuard:
         self.listeners = 0
         """udp: ports of the service now running (the summary is logged when the last stops)."""
         self.limiter: SourceLimiter | None = None
+        self.now = 0.0
+        """The time of the last L{check}."""
+        self.loops = LoopGuard(1, 1, 1, ephemeral_floor() if floor is None else floor)
+        """The loop guard (sized by L{reconfigure}); C{floor}: the lowest ephemeral port, the kernel's by default."""
         self._settings = settings
         self._policy_settings = policy.settings
         self._deny_ports: frozenset[int] = frozenset()
@@ -184,6 +222,7 @@ class DatagramGuard:
         self._settings, self._policy_settings = s, self.policy.settings
         self._deny_ports = frozenset(s.deny_source_ports)
         self._verdicts = {}
+        self.loops.reconfigure(s.loop_budget, s.loop_budget_ephemeral, s.max_sources)
         if s.rate_per_source > 0:
             if self.limiter is None:
                 self.limiter = SourceLimiter(s.rate_per_source, s.burst, s.max_sources)
@@ -214,7 +253,10 @@ class DatagramGuard:
     # the decision
 
     def check(self, host: str, port: int) -> str | None:
-        """Why a datagram from C{(host, port)} gets no reply, or None to echo it."""
+        """
+        Why a datagram from C{(host, port)} gets no reply, or None to answer it
+        (then L{loop} has the last word, once the reply is known).
+        """
         v = self.verdict(host)
         reason = v.reason
         if reason is not None and reason != DENIED:
@@ -225,10 +267,15 @@ class DatagramGuard:
             return OWN_PORT
         if reason is not None:
             return reason
+        self.now = now = self.clock.seconds()
         limiter = self.limiter
-        if limiter is not None and not v.exempt and not limiter.allow(v.key, self.clock.seconds()):
+        if limiter is not None and not v.exempt and not limiter.allow(v.key, now):
             return RATE
         return None
+
+    def loop(self, host: str, port: int) -> str | None:
+        """LOOP if a reply to C{(host, port)} would be one too many in a row, else None (and it counts)."""
+        return None if self.loops.allow((host, port), port, self.now) else LOOP
 
     # counting and logging
 
@@ -298,6 +345,27 @@ def _errno_name(e: BaseException) -> tuple[str, str]:
     return type(e).__name__, str(e) or type(e).__name__
 
 
+class GuardState:
+    """
+    The state of a service whose only long-lived part is the guard its udp:
+    listens share (discard, chargen): C{make_state=GuardState}.
+    """
+
+    def __init__(self, context: ServiceContext[Any, Any]) -> None:
+        self.settings = context.settings
+        self.guard = DatagramGuard(context.name, context.settings, context.policy, context.reactor, context.udp_ports)
+
+    def reconfigure(self, settings: Any) -> None:
+        self.settings = settings
+        self.guard.reconfigure(settings)
+
+    def shutdown(self) -> None:
+        pass
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus(counters=self.guard.counters())
+
+
 class GuardedDatagram(DatagramProtocol):
     """
     A datagram service's protocol on one UDP port, guarded as the module doc
@@ -305,6 +373,8 @@ class GuardedDatagram(DatagramProtocol):
     """
 
     noisy = False
+    slack: ClassVar[int] = 0
+    """Bytes a reply may exceed its request by (a fixed-size answer to an empty request); 0 for most."""
 
     def __init__(self, guard: DatagramGuard) -> None:
         self.state = guard
@@ -323,8 +393,8 @@ class GuardedDatagram(DatagramProtocol):
         if self.state.listeners <= 0:
             self.state.log_summary()
 
-    def reply_for(self, datagram: bytes) -> bytes:
-        """The reply to C{datagram} (a subclass says; never larger than C{datagram})."""
+    def reply_for(self, datagram: bytes) -> bytes | None:
+        """The reply to C{datagram} (a subclass says; never larger than C{datagram} plus C{slack}), or None for none."""
         raise NotImplementedError
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
@@ -334,12 +404,17 @@ class GuardedDatagram(DatagramProtocol):
         state.bytes_in += len(datagram)
         try:
             reason = state.check(host, port)
-            if reason is None:
-                reply = self.reply_for(datagram)
-                if len(reply) > len(datagram):
-                    reason = TOO_LARGE
             if reason is not None:
                 state.dropped(reason, host, port)
+                return
+            reply = self.reply_for(datagram)
+            if reply is None:
+                return
+            if len(reply) > len(datagram) + self.slack:
+                state.dropped(TOO_LARGE, host, port)
+                return
+            if not state.loops.allow((host, port), port, state.now):  # state.loop(), inline
+                state.dropped(LOOP, host, port)
                 return
             self._send(reply, host, port, addr)
         except Exception:

@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from socksvc.config.schema import PolicySettings
 from socksvc.core.closelog import CloseCeiling
 from socksvc.util.addresses import IP, format_peer, in_any, peer_ip, source_key
+from socksvc.util.histogram import Histogram
 from socksvc.util.ratelimit import LOG_PERIOD, RateLimitedLog, TokenBucket, effective_burst
 
 log = Logger(namespace="socksvc")
@@ -100,6 +101,15 @@ class Policy:
         self.per_source: dict[str, int] = {}
         self.accepted = 0
         self.refused: dict[str, int] = {}
+        # Figures for metrics, kept in plain attributes: nothing per byte, a
+        # comparison per connection, a bisect and three additions at close.
+        self.peak = 0
+        """Most connections open at once since the service started."""
+        self.closed_bytes_in = 0
+        """Bytes received on connections now closed (the open ones hold theirs)."""
+        self.closed_bytes_out = 0
+        self.durations = Histogram()
+        """Seconds each closed connection lasted."""
         self.log_refusal = RateLimitedLog(clock, REFUSAL_LOG_PERIOD, summary=self._refusal_summary)
         self.close_log = CloseCeiling(clock, settings.log_close_rate, settings.log_close_burst, self._close_summary)
         self._bucket: TokenBucket | None = None
@@ -227,7 +237,10 @@ class Policy:
         now = self.clock.seconds()
         conn.started = conn.last_seen = now
         conn.idle_sweeps = -1  # the first sweep may come at once: it does not count
-        self.connections.add(conn)
+        connections = self.connections
+        connections.add(conn)
+        if len(connections) > self.peak:
+            self.peak = len(connections)
         self.per_source[conn.source] = self.per_source.get(conn.source, 0) + 1
         self.accepted += 1
 
@@ -240,13 +253,17 @@ class Policy:
             self.per_source[conn.source] = left
         else:
             self.per_source.pop(conn.source, None)
+        # Metrics, whether or not the close is logged.
+        duration = self.clock.seconds() - conn.started
+        self.closed_bytes_in += conn.bytes_in
+        self.closed_bytes_out += conn.bytes_out
+        self.durations.observe(duration)
         if not self.settings.log_connections:
             return
         close_log = self.close_log
         if not close_log.admit():
             close_log.hold(conn.bytes_in, conn.bytes_out)
             return
-        duration = self.clock.seconds() - conn.started
         why = conn.close_reason or close_reason(reason)
         log.info(
             "{service}: {peer} closed after {duration:.3f}s, {bytes_in} bytes in, {bytes_out} bytes out{_why}",
@@ -272,6 +289,14 @@ class Policy:
             bytes_out=bytes_out,
             period=seconds,
         )
+
+    def bytes_totals(self) -> tuple[int, int]:
+        """Bytes in and out of every connection so far, open ones included (read at scrape time)."""
+        bytes_in, bytes_out = self.closed_bytes_in, self.closed_bytes_out
+        for conn in self.connections:
+            bytes_in += conn.bytes_in
+            bytes_out += conn.bytes_out
+        return bytes_in, bytes_out
 
     def sweep(self) -> None:
         """

@@ -124,9 +124,13 @@ class Refuser(Protocol):
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
+    def message(self) -> bytes:
+        """What the refused peer reads (a subclass may say it in its protocol: the admin listener's HTTP)."""
+        return f"{REFUSAL_PREFIX}{self.reason}\r\n".encode()
+
     def connectionMade(self) -> None:
         transport: Any = self.transport
-        line = f"{REFUSAL_PREFIX}{self.reason}\r\n".encode()
+        line = self.message()
         sent = send_last(transport, line)
         if sent == len(line):
             return

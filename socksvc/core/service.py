@@ -32,6 +32,7 @@ import attrs
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.logger import Logger
 
+from socksvc.core.notices import NoticeBus
 from socksvc.core.policy import Policy
 
 S = TypeVar("S")
@@ -41,13 +42,38 @@ T = TypeVar("T", bound="ServiceState")
 
 
 @attrs.frozen
+class RoomStatus:
+    """One room of a service with rooms (chat), for the status page: attacker text, shown escaped."""
+
+    name: str
+    members: int
+    topic: str = ""
+
+
+@attrs.frozen
 class ServiceStatus:
-    """A service's live figures beyond what the policy layer counts."""
+    """
+    A service's live figures beyond what the policy layer counts.
+
+    C{counters} keys the metrics know (docs/observability.md): the datagram
+    guard's C{udp_received}, C{udp_replied}, C{udp_bytes_in},
+    C{udp_bytes_out}, C{udp_dropped_REASON}; chat's C{rooms} (a gauge),
+    C{chat_lines}, C{chat_lines_dropped_REASON}. Others are shown on the
+    status page only.
+    """
 
     members: int | None = None
     """Registered users, for services with a roster (chat); None for others."""
     counters: Mapping[str, int] = attrs.field(factory=dict)
     """Named counters (datagrams, drops by reason...), for status lines and metrics."""
+    rooms: tuple[RoomStatus, ...] = ()
+    """The largest rooms (at most L{SHOWN}), for the status page; never a metric label."""
+    names: tuple[str, ...] = ()
+    """Some members' names (at most L{SHOWN}), for the status page; never a metric label."""
+
+
+SHOWN = 100
+"""Rooms and names a status carries at most: the status page stays small with 10,000 members."""
 
 
 class ServiceState(Protocol):
@@ -82,7 +108,8 @@ class ServiceContext(Generic[S, T]):
     What one running service instance is given: its name, its settings (a
     reload replaces them, then calls C{state.reconfigure}), its policy, the
     reactor (a clock in tests), the daemon's UDP ports (read-only here: the
-    daemon owns the set) and the state its type made.
+    daemon owns the set), the daemon's notice bus (L{NoticeBus}: the one way
+    a service reaches another's rooms) and the state its type made.
 
     Protocols read C{context.settings} when they need a value, so a reload
     applies to new connections, and to old ones where that makes sense.
@@ -96,6 +123,8 @@ class ServiceContext(Generic[S, T]):
     log: Logger = attrs.field(factory=lambda: Logger(namespace="socksvc"))
     udp_ports: set[int] = attrs.field(factory=set)
     """UDP ports the whole daemon listens on (datagram services never reply to them); owned by the daemon."""
+    notices: NoticeBus = attrs.field(factory=NoticeBus)
+    """Server notices between services (chat subscribes its rooms; smtp's announce posts); one per daemon."""
     state: T = attrs.field(default=None)
 
     def reconfigure(self, settings: S) -> None:
@@ -155,11 +184,23 @@ class ServiceType(Generic[S, T]):
         return " and ".join(kinds)
 
     def context(
-        self, name: str, settings: S, policy: Policy, reactor: Any, udp_ports: set[int]
+        self,
+        name: str,
+        settings: S,
+        policy: Policy,
+        reactor: Any,
+        udp_ports: set[int],
+        notices: NoticeBus | None = None,
     ) -> ServiceContext[S, T]:
         """A new running instance's context, with its state made."""
         context: ServiceContext[S, T] = ServiceContext(
-            name=name, type=self.name, settings=settings, policy=policy, reactor=reactor, udp_ports=udp_ports
+            name=name,
+            type=self.name,
+            settings=settings,
+            policy=policy,
+            reactor=reactor,
+            udp_ports=udp_ports,
+            notices=notices if notices is not None else NoticeBus(),
         )
         context.state = self.make_state(context)
         return context

@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socksvc.config.loader import ServiceConfig
+from socksvc.core.notices import NoticeBus
 from socksvc.core.policy import Policy
 from socksvc.core.service import ServiceType
 from socksvc.daemon.listener import Listener
@@ -33,13 +34,20 @@ class ServiceInstance(MultiService):
 
     close_grace = CLOSE_GRACE
 
-    def __init__(self, config: ServiceConfig, stype: ServiceType[Any, Any], reactor: Any, udp_ports: set[int]) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        stype: ServiceType[Any, Any],
+        reactor: Any,
+        udp_ports: set[int],
+        notices: NoticeBus | None = None,
+    ) -> None:
         super().__init__()
         self.setName(config.name)
         self.config = config
         self.stype = stype
         self.context = stype.context(
-            config.name, config.settings, Policy(config.name, config.policy, reactor), reactor, udp_ports
+            config.name, config.settings, Policy(config.name, config.policy, reactor), reactor, udp_ports, notices
         )
         self._factories: dict[str, Any] = {}
         for key, index, spec in config.listens():

@@ -113,6 +113,12 @@ class Listener(Service):
         # Two identical specs (two "udp:0", say) are legal: names must still differ.
         self.setName(f"{index}:{spec.text}" if key == "listen" else f"{key}[{index}]:{spec.text}")
 
+    def factory(self) -> Any:
+        """The stream factory this listener serves (its list's: an extra list has its own)."""
+        if self.key == "listen":
+            return self.instance.factory()  # any instance (the admin listener's too) has this one
+        return self.instance.factory(self.key)
+
     @property
     def label(self) -> str:
         """The service's name, and the listen key when not C{listen}: C{chat}, C{chat/irc}."""
@@ -143,7 +149,7 @@ class Listener(Service):
             except Exception as e:
                 raise StartupError(f"{where}: {_bind_reason(Failure(e))}") from None
         else:
-            factory = self.instance.factory(self.key)
+            factory = self.factory()
             d: Deferred[IListeningPort] = listen_stream(context.reactor, self.spec, factory)
             d.addBoth(result.append)
             if not result:
@@ -188,7 +194,7 @@ class Listener(Service):
                     systemd.adopt(
                         context.reactor,
                         fd,
-                        (lambda: self.instance.factory(self.key)) if extra or stype.stream is not None else None,
+                        self.factory if extra or stype.stream is not None else None,
                         (lambda: stype.datagram(context)) if stype.datagram is not None and not extra else None,  # type: ignore[misc]
                         MAX_DATAGRAM,
                     )

@@ -122,6 +122,8 @@ async def apply_reload(daemon: Reloadable, new: Config, plan: ReloadPlan) -> str
             bound.append(listener)
     except StartupError as e:
         await DeferredList([listener.release() for listener in bound], consumeErrors=True)
+        for instance in added:  # made but never started: its state lets go (chat leaves the notice bus)
+            instance.context.state.shutdown()
         for listener in was_bound:
             try:
                 listener.bind()

@@ -30,7 +30,9 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from socksvc.config.loader import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig
+from socksvc.core.notices import NoticeBus
 from socksvc.daemon import systemd
+from socksvc.daemon.admin import AdminService, restart_keys
 from socksvc.daemon.errors import StartupError
 from socksvc.daemon.fdlimit import fd_warning, raise_fd_limit
 from socksvc.daemon.instance import ServiceInstance
@@ -68,8 +70,13 @@ class DaemonService(MultiService):
         self.udp_ports: set[int] = {
             s.port for svc in config.services for s in svc.listen if s.kind == "datagram" and s.port
         }
+        self.notices = NoticeBus()  # one per daemon: smtp's announce reaches chat's rooms through it
         for svc in config.services:
             self.make_instance(svc).setServiceParent(self)
+        # The admin HTTP listener ([daemon] http): /metrics and the status page.
+        self.admin = AdminService(self, config) if config.daemon.http else None
+        if self.admin is not None:
+            self.admin.setServiceParent(self)
         if notifier is None:
             # Under systemd: NOTIFY_SOCKET and WATCHDOG_USEC say what to do (nothing when unset).
             notifier = systemd.Notifier.from_environment()
@@ -81,6 +88,9 @@ class DaemonService(MultiService):
         self.handle_signals = handle_signals
         self.last_reload_error: str | None = None
         self.reloads = 0
+        self.started_at: float | None = None
+        self.last_reload_time: float | None = None
+        self.last_reload_success_time: float | None = None
         self._reload_lock = DeferredLock()
         self._reload_queued = False
         self._sighup_installed = False
@@ -90,7 +100,7 @@ class DaemonService(MultiService):
 
     def make_instance(self, config: ServiceConfig) -> ServiceInstance:
         """A new instance of a service (not yet a child: the caller adds it)."""
-        return ServiceInstance(config, types()[config.type], self.reactor, self.udp_ports)
+        return ServiceInstance(config, types()[config.type], self.reactor, self.udp_ports, self.notices)
 
     def order_services(self, names: Sequence[str]) -> None:
         """Keep the children in config order (STATUS= and logs follow it)."""
@@ -107,11 +117,14 @@ class DaemonService(MultiService):
 
     # -- binding -------------------------------------------------------------
 
+    def _listeners(self) -> list[Any]:
+        owners: list[Any] = [*self.instances(), *([self.admin] if self.admin is not None else [])]
+        return [listener for owner in owners for listener in owner.listeners()]
+
     def _bind_all(self) -> None:
         try:
-            for instance in self.instances():
-                for listener in instance.listeners():
-                    listener.bind()
+            for listener in self._listeners():
+                listener.bind()
         except StartupError as e:
             self._unbind_all()
             self.systemd.failed(e.line)
@@ -119,9 +132,8 @@ class DaemonService(MultiService):
         self._refresh_udp_ports()
 
     def _unbind_all(self) -> None:
-        for instance in self.instances():
-            for listener in instance.listeners():
-                listener.release()
+        for listener in self._listeners():
+            listener.release()
 
     def _refresh_udp_ports(self) -> None:
         """
@@ -162,6 +174,7 @@ class DaemonService(MultiService):
             # logrotate) may send SIGHUP the moment it sees either, and
             # SIGHUP's default disposition kills.
             self._install_signal_handlers()
+        self.started_at = self.reactor.seconds()
         super().startService()
         total = sum(len(i.listeners()) for i in self.instances())
         log.info(
@@ -252,6 +265,9 @@ class DaemonService(MultiService):
             return await self._apply(config)
         finally:
             self.reloads += 1
+            self.last_reload_time = self.reactor.seconds()
+            if self.last_reload_error is None:
+                self.last_reload_success_time = self.last_reload_time
             self.systemd.reloaded()
 
     def _failed(self, line: str) -> bool:
@@ -273,7 +289,9 @@ class DaemonService(MultiService):
         failure = await apply_reload(self, new, plan)
         if failure is not None:
             return self._failed(failure)
-        if new.daemon != self.config.daemon:
+        if self.admin is not None:
+            self.admin.reconfigure(new)
+        if restart_keys(new.daemon) != restart_keys(self.config.daemon):
             log.warn("socksvc: [daemon] changes (the log_* keys) take effect at the next restart", event="reload")
         self.config = new
         self._refresh_udp_ports()

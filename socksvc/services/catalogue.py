@@ -13,8 +13,11 @@ from typing import Any
 from socksvc.config import loader
 from socksvc.config.loader import Config
 from socksvc.core.service import ServiceType, catalogue_of
-from socksvc.services import echo, greeting, reverse
+from socksvc.services import chargen, daytime, discard, echo, greeting, reverse
+from socksvc.services import time as time_service
 from socksvc.services.chat import service as chat
+from socksvc.services.mail.pop3 import service as pop3
+from socksvc.services.mail.smtp import service as smtp
 
 TYPES: dict[str, ServiceType[Any, Any]] = catalogue_of(
     [
@@ -22,6 +25,12 @@ TYPES: dict[str, ServiceType[Any, Any]] = catalogue_of(
         greeting.SERVICE_TYPE,
         reverse.SERVICE_TYPE,
         chat.SERVICE_TYPE,
+        discard.SERVICE_TYPE,
+        daytime.SERVICE_TYPE,
+        chargen.SERVICE_TYPE,
+        time_service.SERVICE_TYPE,
+        smtp.SERVICE_TYPE,
+        pop3.SERVICE_TYPE,
     ]
 )
 

@@ -4,6 +4,15 @@ Greeting (RFC 865 style, as in quote of the day): say one message, close.
 The message is a template with {hostname}, {peer}, {time} and {service}, or
 a random line of a quotes file. It is under 512 bytes (RFC 865), checked when
 the config is loaded. A peer that never reads is aborted after send_timeout.
+
+Over UDP (RFC 865's other half) each datagram is answered with the message
+cut to the datagram's own size (at a character boundary), behind the
+datagram guard: a reply is never larger than its request, so the service
+amplifies nothing; a request too short for one character gets no reply
+(counted as too_large). Send 512 bytes to be sure of the whole message.
+
+The stream side is core's "one message, then close" (L{socksvc.core.oneshot}):
+on a plain TCP port the whole greeting happens in the accept loop.
 """
 
 from __future__ import annotations
@@ -16,15 +25,13 @@ import time as _time
 from typing import Any
 
 import attrs
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall
-from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.python.failure import Failure
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
 
 from socksvc.config.loader import MAX_SERVICE_NAME
 from socksvc.config.settings import as_float, setting
-from socksvc.core import writethrough
-from socksvc.core.protocols import ServiceFactory, StreamProtocol
+from socksvc.core.datagram import DatagramGuard, GuardedDatagram, GuardSettings
+from socksvc.core.oneshot import OneShot, OneShotFactory
+from socksvc.core.oneshot import render as render  # the bytes one client gets (tests ask greeting for it)
 from socksvc.core.service import ServiceContext, ServiceStatus, ServiceType
 from socksvc.util.files import read_regular_file
 
@@ -137,8 +144,8 @@ def parse_quotes(value: Any) -> Quotes | None:
 
 
 @attrs.frozen
-class GreetingSettings:
-    """Keys of a greeting service."""
+class GreetingSettings(GuardSettings):
+    """Keys of a greeting service (and the datagram guard's, for its udp: listens)."""
 
     message: str = setting(
         "Thank you for connecting",
@@ -157,13 +164,17 @@ class Renderer:
     when the message has {time}, and once per second.
     """
 
-    def __init__(self, settings: GreetingSettings, service: str) -> None:
+    def __init__(self, settings: GreetingSettings, service: str, guard: DatagramGuard | None = None) -> None:
         self.service = service
+        self.guard = guard
+        """The datagram guard of the service's udp: listens (QOTD over UDP)."""
         self.reconfigure(settings)
 
     def reconfigure(self, settings: GreetingSettings) -> None:
         """New settings (a reload): everything rendered or looked up is done again."""
         self.settings = settings
+        if self.guard is not None:
+            self.guard.reconfigure(settings)
         self.static: bytes | None = None
         self.fields: frozenset[str] = frozenset()
         self.hostname = ""
@@ -208,137 +219,77 @@ class Renderer:
         pass
 
     def status(self) -> ServiceStatus:
-        return ServiceStatus()
+        return ServiceStatus(counters=self.guard.counters() if self.guard is not None else {})
 
 
 GreetingContext = ServiceContext[GreetingSettings, Renderer]
 
 
 def make_state(context: GreetingContext) -> Renderer:
-    """A greeting service's state: its L{Renderer}."""
-    return Renderer(context.settings, context.name)
+    """A greeting service's state: its L{Renderer}, with the guard its udp: listens share."""
+    guard = DatagramGuard(context.name, context.settings, context.policy, context.reactor, context.udp_ports)
+    return Renderer(context.settings, context.name, guard)
 
 
-def render(context: GreetingContext, peer: str, now: float) -> bytes:
-    """The bytes one client gets."""
-    return context.state(peer, now)
+class Greeting(OneShot):
+    """The greeting's stream protocol: one message, then close (see L{OneShot})."""
 
 
-class Greeting(StreamProtocol):
+class GreetingFactory(OneShotFactory):
+    """The greeting's factory: greets a plain TCP peer straight from the accept loop (see L{OneShotFactory})."""
+
+
+def udp_peer(host: str, port: int) -> str:
+    """A datagram's source as {peer} shows a stream peer: C{192.0.2.1:5000}, C{[2001:db8::1]:5000}."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def cut_to(data: bytes, size: int) -> bytes:
+    """C{data}, or its longest prefix of at most C{size} bytes that ends on a UTF-8 character boundary."""
+    if len(data) <= size:
+        return data
+    end = size
+    while end > 0 and (data[end] & 0xC0) == 0x80:  # a continuation byte: the cut would split a character
+        end -= 1
+    return data[:end]
+
+
+class QOTDDatagram(GuardedDatagram):
     """
-    Writes the message and closes; anything the peer sends is ignored. A
-    peer's half-close does not cut the message short (see L{StreamProtocol}).
-
-    On a plain TCP port (a L{socksvc.daemon.quickport.QuickPort}) the whole
-    greeting happens in the accept loop, before any transport exists
-    (L{GreetingFactory.quick}, L{greet_now}). Otherwise there is a transport
-    (a UNIX socket, TLS, a test transport, or the rest of a message the
-    kernel did not take whole). On a plain TCP or UNIX transport the message
-    goes straight to the socket and the connection closes in order at once,
-    input the peer sent first discarded so that the close does not reset
-    the connection under the message (L{writethrough.send_last}, as
-    refusals do), on the next reactor turn so that the accept loop takes in
-    every waiting peer first. Anything else is written and closed the usual
-    way, and a peer that never reads is aborted after send_timeout.
-    """
-
-    context: GreetingContext
-    nodelay = False  # one write followed by our FIN: nothing for Nagle to hold back
-    self_producer = False  # one message, bounded: nothing to pause
-    deadline: IDelayedCall | None = None
-    """The pending send, then the send deadline; connectionLost cancels either."""
-    rest: bytes = b""
-    """What L{greet_now} could not send: written the usual way once there is a transport."""
-
-    def greet_now(self, sock: socket.socket) -> Greeting | None:
-        """
-        The whole greeting on a socket that has no transport yet
-        (L{GreetingFactory.quick}): send, shut down, read away what came,
-        close, and keep the books (the policy's open and close, the close
-        line) as a transport would have. None when done; when the kernel
-        did not take the whole message, C{self} with the remainder in
-        C{rest}, to be given a transport (which sends it the usual way).
-        """
-        context = self.context
-        data = render(context, self.peer, context.reactor.seconds())
-        self.bytes_out = len(data)
-        sent = writethrough.send_and_drain(sock, data)
-        if sent != len(data):
-            self.rest = data[sent:]
-            return self
-        sock.close()
-        self.policy.opened(self)
-        self.policy.closed(self, _DONE)
-        return None
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        if self.rest:
-            self._write(self.rest)
-            return
-        context = self.context
-        data = render(context, self.peer, context.reactor.seconds())
-        self.bytes_out = len(data)
-        if writethrough.idle_plain(self.transport):
-            self.deadline = context.reactor.callLater(0, self._send, data)
-        else:
-            self._write(data)
-
-    def _send(self, data: bytes) -> None:
-        self.deadline = None
-        sent = writethrough.send_last(self.transport, data)
-        if sent != len(data):
-            self._write(data[sent:])
-        # else: sent and closed (connectionLost has run)
-
-    def _write(self, data: bytes) -> None:
-        """The usual way: queue it, close once it is out, abort a peer that does not take it in time."""
-        context = self.context
-        transport: Any = self.transport
-        # The deadline first: connectionLost cancels it, whenever that comes.
-        self.deadline = context.reactor.callLater(context.settings.send_timeout, transport.abortConnection)
-        transport.write(data)
-        transport.loseConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-
-    def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
-        if self.deadline is not None and self.deadline.active():
-            self.deadline.cancel()
-        self.deadline = None
-        super().connectionLost(reason)
-
-
-_DONE = Failure(ConnectionDone("greeted"))
-"""The close reason of every greeting finished without a transport (the same as an orderly close)."""
-
-
-class GreetingFactory(ServiceFactory[GreetingContext]):
-    """
-    The greeting's factory: with L{quick}, a L{socksvc.daemon.quickport.QuickPort}
-    greets a plain TCP peer straight from its accept loop, no transport
-    built; everything else (TLS, UNIX sockets, refusals) goes the usual way.
+    RFC 865 over UDP: the message, cut to the request's size. A request too
+    short for one character gets nothing (the whole message goes to the
+    guard, which drops it as too_large, so the drop is counted).
     """
 
-    def quick(self, sock: socket.socket, addr: IAddress) -> Protocol | None:
-        """Admit the peer as L{buildProtocol} does; greet it now, or return the protocol to serve it with."""
-        proto = self.buildProtocol(addr)
-        if isinstance(proto, Greeting):
-            return proto.greet_now(sock)
-        if proto is None:
-            sock.close()
-        return proto
+    def __init__(self, renderer: Renderer, clock: Any) -> None:
+        assert renderer.guard is not None
+        super().__init__(renderer.guard)
+        self.renderer = renderer
+        self.clock = clock
+        self.peer = ""
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.peer = udp_peer(addr[0], addr[1])
+        super().datagramReceived(datagram, addr)
+
+    def reply_for(self, datagram: bytes) -> bytes:
+        message = self.renderer(self.peer, self.clock.seconds())
+        return cut_to(message, len(datagram)) or message
 
 
 def make_factory(context: GreetingContext) -> ServerFactory:
     return GreetingFactory(context, Greeting)
 
 
+def make_datagram(context: GreetingContext) -> DatagramProtocol:
+    return QOTDDatagram(context.state, context.reactor)
+
+
 SERVICE_TYPE: ServiceType[GreetingSettings, Renderer] = ServiceType(
     name="greeting",
     settings=GreetingSettings,
-    doc="RFC 865 style greeting / quote of the day: one message, then close",
+    doc="RFC 865 quote of the day: one message, then close (TCP, UNIX streams); over UDP, cut to the request's size",
     make_state=make_state,
     stream=make_factory,
+    datagram=make_datagram,
 )

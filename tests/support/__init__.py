@@ -8,7 +8,9 @@ another test module, tests/test_architecture.py checks):
 - L{tests.support.client}: the client run in-process, a console on a pipe;
 - L{tests.support.policy}: contexts with policy keys, log events by kind;
 - L{tests.support.systemd}: a notify socket, a memory reactor whose ports listen;
-- L{tests.support.resolver}: keeps client tests off the system's resolver.
+- L{tests.support.resolver}: keeps client tests off the system's resolver;
+- L{tests.support.mail}: SMTP and POP3 sessions on string transports, a
+  certificate, a users file, a plain SMTP client.
 
 - L{context}: a ServiceContext for unit tests, on a fake clock.
 - L{connect}: a service protocol wired to a StringTransport, as the factory would.

@@ -65,6 +65,7 @@ class Outlet(Protocol):
     settings: Any
     clock: Any
     fmt: Formatter
+    lines_missed: int
 
     def stall_expired(self, m: Member) -> None: ...
 
@@ -171,7 +172,9 @@ class Member:
             self.held.append(data)
             return
         if self.stalled:
-            self.missed += data.count(b"\n")
+            n = data.count(b"\n")
+            self.missed += n
+            self.state.lines_missed += n
             return
         if self.paused:
             limit = self.state.settings.send_queue_max
@@ -193,8 +196,10 @@ class Member:
 
     def _stall(self, data: bytes) -> None:
         self.stalled = True
-        self.missed += data.count(b"\n")
+        n = data.count(b"\n")
+        self.missed += n
         state = self.state
+        state.lines_missed += n
         timeout = state.settings.stall_timeout
         if self.stall_timer is None:
             self.stall_timer = state.clock.callLater(timeout, state.stall_expired, self)

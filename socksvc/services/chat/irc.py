@@ -101,16 +101,18 @@ class IrcConnection(IrcCommands, Tracked):
         self.last_input = self.context.reactor.seconds()
         self.ping_sent = None  # anything from the client answers our ping
         with state.batch():
-            for line in lines:
+            for n, line in enumerate(lines):
                 if member.gone:
                     return
                 if isinstance(line, TooLong):
+                    state.lines_too_long += 1
                     self.send_reply(ERR_INPUTTOOLONG, text="Input line was too long")
                     continue
                 if not line.strip():
                     continue
                 self.touched = True
                 if not self.line_received(decode_line(line)):
+                    state.lines_flooded += len(lines) - n - 1  # flood_ok counted this one
                     break  # over the flood limit: the rest of this read is too
             if not member.gone and splitter.pending > 8 * max_line:
                 state.no_line_end(member)

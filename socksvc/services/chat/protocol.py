@@ -117,7 +117,7 @@ class ChatProtocol(Tracked):
         splitter.max_line = max_line
         lines = splitter.feed(data)
         with state.batch():
-            for line in lines:
+            for n, line in enumerate(lines):
                 if member.gone:
                     return
                 if isinstance(line, TooLong):
@@ -127,6 +127,7 @@ class ChatProtocol(Tracked):
                     continue  # blank lines are ignored (and cost no flood token)
                 self.touched = True
                 if not state.flood_ok(member):
+                    state.lines_flooded += len(lines) - n - 1  # flood_ok counted this one
                     break  # the rest of this read is over the limit too: no work spent on it
                 handle_line(state, member, decode_line(line))
             if not member.gone and splitter.pending > 8 * max_line:

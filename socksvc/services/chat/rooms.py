@@ -39,6 +39,8 @@ class RoomActions(Delivery):
     clock: IReactorTime
     rooms: dict[str, Room]
     room_looks: dict[str, Room]
+    lines: int
+    """Lines members said (a metrics counter; the state starts it)."""
 
     def add_room(self, room: Room) -> None:
         self.rooms[room.key] = room
@@ -141,6 +143,7 @@ class RoomActions(Delivery):
         if room is None or m.nick is None:
             return
         said = Said(room.name, m.nick, text, kind)
+        self.lines += 1
         if room.history.maxlen:
             room.history.append((self.clock.seconds(), said))
         self.to_room(room, said, exclude=m)

@@ -109,8 +109,14 @@ ChatContext = ServiceContext[ChatSettings, ChatState]
 
 
 def make_state(context: ChatContext) -> ChatState:
-    """Members, rooms and history: made once, kept across reloads (L{ChatState.reconfigure})."""
-    return ChatState(context.settings, context.reactor, context.name)
+    """
+    Members, rooms and history: made once, kept across reloads
+    (L{ChatState.reconfigure}). Its rooms take other services' notices
+    (smtp's announce) from the daemon's notice bus.
+    """
+    state = ChatState(context.settings, context.reactor, context.name)
+    state.unsubscribe = context.notices.subscribe(state.post_notice)
+    return state
 
 
 def make_factory(context: ChatContext) -> ServerFactory:

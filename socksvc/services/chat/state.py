@@ -19,25 +19,33 @@ client, in any number (C{member.room} and C{member.more}); see docs/chat.md.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from socksvc.core.service import ServiceStatus
+from socksvc.core.service import SHOWN, RoomStatus, ServiceStatus
 from socksvc.services.chat.delivery import Connection, Member, Room, View
-from socksvc.services.chat.events import SAY, Bye, Nick, Private, PrivateSent, Quit, Renamed
+from socksvc.services.chat.events import SAY, Bye, Nick, Private, PrivateSent, Quit, Renamed, RoomNotice
 from socksvc.services.chat.formats import Formatter
 from socksvc.services.chat.names import look_key
 from socksvc.services.chat.rooms import REASON_MAX, RoomActions
-from socksvc.services.chat.sanitize import clip, name_key, nick_check
+from socksvc.services.chat.sanitize import clip, name_key, nick_check, visible
 from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
 from socksvc.wire import CHAT_DISCONNECTED, CHAT_QUIT, CHAT_SHUTDOWN
 
 log = Logger(namespace="socksvc")
 
 WELCOME_HOLD = 0.02  # seconds the welcome waits for a nickname to go out with
+NOTICE_MAX = 1000  # characters of a notice another service posts
+
+
+def _nothing() -> None:
+    pass
 
 
 class ChatState(RoomActions):
@@ -55,12 +63,23 @@ class ChatState(RoomActions):
         self.reserved: frozenset[str] = frozenset()
         self.reserved_looks: dict[str, str] = {}
         self.fmt = Formatter(clock, settings.timestamps)
+        # Counters for metrics (read at scrape time): one addition per event.
+        self.lines = 0
+        """Lines members said: room messages, actions, private messages."""
+        self.lines_flooded = 0
+        """Input lines dropped by flood control."""
+        self.lines_too_long = 0
+        """Input lines dropped for being over max_line."""
+        self.lines_missed = 0
+        """Lines not delivered to a stalled member (one per member that missed one)."""
         super().__init__()
         self._log_limit = RateLimitedLog(clock)
         self._held: list[Member] = []
         self._hold_timer: IDelayedCall | None = None
         self.views: dict[str, Any] = {}
         """The views of the other kinds of client (irc, web), made by their listeners on first use."""
+        self.unsubscribe: Callable[[], None] = _nothing
+        """Stops L{post_notice} being called (set when subscribed to the daemon's notice bus)."""
         self.reconfigure(settings)
 
     # -- settings ------------------------------------------------------------
@@ -195,8 +214,21 @@ class ChatState(RoomActions):
         self.remove(m, reason or None)
         conn.close("quit")
 
+    def post_notice(self, room: str, text: str) -> bool:
+        """
+        A server notice from another service of the daemon (smtp's announce,
+        through the notice bus): one C{-!- } line to C{room} if it exists,
+        escaped like every chat line. False when there is no such room.
+        """
+        found = self.rooms.get(name_key(room.removeprefix("#")))
+        if found is None:
+            return False
+        self.to_room(found, RoomNotice(found.name, clip(text, NOTICE_MAX)))
+        return True
+
     def shutdown(self) -> None:
         """The service is stopping: tell everyone, close."""
+        self.unsubscribe()
         bye = Bye(CHAT_SHUTDOWN)
         self.flush()
         self.release_held()
@@ -212,8 +244,18 @@ class ChatState(RoomActions):
             room.members.clear()
 
     def status(self) -> ServiceStatus:
-        """Members with a nickname, and the rooms (STATUS=, metrics)."""
-        return ServiceStatus(members=len(self.nicks), counters={"rooms": len(self.rooms)})
+        """Members with a nickname, rooms and line counts (STATUS=, metrics); the largest rooms and some names."""
+        counters = {
+            "rooms": len(self.rooms),
+            "chat_lines": self.lines,
+            "chat_lines_dropped_flood": self.lines_flooded,
+            "chat_lines_dropped_too_long": self.lines_too_long,
+            "chat_lines_dropped_stalled": self.lines_missed,
+        }
+        largest = heapq.nlargest(SHOWN, self.rooms.values(), key=lambda r: len(r.members))
+        rooms = tuple(RoomStatus(r.name, len(r.members), visible(r.topic)) for r in largest)
+        names = tuple(m.nick or "" for m in itertools.islice(self.nicks.values(), SHOWN))
+        return ServiceStatus(members=len(self.nicks), counters=counters, rooms=rooms, names=names)
 
     # -- input ---------------------------------------------------------------
 
@@ -228,6 +270,7 @@ class ChatState(RoomActions):
             bucket = m.bucket = TokenBucket(s.flood_rate, s.flood_burst, now)
         if bucket.take(now):
             return True
+        self.lines_flooded += 1
         quiet = s.flood_burst / s.flood_rate
         if m.flood_since is None or now - m.last_drop > quiet:
             m.flood_since = now
@@ -238,6 +281,7 @@ class ChatState(RoomActions):
         return False
 
     def too_long(self, m: Member) -> None:
+        self.lines_too_long += 1
         self.error(m, f"line too long (over {self.settings.max_line} bytes); not sent", "too_long")
 
     def no_line_end(self, m: Member) -> None:
@@ -313,5 +357,6 @@ class ChatState(RoomActions):
         if target is None or target.nick is None or m.nick is None:
             self.error(m, f"no such nick: {nick}", "no_nick", nick)
             return
+        self.lines += 1
         self.emit(target, Private(m.nick, target.nick, text, kind))
         self.emit(m, PrivateSent(target.nick, text, kind))

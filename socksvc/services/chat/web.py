@@ -252,14 +252,16 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
             return
         state = self.context.state
         self.touched = True
+        lines = payload.decode("utf-8", "replace").split("\n")
         with state.batch():
-            for line in payload.decode("utf-8", "replace").split("\n"):
+            for n, line in enumerate(lines):
                 if member.gone:
                     break
                 line = line.replace("\r", "")
                 if not line.strip():
                     continue
                 if not state.flood_ok(member):
+                    state.lines_flooded += len(lines) - n - 1  # flood_ok counted this one
                     break
                 handle_line(state, member, line)
         if member.held is not None:
