@@ -3,8 +3,9 @@ The chat page in a real browser (Debian's chromium through Playwright)
 against the real daemon: two tabs and a line user in one room see each
 other's lines; a message with <script>, an onerror attribute and bidi
 characters shows as visible text and runs nothing; closing a tab tells the
-room; the page works from the keyboard alone, names its controls, and fits
-a phone.
+room; the page works from the keyboard alone, names its controls, fits a
+phone, and reconnects by itself (its nickname and room back) when the daemon
+comes back.
 
 Set SOCKSVC_SCREENSHOT=PATH to save a screenshot (docs/web-chat.png is one).
 """
@@ -12,6 +13,7 @@ Set SOCKSVC_SCREENSHOT=PATH to save a screenshot (docs/web-chat.png is one).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -134,3 +136,43 @@ def test_switch_rooms_and_history(chat: Daemon) -> None:
             assert cy.errors() == []
     finally:
         nelly.close()
+
+
+def test_reconnects_by_itself_and_takes_its_name_and_room_back() -> None:
+    """The daemon restarts on the same port (the one the kernel gave the first): the page comes back alone."""
+    first = daemon(CONFIG)
+    d = first.__enter__()
+    try:
+        port = d.port("chat/web")
+        with browser(sync_api) as b:
+            dee = b.page()
+            enter(dee, f"http://127.0.0.1:{port}/", "dee")
+            dee.page.click("#rooms button:has-text('dev')")
+            dee.page.wait_for_selector("#room-title:has-text('dev')")
+            first.__exit__(None, None, None)
+            first = None
+            dee.page.wait_for_selector("#status:has-text('reconnecting')")
+            again = CONFIG.replace('web = ["tcp:0:', f'web = ["tcp:{port}:')
+            try:
+                second = daemon(again)
+                d2 = second.__enter__()
+            except Exception as e:  # someone took the port meanwhile
+                pytest.skip(f"port {port} could not be bound again: {e}")
+            try:
+                dee.page.wait_for_selector("#status:has-text('Connected as dee')", timeout=60000)
+                nelly = LineUser(d2.port("chat"), "nelly3")
+                nelly.send("/join dev")
+                nelly.wait_for("-!- You are now in dev*")
+                deadline = time.monotonic() + 30
+                while True:  # the page asks for its room back right after its nickname
+                    nelly.send("/who")
+                    if "dee" in nelly.wait_for("-!- Members of dev*"):
+                        break
+                    assert time.monotonic() < deadline, "the page never came back to dev"
+                    dee.page.wait_for_timeout(200)
+                nelly.close()
+            finally:
+                second.__exit__(None, None, None)
+    finally:
+        if first is not None:
+            first.__exit__(None, None, None)
