@@ -189,7 +189,7 @@ def test_register_talk_and_see_the_room() -> None:
     alice.send("hey carol", "/msg carol back")
     bob.send("PRIVMSG #lobby :\x01ACTION bows\x01")
     said1, private, said2 = c.events()
-    assert said1 == {"t": "say", "room": "lobby", "nick": "alice", "text": "hey carol"}
+    assert said1 == {"t": "say", "nick": "alice", "text": "hey carol"}
     assert private == {"t": "private", "from": "alice", "to": "carol", "text": "back", "kind": "say"}
     assert (said2["nick"], said2["kind"], said2["text"]) == ("bob", "action", "bows")
 

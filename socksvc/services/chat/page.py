@@ -221,7 +221,7 @@ JS = r"""
       people(ev.members, ev.size);
       send("/rooms");
     },
-    say: (ev) => { if (ev.room === room) said(ev, ev.kind === "notice" ? "notice" : ""); },
+    say: (ev) => said(ev, ev.kind === "notice" ? "notice" : ""),
     join: (ev) => { add("notice", [ev.nick + " joined"]); if (live) people([...roster(), ev.nick].sort()); },
     part: (ev) => {
       if (ev.nick === nick) return;

@@ -88,9 +88,11 @@ class WebView:
     def room(self, ev: Event) -> bytes:
         kind = type(ev)
         if kind is Said:
+            # A web member is in one room, and a room's lines reach it before the news that it
+            # moved (delivery settles a room before its members change): no room field needed.
             if ev.kind == SAY:  # the common case, kept short: no kind
-                return _line({"t": "say", "room": ev.room, "nick": ev.nick, "text": visible(ev.text)})
-            return _line({"t": "say", "room": ev.room, "nick": ev.nick, "text": visible(ev.text), "kind": ev.kind})
+                return _line({"t": "say", "nick": ev.nick, "text": visible(ev.text)})
+            return _line({"t": "say", "nick": ev.nick, "text": visible(ev.text), "kind": ev.kind})
         if kind is Joined:
             return _line({"t": "join", "room": ev.room, "nick": ev.nick})
         if kind is Left:
