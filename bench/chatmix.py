@@ -86,8 +86,8 @@ def load(ports: Ports, mode: str, kind: str, count: int, prefix: str) -> chat.Lo
     return MixLoad(mode, kind, HOST, str(ports.by_kind[kind]), str(count), prefix)
 
 
-def fanout(ports: Ports, mix: dict[str, int], lines: int) -> float:
-    """Delivered lines a second to listeners of the kinds in C{mix} (kind -> count)."""
+def fanout(ports: Ports, mix: dict[str, int], lines: int) -> tuple[float, float]:
+    """Delivered lines a second to listeners of the kinds in C{mix} (kind -> count), and server CPU us a line."""
     loads: list[chat.Load] = []
     try:
         # Three listener processes in both cases (one per kind, or three of line members): the
@@ -107,12 +107,15 @@ def fanout(ports: Ports, mix: dict[str, int], lines: int) -> float:
             each.expect("reset")
         for each in loads:
             each.tell(f"expect {lines}")
+        cpu0 = chat.cpu_seconds(ports.running.proc.pid)
         sender.tell(f"go {lines} {chat.LINE_SIZE}")
         sent = sender.read()
         results = [each.read(300) for each in loads]
+        cpu1 = chat.cpu_seconds(ports.running.proc.pid)
         loads.append(sender)
         last = max(r["last"] for r in results)
-        return float(sum(r["lines"] for r in results)) / (last - sent["t0"])
+        delivered = sum(r["lines"] for r in results)
+        return float(delivered) / (last - sent["t0"]), (cpu1 - cpu0) / max(1, delivered) * 1e6
     finally:
         for each in loads:
             each.stop()
@@ -153,21 +156,34 @@ def run(quick: bool) -> list[dict[str, Any]]:
     }
     best: dict[str, float] = {}
     samples: dict[str, list[int]] = {}
+    cpu: dict[str, list[float]] = {}
     for r in range(rounds):
         for name in cases if r % 2 == 0 else reversed(list(cases)):
             try:
                 with daemon() as ports:
-                    rate = fanout(ports, cases[name], lines)
+                    rate, us = fanout(ports, cases[name], lines)
             except chat.BenchError as e:
                 NOTES.append(f"chat mix fan-out {name}: {e}")
                 continue
             samples.setdefault(name, []).append(round(rate))
+            cpu.setdefault(name, []).append(round(us, 3))
             best[name] = max(best.get(name, 0.0), rate)
     rows = []
     mix = cases["socksvc"]
     case = f"{listeners} listeners ({mix['line']} line, {mix['irc']} IRC, {mix['ws']} WebSocket), {lines} lines"
     for name, rate in best.items():
-        rows.append(chat.row("chat mix fan-out", case, name, rate, "delivered lines/s", True, samples=samples[name]))
+        rows.append(
+            chat.row(
+                "chat mix fan-out",
+                case,
+                name,
+                rate,
+                "delivered lines/s",
+                True,
+                samples=samples[name],
+                server_cpu_us_per_line=cpu[name],
+            )
+        )
     for kind, label in (("line", "line"), ("irc", "IRC"), ("ws", "WebSocket")):
         try:
             per = memory(kind, clients)
