@@ -27,6 +27,8 @@ from typing import Any
 from bench import harness
 
 BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail", "chatmix")
+OPTIONAL = ("attack",)
+"""Run only when named with --only (attack: fairness under a flood, not a comparison)."""
 DEFAULT_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "latest.json")
 ROW_KEYS: dict[str, type | tuple[type, ...]] = {
     "bench": str,
@@ -189,10 +191,11 @@ def selected(only: Sequence[str] | None) -> list[str]:
     if not only:
         return list(BENCHMARKS)
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BENCHMARKS]
+    known = BENCHMARKS + OPTIONAL
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"bench: unknown benchmark {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})")
-    return [n for n in BENCHMARKS if n in names]
+        raise SystemExit(f"bench: unknown benchmark {', '.join(unknown)} (known: {', '.join(known)})")
+    return [n for n in known if n in names]
 
 
 def _why(e: BaseException) -> str:
@@ -232,7 +235,12 @@ def run_one(name: str, quick: bool) -> tuple[list[dict[str, Any]], str | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description="socksvc against reference servers, side by side")
     p.add_argument("--quick", action="store_true", help="a smoke run of seconds (figures mean nothing)")
-    p.add_argument("--only", action="append", metavar="NAME", help=f"run only these ({', '.join(BENCHMARKS)})")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only these ({', '.join(BENCHMARKS)}; and {', '.join(OPTIONAL)}, run only when named)",
+    )
     p.add_argument(
         "--json", default=DEFAULT_JSON, metavar="PATH", help="where to write the results (default: %(default)s)"
     )

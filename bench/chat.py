@@ -48,8 +48,11 @@ log_format = "text"
 listen = ["tcp:0:interface={HOST}:backlog=4096"]
 max_connections = 0
 max_per_source = 0
+max_per_subnet = 0
 idle_timeout = 0
 flood_rate = 0
+input_line_rate = 0
+input_byte_rate = 0
 """
 
 

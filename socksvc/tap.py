@@ -1,13 +1,23 @@
 """
 twistd / twist plugin glue: command-line options and makeService.
 
-C{twistd -n socksvc [--config FILE] [--check]}. Without --config the embedded
-default config runs every service on 127.0.0.1. Config errors stop here with
-one line and exit status 1; --check stops here either way, having bound
-nothing.
+C{twistd -n --pidfile= socksvc [--config FILE] [--check]}. Without --config
+the embedded default config runs every service on 127.0.0.1. Config errors
+stop here with one line and exit status 1; --check stops here either way,
+having bound nothing, after everything a start would check (files read,
+every service made on a scratch state), so its OK means the start cannot
+fail for config reasons.
 """
 
 from __future__ import annotations
+
+# ruff: noqa: E402
+# SIGHUP is held from the first line of the daemon's own code: the imports
+# below take most of the daemon's first second, and SIGHUP's default action
+# would end the process (see socksvc.daemon.hangup).
+from socksvc.daemon import hangup
+
+hangup.hold()
 
 import select
 import sys
@@ -15,11 +25,12 @@ from typing import Any
 
 from twisted.python import usage
 
-from socksvc.config.loader import ConfigError
+from socksvc.config.loader import Config, ConfigError
 from socksvc.daemon import reactor as socksvc_reactor
 from socksvc.daemon.errors import StartupError
+from socksvc.daemon.instance import rehearsal_failure, rehearse
 from socksvc.daemon.service import DaemonService
-from socksvc.services.catalogue import load
+from socksvc.services.catalogue import load, types
 
 
 class Options(usage.Options):
@@ -52,8 +63,28 @@ def choose_reactor() -> None:
     socksvc_reactor.install()
 
 
+def will_daemonize(options: Options | dict[str, Any]) -> bool:
+    """Is twistd about to fork into the background (its own options, C{options.parent}, without -n)?"""
+    parent = getattr(options, "parent", None)
+    return isinstance(parent, dict) and "nodaemon" in parent and not parent["nodaemon"]
+
+
+def rehearse_config(config: Config) -> None:
+    """Every service made on a scratch state (L{rehearse}); L{StartupError} with one line if one cannot be."""
+    for svc in config.services:
+        try:
+            rehearse(types()[svc.type], svc)
+        except Exception as e:
+            raise StartupError(f"{config.source}: {rehearsal_failure(svc.name, e)}") from None
+
+
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> DaemonService:
-    """Load the config, then build the service tree (nothing is bound yet)."""
+    """
+    Load the config and build the service tree. Nothing is bound yet, unless
+    twistd is about to daemonize: then every listener binds now, so that a
+    failure is reported by the launching process (L{DaemonService.bind_now}).
+    """
+    real = reactor is None
     if reactor is None:
         choose_reactor()
         from twisted.internet import reactor as default_reactor
@@ -64,6 +95,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         config = load(path)
     except ConfigError as e:
         raise StartupError(str(e)) from None
+    rehearse_config(config)
     if options.get("check"):
         listeners = sum(len(s.listens()) for s in config.services)
         services = len(config.services)
@@ -73,8 +105,14 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         )
         sys.stdout.flush()
         raise SystemExit(0)
+    if real:
+        # Until the reactor runs, SIGTERM would end the process without its
+        # usual stop (STOPPING=1, pidfile, sockets): held, then acted on.
+        hangup.hold_stop()
     service = DaemonService(config, reactor)
     # twistd's own parsed options (usage.Options sets .parent on a subcommand's
     # options): where twistd sends its log decides socksvc's observer choice.
     service.twistd_options = getattr(options, "parent", None)
+    if will_daemonize(options):
+        service.bind_now()
     return service

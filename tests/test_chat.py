@@ -535,11 +535,12 @@ def test_flood_episode_ends_when_quiet() -> None:
 
 
 def test_flood_rate_zero_is_off() -> None:
-    chat = Chat("flood_rate = 0")
+    chat = Chat("flood_rate = 0\ninput_line_rate = 0")
     a = chat.connect("alice")
     b = chat.connect("bob")
     a.lines()
     b.send(*["x"] * 500)
+    chat.clock.advance(0)  # whatever did not fit in one slice comes on the next turn
     assert len(a.lines()) == 500
     assert b.lines() == []
 
@@ -650,7 +651,7 @@ def test_stalled_reader_is_aborted_after_stall_timeout_others_unaffected() -> No
 
 
 def test_never_reading_member_bounded_while_others_chat() -> None:
-    chat = Chat("flood_rate = 0\nstall_timeout = 1000")
+    chat = Chat("flood_rate = 0\nstall_timeout = 1000\ninput_byte_rate = 0\ninput_line_rate = 0")
     sink = chat.connect("sink", buffer=64 * 1024)
     talkers = [chat.connect(f"t{i}") for i in range(3)]
     for n in range(2000):

@@ -468,3 +468,27 @@ def test_auditorium_join_lists_only_you_and_says_why() -> None:
     assert got[3].startswith(f":{SERVER} NOTICE bob :#lobby has 4 members; joins and parts are not announced here")
     bob.send("NAMES #lobby")
     assert bob.lines()[0] == f":{SERVER} 353 bob = #lobby :a1 a2 a3 bob"
+
+
+def test_input_budget_slows_then_cuts_off_as_for_line_clients() -> None:
+    chat = Chat("throttle_kick = 10")
+    alice = chat.connect("alice")
+    bob = irc_client(chat, "bob", "#lobby")
+    alice.lines()
+    bob.raw(b"PING :x\r\n" * 20000)  # free of flood tokens, but 20,000 lines against the input budget
+    assert bob.transport.producerState == "paused"
+    for _ in range(9):
+        chat.clock.advance(1)
+        assert bob.transport.producerState == "paused"
+    chat.clock.advance(1.1)
+    assert bob.proto.close_reason == "sending too fast"
+    assert bob.transport.value().endswith(b"ERROR :Disconnected: sending too fast\r\n")
+    assert alice.lines() == ["-!- bob has quit (sending too fast)"]
+
+
+def test_an_unfinished_line_is_closed_at_line_timeout() -> None:
+    chat = Chat("line_timeout = 5")
+    bob = irc_client(chat, "bob")
+    bob.raw(b"PRIVMSG bob :half a li")
+    chat.clock.advance(5)
+    assert bob.proto.close_reason.startswith("line not finished within 5")

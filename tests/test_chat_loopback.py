@@ -125,7 +125,10 @@ def _rss_or_skip(d: Daemon) -> int:
 
 
 def test_a_member_that_never_reads_neither_slows_nor_grows_the_server() -> None:
-    cfg = config("flood_rate = 0\nsend_queue_max = 65536\nstall_timeout = 2\nidle_timeout = 0")
+    cfg = config(
+        "flood_rate = 0\nsend_queue_max = 65536\nstall_timeout = 2\nidle_timeout = 0\n"
+        "input_line_rate = 0\ninput_byte_rate = 0"  # the talker sends 4 MB as fast as it can
+    )
     with daemon(cfg) as d:
         port = d.port("chat")
         sink = LineClient(port, rcvbuf=4096)

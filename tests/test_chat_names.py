@@ -402,7 +402,7 @@ def test_every_accepted_name_is_precis_valid(name: str) -> None:
 
 
 def test_the_look_index_costs_one_short_string_per_member_at_most() -> None:
-    chat = Chat("flood_rate = 0\nmax_per_source = 0")
+    chat = Chat("flood_rate = 0\nmax_per_source = 0\nmax_per_subnet = 0")
     members = [chat.connect(f"user{i}").member for i in range(300)]
     looks = chat.state.looks
     assert len(looks) == 300

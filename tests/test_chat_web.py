@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from socksvc.services.chat import page
-from socksvc.services.chat.web import HANDSHAKE_TIMEOUT, MAX_REQUEST, same_origin
+from socksvc.services.chat.weblimits import HANDSHAKE_TIMEOUT, MAX_REQUEST, same_origin
 from tests.support import peer
 from tests.support import websocket as ws
 from tests.support.chat import Chat, CountingTransport
@@ -273,3 +273,17 @@ def test_auditorium_room_sends_no_roster_until_asked() -> None:
     assert room["live"] is False and room["members"] == ["carol"] and room["size"] == 4
     c.send("/who")
     assert c.events()[0]["members"] == ["a1", "a2", "a3", "carol"]
+
+
+def test_input_budget_holds_reading_then_cuts_off() -> None:
+    chat = Chat("throttle_kick = 10\ninput_line_rate = 10\ninput_burst = 1")
+    alice = chat.connect("alice")
+    c = WebClient(chat)
+    c.send("carol")
+    alice.lines()
+    c.proto.dataReceived(b"".join(ws.frame("/who") for _ in range(500)))
+    assert c.transport.producerState == "paused"
+    for _ in range(11):
+        chat.clock.advance(1)  # over budget all along, a second at a time
+    assert c.proto.close_reason == "sending too fast"
+    assert alice.lines()[-1] == "-!- carol has quit (sending too fast)"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -204,3 +206,90 @@ def test_a_bad_config_without_check_exits_1_too(tmp_path: Path) -> None:
     out = run(TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", missing)
     assert out.returncode == 1
     assert out.stderr == f"socksvc: {missing}: cannot read config file: No such file or directory\n"
+
+
+# -- what the listeners are: backlog, UNIX socket mode and directory -------------------
+
+
+def _ss_backlog(args: list[str], where: str) -> int:
+    """The backlog `ss` reports for a listening socket (its Send-Q column)."""
+    out = subprocess.run(["ss", "-lnH", *args], capture_output=True, text=True, timeout=30, check=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if where in fields:
+            return int(fields[fields.index(where) - 1] if args == ["-t"] else fields[3])
+    raise AssertionError(f"{where} not in ss output:\n{out}")
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+@pytest_twisted.ensureDeferred
+async def test_listeners_have_the_backlog_we_say(tmp_path: Path) -> None:
+    """
+    Twisted's default backlog of 50 stalled bursts of connections: the
+    default is the kernel's somaxconn, and backlog= sets one per spec.
+    """
+    from twisted.internet import reactor
+
+    from socksvc.config.listen import default_backlog
+
+    path = tmp_path / "echo.sock"
+    text = f"""
+[services.echo]
+listen = ["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1:backlog=7", "unix:{path}"]
+"""
+    service = DaemonService(loads(text, "t.toml"), reactor, handle_signals=False)
+    service.privilegedStartService()
+    service.startService()
+    try:
+        default, seven, _unix = (listener.port for listener in service.instance("echo").listeners())
+        assert _ss_backlog(["-t"], f"127.0.0.1:{default.getHost().port}") == default_backlog()
+        assert _ss_backlog(["-t"], f"127.0.0.1:{seven.getHost().port}") == 7
+        assert _ss_backlog(["-x"], str(path)) == default_backlog()
+        assert default_backlog() > 50
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_unix_socket_is_0660_and_its_mode_can_be_set(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    text = f'[services.echo]\nlisten = ["unix:{tmp_path}/a.sock", "unix:{tmp_path}/b.sock:mode=600"]\n'
+    service = DaemonService(loads(text, "t.toml"), reactor, handle_signals=False)
+    service.privilegedStartService()
+    try:
+        assert stat.S_IMODE(os.stat(tmp_path / "a.sock").st_mode) == 0o660
+        assert stat.S_IMODE(os.stat(tmp_path / "b.sock").st_mode) == 0o600
+    finally:
+        await service.stopService()
+
+
+def test_a_unix_socket_directory_gone_by_the_start_says_what_to_do(tmp_path: Path) -> None:
+    """Once: "[Errno 2] No such file or directory: '30623' -> b'/run/socksvc/echo.sock.lock'"."""
+    from twisted.internet import reactor
+
+    run = tmp_path / "run"
+    run.mkdir()
+    service = DaemonService(loads(f'[services.echo]\nlisten = ["unix:{run}/echo.sock"]\n', "t.toml"), reactor)
+    run.rmdir()  # after the config was checked
+    with pytest.raises(StartupError) as e:
+        service.privilegedStartService()
+    assert e.value.line == (
+        f"service 'echo' cannot listen on 'unix:{run}/echo.sock': the socket's directory {run} does not exist: "
+        "create it (under systemd, RuntimeDirectory= makes one in /run, see docs/systemd.md)"
+    )
+
+
+@pytest.mark.parametrize("runner", ["twistd", "twist"])
+def test_check_names_a_missing_socket_directory(tmp_path: Path, runner: str) -> None:
+    missing = tmp_path / "run" / "socksvc"
+    path = write_config(tmp_path, f'[services.echo]\nlisten = ["unix:{missing}/echo.sock"]\n')
+    cmd = [TWISTD, "--nodaemon", "--pidfile=", "socksvc"] if runner == "twistd" else [TWIST, "socksvc"]
+    out = run(*cmd, "--config", path, "--check")
+    assert out.returncode == 1
+    assert out.stderr.startswith(f'socksvc: {path}: services.echo.listen[0] = "unix:')  # the value, shortened
+    assert out.stderr.endswith(
+        f": the socket's directory {missing} does not exist: create it "
+        "(under systemd, RuntimeDirectory= makes one in /run, see docs/systemd.md)\n"
+    )
+    assert out.stderr.count("\n") == 1

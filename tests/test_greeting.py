@@ -172,9 +172,11 @@ def test_quotes_serves_a_random_line(tmp_path: Path) -> None:
     assert seen == {b"first quote\r\n", b"second quote\r\n", "third \u00e9\r\n".encode()}
 
 
-def test_quotes_beat_the_message(tmp_path: Path) -> None:
+def test_quotes_and_message_together_are_a_config_error(tmp_path: Path) -> None:
     path = quotes_file(tmp_path, "only one\n")
-    assert greet(f'quotes = "{path}"\nmessage = "not this"') == b"only one\r\n"
+    with pytest.raises(ConfigError, match="set message or quotes, not both"):
+        greet(f'quotes = "{path}"\nmessage = "not this"')
+    assert greet(f'quotes = "{path}"') == b"only one\r\n"
 
 
 def test_empty_quotes_path_means_none() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
-from socksvc.config.listen import ListenSpec, parse_listen, resolve_port, split_spec
+from socksvc.config import listen
+from socksvc.config.listen import ListenSpec, default_backlog, parse_listen, resolve_port, split_spec
 from socksvc.daemon.listener import port_description
 
 
@@ -22,6 +24,7 @@ def test_tcp() -> None:
         endpoint="tcp:7007:interface=127.0.0.1",
         port=7007,
         interface="127.0.0.1",
+        backlog=default_backlog(),
     )
     assert spec.kind == "stream"
     assert spec.describe() == "tcp 127.0.0.1:7007"
@@ -29,8 +32,11 @@ def test_tcp() -> None:
     assert parse_listen("tcp:port=7007:interface=127.0.0.1").port == 7007
     # Twisted's positional form, tcp:PORT:INTERFACE.
     assert parse_listen("tcp:7007:127.0.0.1").interface == "127.0.0.1"
-    # Twisted's options pass through.
+    # Twisted's options are checked and kept.
     assert parse_listen("tcp:7007:backlog=5").endpoint == "tcp:7007:backlog=5"
+    assert parse_listen("tcp:7007:backlog=5").backlog == 5
+    assert parse_listen("tcp:7007:127.0.0.1:9").backlog == 9  # Twisted's positional order: port, interface, backlog
+    assert parse_listen("tcp6:7007:9").backlog == 9  # tcp6's: port, backlog, interface
 
 
 def test_service_names_resolve_through_getservbyname() -> None:
@@ -67,13 +73,86 @@ def test_tcp6_needs_escaped_colons() -> None:
     assert parse_listen(r"tcp6:7:interface=\:\:1:50").interface == "::1"
 
 
-def test_unix() -> None:
-    spec = parse_listen("unix:/run/socksvc/echo.sock")
-    assert (spec.kind, spec.scheme, spec.path, spec.port) == ("stream", "unix", "/run/socksvc/echo.sock", None)
-    assert spec.describe() == "unix /run/socksvc/echo.sock"
-    assert parse_listen("unix:address=/tmp/x.sock:mode=600").path == "/tmp/x.sock"
+def test_unix(tmp_path: Path) -> None:
+    path = str(tmp_path / "echo.sock")
+    spec = parse_listen(f"unix:{path}")
+    assert (spec.kind, spec.scheme, spec.path, spec.port) == ("stream", "unix", path, None)
+    assert spec.describe() == f"unix {path}"
+    # Owner and group may connect, not everyone (Twisted's default would be 0666).
+    assert (spec.mode, spec.lockfile, spec.backlog) == (0o660, True, default_backlog())
+    spec = parse_listen(f"unix:address={tmp_path}/x.sock:mode=600:lockfile=0:backlog=7")
+    assert (spec.path, spec.mode, spec.lockfile, spec.backlog) == (f"{tmp_path}/x.sock", 0o600, False, 7)
+    assert parse_listen(f"unix:{tmp_path}/x.sock:0644").mode == 0o644  # Twisted's positional order: path, mode
     with pytest.raises(ValueError, match="unix listen spec needs a path"):
         parse_listen("unix:")
+    with pytest.raises(ValueError, match=r"^mode '99' is not octal permissions such as 660$"):
+        parse_listen(f"unix:{path}:mode=99")
+    with pytest.raises(ValueError, match=r"^lockfile '2' is not 0 or 1$"):
+        parse_listen(f"unix:{path}:lockfile=2")
+    with pytest.raises(ValueError, match=r"is over 107 bytes \(the UNIX socket limit\)$"):
+        parse_listen("unix:/tmp/" + "x" * 120)
+
+
+def test_a_unix_socket_in_a_missing_directory_says_what_to_do(tmp_path: Path) -> None:
+    missing = tmp_path / "run" / "socksvc"
+    with pytest.raises(ValueError) as e:
+        parse_listen(f"unix:{missing}/echo.sock")
+    assert str(e.value) == (
+        f"the socket's directory {missing} does not exist: create it "
+        "(under systemd, RuntimeDirectory= makes one in /run, see docs/systemd.md)"
+    )
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"the socket's directory .*/file is not a directory: create it"):
+        parse_listen(f"unix:{tmp_path}/file/echo.sock")
+
+
+def test_relative_unix_paths_start_at_the_base_directory(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    spec = parse_listen("unix:run/echo.sock", str(tmp_path))
+    assert spec.path == f"{tmp_path}/run/echo.sock"
+    assert spec.text == "unix:run/echo.sock"
+
+
+def test_the_default_backlog_is_somaxconn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            expected = min(int(f.read()), 65535)
+    except OSError:
+        expected = 4096
+    assert default_backlog() == expected
+    assert parse_listen("tcp:7").backlog == expected
+    assert parse_listen("udp:7").backlog == 0  # not a listen() socket
+    fake = tmp_path / "somaxconn"
+    for text, want in (("200\n", 200), ("junk", 4096), ("0", 4096), ("1000000", 65535)):
+        fake.write_text(text)
+        monkeypatch.setattr(listen, "SOMAXCONN_PATH", str(fake))
+        default_backlog.cache_clear()
+        assert default_backlog() == want
+    monkeypatch.setattr(listen, "SOMAXCONN_PATH", str(tmp_path / "missing"))
+    default_backlog.cache_clear()
+    assert default_backlog() == 4096
+    monkeypatch.undo()
+    default_backlog.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("tcp:7:backlog=0", "backlog '0' is not a number from 1 to 65535"),
+        ("tcp:7:backlog=65536", "backlog '65536' is not a number from 1 to 65535"),
+        ("tcp:7:backlog=" + "9" * 400, "backlog '" + "9" * 400 + "' is not a number from 1 to 65535"),
+        ("tcp:7:backlog=-1", "backlog '-1' is not a number from 1 to 65535"),
+        ("tcp:7:colour=red", "unknown tcp option 'colour' (known: port, interface, backlog)"),
+        ("tcp:7:backlogg=5", "unknown tcp option 'backlogg'; did you mean \"backlog\"?"),
+        ("tcp:7:127.0.0.1:5:6", "unexpected '6': a tcp spec takes at most 3 values"),
+        ("tcp:7:port=8", "port given twice"),
+        ("tcp:7\x00", "a listen spec cannot hold a NUL character"),
+    ],
+)
+def test_option_errors(text: str, reason: str) -> None:
+    with pytest.raises(ValueError) as e:
+        parse_listen(text)
+    assert str(e.value) == reason
 
 
 def test_udp() -> None:
@@ -126,10 +205,10 @@ def test_errors(text: object, reason: str) -> None:
     assert str(e.value) == reason
 
 
-def test_twisted_has_its_say() -> None:
-    with pytest.raises(ValueError, match=r"^not a valid endpoint: "):
+def test_every_option_is_checked_here() -> None:
+    with pytest.raises(ValueError, match=r"^backlog 'lots' is not a number from 1 to 65535$"):
         parse_listen("tcp:7:backlog=lots")
-    with pytest.raises(ValueError, match=r"^not a valid endpoint: "):
+    with pytest.raises(ValueError, match=r"^unknown tcp option 'colour'"):
         parse_listen("tcp:7:colour=red")
 
 

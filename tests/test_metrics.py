@@ -22,11 +22,12 @@ def test_connection_metrics(scripted: DaemonService) -> None:
     m = scrape(scripted)
     assert value(m, "socksvc_connections", service="echo") == 1
     assert value(m, "socksvc_connections_limit", service="echo") == 2
-    assert value(m, "socksvc_connections_limit", service="chat") == 1024
+    assert value(m, "socksvc_connections_limit", service="chat") == 10000  # chat's own default
     assert value(m, "socksvc_connections_accepted_total", service="echo") == 2
     assert value(m, "socksvc_connections_refused_total", service="echo", reason="max_connections") == 1
     assert value(m, "socksvc_connections_refused_total", service="echo", reason="denied") == 1
     assert value(m, "socksvc_connections_refused_total", service="echo", reason="max_per_source") == 0
+    assert value(m, "socksvc_connections_refused_total", service="echo", reason="max_per_subnet") == 0
     assert value(m, "socksvc_connections_refused_total", service="echo", reason="max_rate") == 0
     assert value(m, "socksvc_received_bytes_total", service="echo", transport="stream") == 8
     assert value(m, "socksvc_sent_bytes_total", service="echo", transport="stream") == 8

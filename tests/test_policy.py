@@ -181,7 +181,7 @@ def test_max_connections_and_refusals_cost_no_slot() -> None:
 
 
 def test_max_connections_zero_means_no_limit() -> None:
-    ctx = ctx_with(max_connections=0, max_per_source=0)
+    ctx = ctx_with(max_connections=0, max_per_source=0, max_per_subnet=0)
     assert all(isinstance(connect(ctx, peer("10.0.0.1", i))[0], Tracked) for i in range(2000))
 
 

@@ -17,68 +17,14 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
-from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
 from socksvc.daemon import systemd
 from socksvc.daemon.listener import Listener
-from socksvc.daemon.service import DaemonService
-from socksvc.services.catalogue import loads, types
-from tests.support import Daemon, daemon, peer
+from socksvc.services.catalogue import types
+from tests.support import Daemon, daemon
+from tests.support.reload import BASE, FailingReactor, connection, reload, specs, started
 from tests.support.systemd import PortsReactor, fields, notify_socket
-
-BASE = """
-[services.echo]
-listen = ["tcp:7:interface=127.0.0.1", "udp:7:interface=127.0.0.1"]
-[services.greeting]
-listen = ["tcp:17:interface=127.0.0.1"]
-message = "hello"
-[services.chat]
-listen = ["tcp:7070:interface=127.0.0.1"]
-"""
-
-
-class FailingReactor(PortsReactor):
-    """Refuses to listen on the ports in C{busy}."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.busy: set[int] = set()
-
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        if port in self.busy:
-            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
-        return super().listenTCP(port, factory, backlog, interface)
-
-
-def started(text: str = BASE, reactor: PortsReactor | None = None, notifier: Any = None) -> DaemonService:
-    svc = DaemonService(loads(text, "<test>"), reactor or FailingReactor(), notifier=notifier or systemd.Notifier(None))
-    svc.privilegedStartService()
-    svc.startService()
-    return svc
-
-
-def connection(svc: DaemonService, name: str) -> tuple[Any, StringTransport]:
-    """A client of service C{name}, connected through its real factory."""
-    instance = svc.instance(name)
-    proto = instance.factory().buildProtocol(peer())
-    transport = StringTransport(peerAddress=peer())
-    proto.makeConnection(transport)
-    return proto, transport
-
-
-def reload(svc: DaemonService, text: str) -> bool:
-    results: list[bool] = []
-    svc.reload(loads(text, "<test>")).addCallback(results.append)
-    reactor = svc.reactor
-    reactor.advance(0)
-    assert results, "reload did not finish"
-    return results[0]
-
-
-def specs(svc: DaemonService, name: str) -> list[str]:
-    return [listener.spec.text for listener in svc.instance(name).listeners()]
 
 
 def test_reload_adds_removes_and_rebinds() -> None:
@@ -229,7 +175,7 @@ def test_unexpected_error_while_loading_is_a_failed_reload(monkeypatch: pytest.M
         assert last["STATUS"].startswith("reload failed, still serving the previous config (/etc/socksvc.toml:")
 
 
-def test_failed_bind_rolls_back() -> None:
+def test_a_failed_bind_never_touches_the_old_listener() -> None:
     reactor = FailingReactor()
     svc = started(reactor=reactor)
     greeting_before = svc.instance("greeting").listeners()[0].port
@@ -241,8 +187,9 @@ def test_failed_bind_rolls_back() -> None:
     )
     assert [i.name for i in svc.instances()] == ["echo", "greeting", "chat"]
     assert specs(svc, "greeting") == ["tcp:17:interface=127.0.0.1"]
-    restored = svc.instance("greeting").listeners()[0].port
-    assert restored in reactor.listening and restored is not greeting_before  # re-bound on the old address
+    # The new port was tried before the old one closed: the old one never stopped listening.
+    kept = svc.instance("greeting").listeners()[0].port
+    assert kept is greeting_before and kept in reactor.listening
     assert len(reactor.listening) == 4  # nothing of reverse left behind
 
 
@@ -281,7 +228,8 @@ def test_reloads_do_not_overlap(tmp_path: Any) -> None:
     reactor = SlowReactor()
     svc = started(reactor=reactor)
     path = tmp_path / "socksvc.toml"
-    path.write_text(BASE.replace("tcp:17:", "tcp:18:"))
+    # 127.0.0.1:17 becoming *:17: the old port must close before the new one can bind.
+    path.write_text(BASE.replace('"tcp:17:interface=127.0.0.1"', '"tcp:17"'))
     svc.config_path = str(path)
     first = svc.request_reload()
     assert first is not None and reactor.closing  # waiting for greeting's old port to close
@@ -291,7 +239,7 @@ def test_reloads_do_not_overlap(tmp_path: Any) -> None:
     assert svc.reloads == 0
     reactor.closing.pop().callback(None)
     assert svc.reloads == 2  # the first, then the queued one (nothing left to change)
-    assert specs(svc, "greeting") == ["tcp:18:interface=127.0.0.1"]
+    assert specs(svc, "greeting") == ["tcp:17"]
 
 
 def test_sigterm_path_says_goodbye_and_closes() -> None:

@@ -154,7 +154,7 @@ def test_a_256_kib_line_of_combining_marks() -> None:
     assert clusters(text) == [text]
     line = text.encode()
     assert len(line) == 256 * 1024
-    proto, transport = connect(context("reverse", f"max_line = {1 << 20}"))
+    proto, transport = connect(context("reverse", f"max_line = {1 << 20}\ninput_byte_rate = 0"))
     proto.dataReceived(line + b"\n")
     assert transport.value() == line + b"\n"
     assert clusters("ab" + text) == ["a", "b", text]
@@ -205,3 +205,31 @@ def test_iosim_lines() -> None:
         client.transport.write(piece)
         pump.flush()
     assert client.received == "oll\u00e9h\r\ndlrow\n".encode()
+
+
+# -- the fast path: one regex, the same clusters ------------------------------
+
+cluster_text = st.lists(
+    st.characters()
+    | marks
+    | emoji
+    | st.sampled_from([ZWJ, "\U0001f1eb", "\U0001f1f7", "\U0001f3fd", "\ufe0f", "a", "\u00e9"]),
+    max_size=24,
+).map("".join)
+
+
+@given(cluster_text)
+def test_the_regex_finds_the_reference_clusters(text: str) -> None:
+    from socksvc.services.reverse import _CLUSTER
+
+    assert _CLUSTER.findall(text) == clusters(text)
+    assert reverse_text(text) == "".join(reversed(clusters(text)))
+
+
+def test_no_extending_character_outside_the_planes_scanned() -> None:
+    """_EXTENDING scans planes 0, 1 and 14: nothing _extends() accepts is anywhere else."""
+    from socksvc.services.reverse import _EXTENDING, _extends
+
+    scanned = set(range(0x20000)) | set(range(0xE0000, 0xE1000))
+    assert not [cp for cp in range(0x110000) if cp not in scanned and _extends(chr(cp))]
+    assert len(_EXTENDING) > 2000

@@ -47,11 +47,11 @@ PARSERS = {
     "str_short": as_str(max_len=4, nonempty=True),
     "choice": as_choice("text", "json"),
     "bool": as_bool,
-    "int": as_int(),
+    "int": as_int(maximum=10**6),
     "int_range": as_int(minimum=1, maximum=10),
-    "float": as_float(),
+    "float": as_float(maximum=1e6),
     "float_range": as_float(minimum=0.5, maximum=2),
-    "list": as_list(as_int(), nonempty=True),
+    "list": as_list(as_int(maximum=9), nonempty=True),
     "network": parse_network,
     "networks": as_networks,
     "port": as_port,
@@ -100,39 +100,54 @@ def test_as_bool() -> None:
 
 
 def test_as_int() -> None:
-    assert as_int()(0) == 0
-    assert as_int(minimum=None)(-5) == -5
+    assert as_int(maximum=10)(0) == 0
+    assert as_int(minimum=-9, maximum=10)(-5) == -5
     with pytest.raises(ValueError, match="must be at least 0"):
-        as_int()(-1)
+        as_int(maximum=10)(-1)
     with pytest.raises(ValueError, match="must be at most 10"):
         as_int(maximum=10)(11)
+    with pytest.raises(ValueError, match="must be at most 10"):
+        as_int(maximum=10)(10**400)
     # bool is an int in Python, not in TOML.
     with pytest.raises(ValueError, match="expected an integer, got a boolean"):
-        as_int()(True)
+        as_int(maximum=10)(True)
     with pytest.raises(ValueError, match="expected an integer, got a number"):
-        as_int()(1.5)
+        as_int(maximum=10)(1.5)
+    # Every integer setting states its range.
+    with pytest.raises(TypeError):
+        as_int()  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="minimum 5 is above maximum 4"):
+        as_int(minimum=5, maximum=4)
 
 
 def test_as_float() -> None:
-    assert as_float()(3) == 3.0
-    assert isinstance(as_float()(3), float)
-    assert as_float()(0.25) == 0.25
+    parse = as_float(maximum=100)
+    assert parse(3) == 3.0
+    assert isinstance(parse(3), float)
+    assert parse(0.25) == 0.25
     with pytest.raises(ValueError, match="must be a finite number"):
-        as_float()(math.inf)
+        parse(math.inf)
     with pytest.raises(ValueError, match="must be a finite number"):
-        as_float()(math.nan)
+        parse(math.nan)
     with pytest.raises(ValueError, match="must be at least 0"):
-        as_float()(-0.5)
+        parse(-0.5)
     with pytest.raises(ValueError, match="must be at most 2"):
         as_float(maximum=2)(2.5)
     with pytest.raises(ValueError, match="expected a number, got a boolean"):
-        as_float()(False)
+        parse(False)
     with pytest.raises(ValueError, match="expected a number, got a string"):
-        as_float()("1")
+        parse("1")
+    # A 400-digit integer is out of range, not an OverflowError from float().
+    with pytest.raises(ValueError, match="must be at most 100"):
+        parse(10**400)
+    with pytest.raises(ValueError, match="must be at least 0"):
+        parse(-(10**400))
+    with pytest.raises(TypeError):
+        as_float()  # type: ignore[call-arg]
 
 
 def test_as_list_names_the_bad_item() -> None:
-    parse = as_list(as_int())
+    parse = as_list(as_int(maximum=9))
     assert parse([1, 2]) == (1, 2)
     assert parse([]) == ()
     with pytest.raises(ItemError) as e:
@@ -143,7 +158,7 @@ def test_as_list_names_the_bad_item() -> None:
     with pytest.raises(ValueError, match="expected a list, got a string"):
         parse("1,2")
     with pytest.raises(ValueError, match="must not be empty"):
-        as_list(as_int(), nonempty=True)([])
+        as_list(as_int(maximum=9), nonempty=True)([])
 
 
 def test_parse_network() -> None:
@@ -186,7 +201,7 @@ def test_closest() -> None:
 
 @attrs.frozen
 class _Example:
-    count: int = setting(3, as_int(), "how many")
+    count: int = setting(3, as_int(maximum=9), "how many")
     name: str = setting("n", as_str(), "what")
     plain: int = 0  # not a setting: the loader must not see it
 

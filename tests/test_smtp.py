@@ -283,27 +283,34 @@ def test_a_store_that_cannot_be_made_gets_451(tmp_path: Path) -> None:
 def test_input_waits_while_a_message_is_made_durable(tmp_path: Path) -> None:
     from twisted.internet.defer import Deferred
 
-    s = mail(tmp_path, "trace = false")
-    pending: list[tuple[Deferred[str], object, tuple[object, ...]]] = []
+    from socksvc.services.mail.syncwire import fsync_path
 
-    def later(f: object, *args: object) -> Deferred[str]:
-        d: Deferred[str] = Deferred()
-        pending.append((d, f, args))
+    s = mail(tmp_path, "trace = false")
+    pending: list[tuple[Deferred[None], list[str]]] = []
+
+    def later(paths: list[str]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        pending.append((d, paths))
         return d
 
-    s.ctx.state.run_blocking = later
+    def settle() -> None:  # the file, then (once it is in new/) its directory
+        for _ in range(2):
+            d, paths = pending.pop()
+            for path in paths:
+                fsync_path(path)
+            d.callback(None)
+
+    s.ctx.state.sync = later
     transaction(s)
     assert s.send("one\r\n.\r\n") == []  # not answered before it is on disk
     assert s.send("NOOP\r\nMAIL FROM:<b@c.org>\r\n") == []  # pipelined: waits its turn
     assert s.transport.producerState == "producing"
-    d, f, args = pending.pop()
-    d.callback(f(*args))  # type: ignore[operator]
+    settle()
     out = s.lines()
     assert out[0].startswith("250 2.0.0 Ok: filed as ") and out[1:] == ["250 2.0.0 Ok", "250 2.1.0 Sender OK"]
     assert s.codes("RCPT TO:<x@y.org>\r\nDATA\r\ntwo\r\n.\r\nNOOP\r\n") == [250, 354]
     assert s.transport.producerState == "paused"  # what came after the dot waits, reading paused
-    d, f, args = pending.pop()
-    d.callback(f(*args))  # type: ignore[operator]
+    settle()
     assert [int(x[:3]) for x in s.lines()] == [250, 250]
     assert s.transport.producerState == "producing"
     assert [p.read_bytes() for p in new_files(tmp_path / "mail")] == [b"one\n", b"two\n"]

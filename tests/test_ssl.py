@@ -3,49 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
+import os
 import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import pytest
 
+from socksvc.config import loader
 from socksvc.config.loader import ConfigError
-from socksvc.services.catalogue import loads
+from socksvc.services.catalogue import loads, types
 from tests.support import daemon, recv_exactly
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = tmp / "key.pem", tmp / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
+from tests.support.tls import self_signed
 
 
 @contextlib.contextmanager
 def _tls_service(tmp_path: Path, service: str, extra: str = "") -> Iterator[ssl.SSLSocket]:
     """The daemon serving C{service} on an ssl: listener, and a TLS client connected to it."""
-    key, cert = _self_signed(tmp_path)
+    key, cert = self_signed(tmp_path)
     config = f'[services.{service}]\nlisten = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n{extra}'
     with daemon(config) as d:
         ctx = ssl.create_default_context(cafile=str(cert))
@@ -83,3 +59,101 @@ def test_a_missing_key_file_is_a_config_error(tmp_path: Path) -> None:
         raise AssertionError("no error")
     assert line.startswith('t.toml: services.echo.listen[0] = "ssl:0:privateKey=')
     assert "\n" not in line
+
+
+# -- the files an ssl: spec names go through the guarded reader ----------------
+
+
+def _load_error(text: str, base_dir: str | None = None) -> str:
+    with pytest.raises(ConfigError) as e:
+        loader.loads(text, "t.toml", types(), base_dir)
+    line = str(e.value)
+    assert "\n" not in line
+    return line
+
+
+def test_a_fifo_key_is_refused_at_once(tmp_path: Path) -> None:
+    """Twisted's own parser would block opening it (and --check with it, and a reload)."""
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    line = _load_error(f'[services.echo]\nlisten = ["ssl:0:privateKey={fifo}"]\n')
+    assert line.endswith(f"cannot read key file {fifo}: not a regular file")
+
+
+def test_dev_zero_as_a_key_is_refused(tmp_path: Path) -> None:
+    """Twisted's own parser would read it until memory ran out."""
+    key, _cert = self_signed(tmp_path)
+    line = _load_error(f'[services.echo]\nlisten = ["ssl:0:privateKey={key}:certKey=/dev/zero"]\n')
+    assert line.endswith("cannot read certificate file /dev/zero: not a regular file")
+
+
+def test_a_huge_key_file_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.pem"
+    with open(big, "wb") as f:
+        f.truncate((1 << 20) + 1)
+    line = _load_error(f'[services.echo]\nlisten = ["ssl:0:privateKey={big}"]\n')
+    assert line.endswith(f"key file {big} is over 1 MiB")
+
+
+def test_a_key_that_does_not_match_the_certificate_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    key_a, _ = self_signed(tmp_path / "a")
+    _, cert_b = self_signed(tmp_path / "b")
+    line = _load_error(f'[services.echo]\nlisten = ["ssl:0:privateKey={key_a}:certKey={cert_b}"]\n')
+    assert f"cannot use key {key_a} with certificate {cert_b}: " in line
+
+
+def test_garbage_pem_is_a_config_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key\n")
+    line = _load_error(f'[services.echo]\nlisten = ["ssl:0:privateKey={junk}"]\n')
+    assert f"cannot use key {junk} with certificate {junk}: " in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (":dhParameters=dh.pem", "dhParameters is not supported"),
+        (":sslmethod=Context", "sslmethod 'Context' is not one of TLS_METHOD"),
+        (":extraCertChain=empty.pem", "certificate chain file"),
+    ],
+)
+def test_ssl_options_are_checked(tmp_path: Path, extra: str, reason: str) -> None:
+    key, cert = self_signed(tmp_path)
+    (tmp_path / "empty.pem").write_text("")
+    line = _load_error(f'[services.echo]\nlisten = ["ssl:0:privateKey={key}:certKey={cert}{extra}"]\n', str(tmp_path))
+    assert reason in line
+
+
+def test_an_ssl_spec_needs_a_key() -> None:
+    line = _load_error('[services.echo]\nlisten = ["ssl:0"]\n')
+    assert line.endswith("ssl listen spec needs privateKey=FILE (and certKey=FILE, unless the key file holds both)")
+
+
+def test_relative_key_paths_start_at_the_config_files_directory(tmp_path: Path) -> None:
+    """The daemon's working directory (/ under systemd) does not matter."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    self_signed(etc)
+    config = etc / "socksvc.toml"
+    config.write_text('[services.echo]\nlisten = ["ssl:0:privateKey=key.pem:certKey=cert.pem"]\n')
+    spec = loader.load(str(config), types()).service("echo").listen[0]
+    assert spec.tls is not None
+    assert (spec.tls.key_path, spec.tls.cert_path) == (str(etc / "key.pem"), str(etc / "cert.pem"))
+    assert spec.tls.key == (etc / "key.pem").read_bytes()
+    assert "BEGIN" not in repr(spec)  # the key's bytes never reach a log line
+
+
+def test_a_chain_file_is_served(tmp_path: Path) -> None:
+    key, cert = self_signed(tmp_path)
+    spec = (
+        loader.loads(
+            f'[services.echo]\nlisten = ["ssl:0:privateKey={key}:certKey={cert}:extraCertChain={cert}"]\n',
+            "t.toml",
+            types(),
+        )
+        .services[0]
+        .listen[0]
+    )
+    assert spec.tls is not None and spec.tls.chain == (cert.read_bytes(),)

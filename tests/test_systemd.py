@@ -263,6 +263,11 @@ def test_sighup_the_moment_ready_arrives_reloads_instead_of_killing() -> None:
         socket.create_connection(("127.0.0.1", d.port("echo")), timeout=5) as c,
     ):
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # One round trip first: the daemon's loop runs and holds this connection
+        # (a SIGTERM before that would find nothing to wait for, and the
+        # daemon could be exiting, its handlers gone, when the SIGHUP comes).
+        c.sendall(b"x")
+        assert c.recv(1) == b"x"
         c.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             for _ in range(4096):  # the daemon's write buffer fills, then it stops reading

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from socksvc.config.listen import ListenSpec, parse_listen, parse_systemd_spec
+from socksvc.config.listen import CONFIG_DIR, ListenSpec, parse_listen, parse_systemd_spec
 from socksvc.config.schema import DaemonSettings, PolicySettings
 from socksvc.config.settings import ItemError, closest, setting_fields
 from socksvc.util.files import read_regular_file
@@ -108,6 +109,9 @@ class ServiceSchema(Protocol):
     def extra_streams(self) -> Mapping[str, Any]:
         """Extra stream listen keys (chat: irc, web), each with a C{doc}."""
 
+    @property
+    def policy_defaults(self) -> Mapping[str, Any]: ...
+
     def serves(self, kind: str) -> bool: ...
 
     def transports(self) -> str: ...
@@ -159,7 +163,9 @@ def _show(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, default=_show_other)
     except (TypeError, ValueError, RecursionError):
-        text = repr(value)
+        # Nested too deeply for json (a 20,000-deep table), or not JSON at
+        # all: repr would recurse just the same, so only say what it is.
+        text = "{...}" if isinstance(value, dict) else "[...]" if isinstance(value, list) else type(value).__name__
     if len(text) > 80:
         text = text[:77] + "..."
     return text
@@ -221,24 +227,41 @@ def load(path: str | None, types: Catalogue) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(path, None, _MISSING, f"not UTF-8 text (byte {e.start})") from None
-    return loads(text, path, types)
+    return loads(text, path, types, os.path.dirname(os.path.abspath(path)))
 
 
-def loads(text: str, source: str, types: Catalogue) -> Config:
-    """Check config text; C{source} names it in error lines."""
+def loads(text: str, source: str, types: Catalogue, base_dir: str | None = None) -> Config:
+    """
+    Check config text; C{source} names it in error lines. Relative paths in
+    it (listen specs, files) are taken from C{base_dir}: the config file's
+    directory; None is the working directory now.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, None, _MISSING, f"not valid TOML: {e}") from None
     except RecursionError:
         raise ConfigError(source, None, _MISSING, "not valid TOML: arrays or tables nested too deeply") from None
-    return _Checker(source, types).config(raw)
+    except ValueError as e:
+        # int() inside tomllib: "Exceeds the limit (4300 digits) for integer string conversion..."
+        reason = "an integer too long to read" if "digits" in str(e) else str(e).split(";")[0]
+        raise ConfigError(source, None, _MISSING, f"not valid TOML: {reason}") from None
+    checker = _Checker(source, types, base_dir)
+    # Listen specs parsed by a setting's own parser ([daemon] http) find the directory here.
+    token = CONFIG_DIR.set(checker.base_dir)
+    try:
+        return checker.config(raw)
+    except RecursionError:
+        raise ConfigError(source, None, _MISSING, "tables nested too deeply") from None
+    finally:
+        CONFIG_DIR.reset(token)
 
 
 class _Checker:
-    def __init__(self, source: str, types: Catalogue) -> None:
+    def __init__(self, source: str, types: Catalogue, base_dir: str | None) -> None:
         self.source = source
         self.types = types
+        self.base_dir = base_dir if base_dir is not None else os.getcwd()
 
     def fail(self, key: str | None, value: Any, reason: str) -> ConfigError:
         return ConfigError(self.source, key, value, reason)
@@ -290,6 +313,8 @@ class _Checker:
             if key not in fields:
                 continue
             _field, meta = fields[key]
+            if meta.path and isinstance(value, str):
+                value = self.resolve(value)
             try:
                 out[key] = meta.parse(value)
             except ItemError as e:
@@ -298,11 +323,21 @@ class _Checker:
                 raise self.fail(f"{table}.{key}", value, str(e)) from None
         return out
 
+    def resolve(self, path: str) -> str:
+        """A path the config names, made absolute against the config file's directory."""
+        if not path or "\0" in path:
+            return path  # empty means unset; a NUL is refused by whoever opens it
+        return os.path.normpath(os.path.join(self.base_dir, path))
+
     def settings(self, table: str, cls: type, raw: dict[str, Any], also: list[str] | None = None) -> Any:
         fields = setting_fields(cls)
         for key, value in raw.items():
             if key not in fields:
                 raise self.unknown(table, key, value, [*fields, *(also or [])])
+        for key in raw:
+            for other in fields[key][1].conflicts:
+                if other in raw:
+                    raise self.fail(f"{table}.{key}", raw[key], f"set {other} or {key}, not both")
         values = self.values(table, fields, raw)
         try:
             return cls(**values)
@@ -346,7 +381,8 @@ class _Checker:
         if "listen" not in body and not others:
             raise self.fail(f"{table}.listen", _MISSING, 'missing; give a list such as ["tcp:7007"]')
         listen = self.listen(table, stype, body.get("listen", []), "listen", others)
-        policy_values = dict(defaults)
+        policy_values = dict(stype.policy_defaults)  # the type's own defaults, under [defaults] and the table
+        policy_values.update(defaults)
         policy_values.update(self.values(table, policy_fields, body))
         policy = PolicySettings(**policy_values)
         own_raw = {k: v for k, v in body.items() if k in own_fields}
@@ -365,7 +401,7 @@ class _Checker:
         specs = []
         for i, item in enumerate(value):
             try:
-                spec = parse_listen(item)
+                spec = parse_listen(item, self.base_dir)
             except ValueError as e:
                 raise self.fail(f"{key}[{i}]", item, str(e)) from None
             if name != "listen":
@@ -382,17 +418,17 @@ class _Checker:
         every = [(f"daemon.http[{i}]", spec) for i, spec in enumerate(admin)]
         every += [(f"services.{svc.name}.{key}[{i}]", spec) for svc in services for key, i, spec in svc.listens()]
         for where, spec in every:
-            key = _bind_key(spec)
+            key = bind_key(spec)
             if key is None:
                 continue
             space, address = key
             for other_space, other_address, other_where in seen:
-                if space == other_space and _same_address(space[0], address, other_address):
+                if space == other_space and same_address(space[0], address, other_address):
                     raise self.fail(where, spec.text, f"same address as {other_where}")
             seen.append((space, address, where))
 
 
-def _bind_key(spec: ListenSpec) -> tuple[tuple[str, Any], str] | None:
+def bind_key(spec: ListenSpec) -> BindKey | None:
     """
     ((namespace, port), address) of what a spec binds, or None when it binds
     nothing we can know about (port 0: the kernel picks one). The namespace
@@ -418,7 +454,7 @@ def _bind_key(spec: ListenSpec) -> tuple[tuple[str, Any], str] | None:
     return (space, spec.port), interface
 
 
-def _same_address(space: str, a: str, b: str) -> bool:
+def same_address(space: str, a: str, b: str) -> bool:
     """
     Do two binds in one namespace and port collide? The same address does;
     "::" is dual stack (Twisted leaves IPV6_V6ONLY off), so it takes every
@@ -434,3 +470,14 @@ def _same_address(space: str, a: str, b: str) -> bool:
         other = b if a == "0.0.0.0" else a
         return ":" not in other
     return False
+
+
+BindKey = tuple[tuple[str, Any], str]
+
+
+def keys_collide(a: BindKey | None, b: BindKey | None) -> bool:
+    """Can two binds (L{bind_key}s) never be held at once: the same address, or one that takes the other's?"""
+    if a is None or b is None:
+        return False
+    (space, address), (other_space, other_address) = a, b
+    return space == other_space and same_address(space[0], address, other_address)

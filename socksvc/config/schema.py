@@ -12,6 +12,9 @@ import attrs
 
 from socksvc.config.listen import ListenSpec, parse_listen
 from socksvc.config.settings import (
+    MAX_COUNT,
+    MAX_RATE,
+    MAX_TIMEOUT,
     IPNetwork,
     _type_name,
     as_bool,
@@ -22,7 +25,7 @@ from socksvc.config.settings import (
     as_networks,
     setting,
 )
-from socksvc.util.files import read_regular_file
+from socksvc.util.files import read_setting_text
 from socksvc.util.passwords import parse_password_file
 
 MAX_LOG_BUFFER = 16 << 20
@@ -78,16 +81,9 @@ def parse_password_file_key(value: Any) -> PasswordFile | None:
         raise ValueError("expected a file path string")
     if not value:
         return None
+    text = read_setting_text(value, MAX_PASSWORD_FILE, "password file")
     try:
-        data = read_regular_file(value, MAX_PASSWORD_FILE)
-    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
-        raise ValueError(f"cannot read password file: {getattr(e, 'strerror', None) or e}") from None
-    if len(data) > MAX_PASSWORD_FILE:
-        raise ValueError(f"password file is over {MAX_PASSWORD_FILE >> 20} MiB")
-    try:
-        users = parse_password_file(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("password file is not UTF-8 text") from None
+        users = parse_password_file(text)
     except ValueError as e:
         raise ValueError(f"password file: {e}") from None
     return PasswordFile(value, tuple(users.items()))
@@ -128,6 +124,7 @@ class DaemonSettings:
         None,
         parse_password_file_key,
         "file of NAME:HASH lines (`socksvc passwd NAME`): the admin listener asks for HTTP basic auth",
+        path=True,
     )
 
 
@@ -135,15 +132,23 @@ class DaemonSettings:
 class PolicySettings:
     """Keys valid in [defaults] and in every [services.NAME] table."""
 
-    max_connections: int = setting(1024, as_int(), "connections open at once for this service; 0 = no limit")
-    max_per_source: int = setting(
-        64, as_int(), "connections open at once from one IPv4 address or IPv6 /64; 0 = no limit"
+    max_connections: int = setting(
+        1024, as_int(maximum=MAX_COUNT), "connections open at once for this service; 0 = no limit"
     )
-    idle_timeout: float = setting(300.0, as_float(), "seconds without input before a connection is aborted; 0 = never")
+    max_per_source: int = setting(
+        64, as_int(maximum=MAX_COUNT), "connections open at once from one IPv4 address or IPv6 /64; 0 = no limit"
+    )
+    idle_timeout: float = setting(
+        300.0, as_float(maximum=MAX_TIMEOUT), "seconds without input before a connection is aborted; 0 = never"
+    )
     allow: tuple[IPNetwork, ...] = setting((), as_networks, "CIDRs allowed to connect; empty = everyone")
     deny: tuple[IPNetwork, ...] = setting((), as_networks, "CIDRs refused (checked before allow)")
-    max_rate: float = setting(0.0, as_float(), "new connections per second for this service; 0 = no limit")
-    max_rate_burst: int = setting(0, as_int(), "connections allowed at once above max_rate; 0 = one second's worth")
+    max_rate: float = setting(
+        0.0, as_float(maximum=MAX_RATE), "new connections per second for this service; 0 = no limit"
+    )
+    max_rate_burst: int = setting(
+        0, as_int(maximum=MAX_COUNT), "connections allowed at once above max_rate; 0 = one second's worth"
+    )
     log_connections: bool = setting(
         True, as_bool, "a log line per connection when it closes (xinetd's log_on_success); refusals are always logged"
     )
@@ -157,4 +162,36 @@ class PolicySettings:
         0,
         as_int(maximum=MAX_LOG_CLOSE_RATE),
         "close lines allowed at once above log_close_rate; 0 = one second's worth",
+    )
+    max_per_subnet: int = setting(
+        256,
+        as_int(maximum=1 << 24),
+        "connections open at once from one subnet (subnet_v4 / subnet_v6 bits of the address); 0 = no limit",
+    )
+    subnet_v4: int = setting(24, as_int(minimum=0, maximum=32), "prefix length grouping IPv4 peers for max_per_subnet")
+    subnet_v6: int = setting(48, as_int(minimum=0, maximum=128), "prefix length grouping IPv6 peers for max_per_subnet")
+    line_timeout: float = setting(
+        60.0,
+        as_float(maximum=86400.0),
+        "line services: seconds a started line may take to be finished before the connection is closed; 0 = no limit",
+    )
+    input_line_rate: float = setting(
+        50.0,
+        as_float(maximum=1e6),
+        "line services: lines a second one connection may send on average (blank ones too); 0 = no limit",
+    )
+    input_byte_rate: float = setting(
+        16384.0,
+        as_float(maximum=float(1 << 30)),
+        "line services: bytes a second one connection may send on average (telnet commands too); 0 = no limit",
+    )
+    input_burst: float = setting(
+        4.0,
+        as_float(minimum=0.1, maximum=3600.0),
+        "line services: seconds' worth of input_line_rate and input_byte_rate one connection may send at once",
+    )
+    throttle_kick: float = setting(
+        60.0,
+        as_float(maximum=86400.0),
+        "line services: seconds a connection may keep sending over its input rates before a disconnect; 0 = never",
     )

@@ -24,6 +24,14 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _META = "socksvc"
 
+# Shared upper bounds (see L{as_int}): generous, and each one tested to run.
+MAX_COUNT = 1_000_000
+"""Connections, sources, bursts: far above what one process can hold open (its descriptors)."""
+MAX_RATE = 1_000_000.0
+"""Events a second."""
+MAX_TIMEOUT = 7 * 86400.0
+"""Seconds: a week (where 0 means never, no longer timeout is needed)."""
+
 
 @attrs.frozen
 class SettingMeta:
@@ -31,18 +39,30 @@ class SettingMeta:
 
     parse: Parser
     doc: str
+    path: bool = False
+    """The value is a file path: the loader resolves a relative one against the config file's directory."""
+    conflicts: tuple[str, ...] = ()
+    """Keys of the same table that may not be set together with this one."""
 
 
-def setting(default: T, parse: Parser, doc: str) -> T:
+def setting(default: T, parse: Parser, doc: str, *, path: bool = False, conflicts: tuple[str, ...] = ()) -> T:
     """
     Declare one config key on an attrs settings class.
 
     @param default: the typed default value (already parsed).
     @param parse: turns a raw TOML value into the typed value, raising
-        L{ValueError} with a short reason when it cannot.
+        L{ValueError} with a short reason when it cannot. Numbers go through
+        L{as_int} or L{as_float}, which take both bounds: every number a
+        config can hold has a range the daemon is known to run with.
     @param doc: one line for the docs.
+    @param path: the value is a file path (a string); the loader makes a
+        relative one absolute, against the directory of the config file,
+        before C{parse} sees it.
+    @param conflicts: keys of the same table that cannot be set with this one
+        (both given is a config error).
     """
-    result: T = attrs.field(default=default, metadata={_META: SettingMeta(parse, doc)})
+    meta = SettingMeta(parse, doc, path, conflicts)
+    result: T = attrs.field(default=default, metadata={_META: meta})
     return result
 
 
@@ -78,28 +98,43 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def as_str(*, max_len: int | None = None, nonempty: bool = False) -> Parser:
-    def parse(value: Any) -> str:
+@attrs.frozen
+class StrParser:
+    """A string, at most C{max_len} UTF-8 bytes (None: only the config file's size bounds it)."""
+
+    max_len: int | None = None
+    nonempty: bool = False
+
+    def __call__(self, value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {_type_name(value)}")
-        if nonempty and not value:
+        if self.nonempty and not value:
             raise ValueError("must not be empty")
-        if max_len is not None and len(value.encode("utf-8")) > max_len:
-            raise ValueError(f"longer than {max_len} bytes")
+        if self.max_len is not None and len(value.encode("utf-8", "surrogatepass")) > self.max_len:
+            raise ValueError(f"longer than {self.max_len} bytes")
         return value
 
-    return parse
+
+def as_str(*, max_len: int | None = None, nonempty: bool = False) -> StrParser:
+    return StrParser(max_len, nonempty)
 
 
-def as_choice(*choices: str) -> Parser:
-    def parse(value: Any) -> str:
+@attrs.frozen
+class ChoiceParser:
+    """One of a few strings."""
+
+    choices: tuple[str, ...]
+
+    def __call__(self, value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {_type_name(value)}")
-        if value not in choices:
-            raise ValueError("must be one of " + ", ".join(f'"{c}"' for c in choices))
+        if value not in self.choices:
+            raise ValueError("must be one of " + ", ".join(f'"{c}"' for c in self.choices))
         return value
 
-    return parse
+
+def as_choice(*choices: str) -> ChoiceParser:
+    return ChoiceParser(tuple(choices))
 
 
 def as_bool(value: Any) -> bool:
@@ -108,52 +143,86 @@ def as_bool(value: Any) -> bool:
     return value
 
 
-def as_int(*, minimum: int | None = 0, maximum: int | None = None) -> Parser:
-    def parse(value: Any) -> int:
+@attrs.frozen
+class IntParser:
+    """An integer from C{minimum} to C{maximum}, both included."""
+
+    minimum: int
+    maximum: int
+
+    def __call__(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {_type_name(value)}")
-        if minimum is not None and value < minimum:
-            raise ValueError(f"must be at least {minimum}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"must be at most {maximum}")
+        if value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum}")
+        if value > self.maximum:
+            raise ValueError(f"must be at most {self.maximum}")
         return value
 
-    return parse
+
+def as_int(*, minimum: int = 0, maximum: int) -> IntParser:
+    """
+    An integer in [C{minimum}, C{maximum}]. The maximum is required: it is
+    the largest value the daemon is known (and tested) to run with, so that
+    a value --check accepts can never make the start, or a connection, fail.
+    """
+    if minimum > maximum:
+        raise ValueError(f"as_int: minimum {minimum} is above maximum {maximum}")
+    return IntParser(minimum, maximum)
 
 
-def as_float(*, minimum: float | None = 0.0, maximum: float | None = None) -> Parser:
-    def parse(value: Any) -> float:
+@attrs.frozen
+class FloatParser:
+    """A finite number from C{minimum} to C{maximum}, both included (TOML integers too)."""
+
+    minimum: float
+    maximum: float
+
+    def __call__(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"expected a number, got {_type_name(value)}")
-        result = float(value)
-        if not math.isfinite(result):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
-        if minimum is not None and result < minimum:
-            raise ValueError(f"must be at least {minimum:g}")
-        if maximum is not None and result > maximum:
-            raise ValueError(f"must be at most {maximum:g}")
-        return result
+        # Compared before float(): float() of a 400-digit integer raises
+        # OverflowError (Python compares an int with a float exactly).
+        if value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum:g}")
+        if value > self.maximum:
+            raise ValueError(f"must be at most {self.maximum:g}")
+        return float(value)
 
-    return parse
+
+def as_float(*, minimum: float = 0.0, maximum: float) -> FloatParser:
+    """A finite number in [C{minimum}, C{maximum}]; the maximum is required (see L{as_int})."""
+    if minimum > maximum:
+        raise ValueError(f"as_float: minimum {minimum} is above maximum {maximum}")
+    return FloatParser(float(minimum), float(maximum))
 
 
-def as_list(item: Parser, *, nonempty: bool = False) -> Parser:
+@attrs.frozen
+class ListParser:
     """A TOML array whose items each go through C{item}; gives a tuple."""
 
-    def parse(value: Any) -> tuple[Any, ...]:
+    item: Parser
+    nonempty: bool = False
+
+    def __call__(self, value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {_type_name(value)}")
-        if nonempty and not value:
+        if self.nonempty and not value:
             raise ValueError("must not be empty")
         out = []
         for index, element in enumerate(value):
             try:
-                out.append(item(element))
+                out.append(self.item(element))
             except ValueError as e:
                 raise ItemError(index, element, str(e)) from None
         return tuple(out)
 
-    return parse
+
+def as_list(item: Parser, *, nonempty: bool = False) -> ListParser:
+    """A TOML array whose items each go through C{item}; gives a tuple."""
+    return ListParser(item, nonempty)
 
 
 class ItemError(ValueError):

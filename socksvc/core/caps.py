@@ -16,7 +16,7 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
-from socksvc.config.settings import as_float, as_int, setting
+from socksvc.config.settings import MAX_TIMEOUT, as_float, as_int, setting
 from socksvc.core.datagram import GuardSettings
 from socksvc.core.protocols import StreamProtocol
 
@@ -25,9 +25,11 @@ from socksvc.core.protocols import StreamProtocol
 class CappedSettings(GuardSettings):
     """The caps a byte-stream service (discard, chargen) takes, with the datagram guard's keys."""
 
-    max_bytes: int = setting(0, as_int(), "bytes one connection may move before it is closed; 0 = no limit")
+    max_bytes: int = setting(
+        0, as_int(maximum=1 << 40), "bytes one connection may move before it is closed; 0 = no limit"
+    )
     max_duration: float = setting(
-        600.0, as_float(), "seconds one connection may last before it is closed; 0 = no limit"
+        600.0, as_float(maximum=MAX_TIMEOUT), "seconds one connection may last before it is closed; 0 = no limit"
     )
 
 

@@ -58,7 +58,7 @@ from twisted.internet import udp
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from socksvc.config.settings import as_float, as_int, as_list, as_networks, as_port, setting
+from socksvc.config.settings import MAX_COUNT, MAX_RATE, as_float, as_int, as_list, as_networks, as_port, setting
 from socksvc.core.policy import Policy, address_allowed
 from socksvc.core.service import ServiceContext, ServiceStatus
 from socksvc.util.addresses import host_ip, source_key
@@ -83,13 +83,17 @@ class GuardSettings:
         "UDP: never reply to these source ports (other reflectors and amplifiers)",
     )
     rate_per_source: float = setting(
-        100.0, as_float(), "UDP: replies a second to one IPv4 address or IPv6 /64; 0 = no limit"
+        100.0, as_float(maximum=MAX_RATE), "UDP: replies a second to one IPv4 address or IPv6 /64; 0 = no limit"
     )
     burst: int = setting(
-        200, as_int(), "UDP: replies one source may get at once above rate_per_source; 0 = one second's worth"
+        200,
+        as_int(maximum=MAX_COUNT),
+        "UDP: replies one source may get at once above rate_per_source; 0 = one second's worth",
     )
     max_sources: int = setting(
-        65536, as_int(minimum=1), "UDP: sources tracked for rate limiting, peers for the loop guard (oldest evicted)"
+        65536,
+        as_int(minimum=1, maximum=1 << 20),
+        "UDP: sources tracked for rate limiting, peers for the loop guard (oldest evicted)",
     )
     rate_exempt: tuple[Any, ...] = setting(
         tuple(as_networks(["127.0.0.0/8", "::1/128"])),
@@ -98,12 +102,12 @@ class GuardSettings:
     )
     loop_budget: int = setting(
         64,
-        as_int(minimum=1),
+        as_int(minimum=1, maximum=MAX_COUNT),
         "UDP: replies in a row to a peer (address and port) that answers each within 0.25 s: a loop's mark",
     )
     loop_budget_ephemeral: int = setting(
         65536,
-        as_int(minimum=1),
+        as_int(minimum=1, maximum=MAX_COUNT),
         "UDP: loop_budget for a peer port in the ephemeral range (clients' ports: 32768 up, or the kernel's range)",
     )
 

@@ -23,7 +23,9 @@ only shapes the message (the JSON log leaves it out).
 
 from __future__ import annotations
 
+import ipaddress
 import math
+from collections.abc import Hashable
 from typing import Any, Protocol
 
 from twisted.internet.error import ConnectionDone
@@ -52,8 +54,9 @@ MIN_SWEEP_INTERVAL = 0.05
 DENIED = "access denied"
 TOO_MANY = "too many connections, try again later"
 TOO_MANY_FROM_YOU = "too many connections from your address"
+TOO_MANY_FROM_SUBNET = "too many connections from your network"
 RATE_EXCEEDED = "connection rate exceeded, try again later"
-REASONS = (DENIED, TOO_MANY, TOO_MANY_FROM_YOU, RATE_EXCEEDED)
+REASONS = (DENIED, TOO_MANY, TOO_MANY_FROM_YOU, TOO_MANY_FROM_SUBNET, RATE_EXCEEDED)
 
 
 class Connection(Protocol):
@@ -73,6 +76,23 @@ class Connection(Protocol):
 
     @property
     def idle_exempt(self) -> bool: ...
+
+
+def subnet_key(ip: IP | None, settings: PolicySettings) -> Hashable:
+    """
+    How peers are grouped for max_per_subnet: the first subnet_v4 (IPv4) or
+    subnet_v6 (IPv6) bits of the address, with the family and length (so
+    counts taken under another prefix length, before a reload, stay apart).
+    None for a UNIX-socket peer (never grouped).
+    """
+    if ip is None:
+        return None
+    # One int (family, length, prefix), not a tuple: a chat keeps one per member.
+    if isinstance(ip, ipaddress.IPv4Address):
+        bits = settings.subnet_v4
+        return (bits << 129) | (int(ip) >> (32 - bits))
+    bits = settings.subnet_v6
+    return (1 << 136) | (bits << 129) | (int(ip) >> (128 - bits))
 
 
 def address_allowed(settings: PolicySettings, ip: IP | None) -> bool:
@@ -99,6 +119,7 @@ class Policy:
         self.settings = settings
         self.connections: set[Connection] = set()
         self.per_source: dict[str, int] = {}
+        self.per_subnet: dict[Hashable, int] = {}
         self.accepted = 0
         self.refused: dict[str, int] = {}
         # Figures for metrics, kept in plain attributes: nothing per byte, a
@@ -187,10 +208,17 @@ class Policy:
     def check(self, addr: Any) -> str | None:
         """Why a new peer at C{addr} is refused, or None to admit it."""
         ip = peer_ip(addr)
-        return self.check_ip(ip, source_key(ip))
+        return self.check_ip(ip, source_key(ip), self.subnet_of(ip))
 
-    def check_ip(self, ip: IP | None, source: str) -> str | None:
-        """L{check} for a peer already parsed: C{ip} from L{peer_ip}, C{source} its L{source_key}."""
+    def subnet_of(self, ip: IP | None) -> Hashable:
+        """The peer's L{subnet_key} under the current settings."""
+        return subnet_key(ip, self.settings)
+
+    def check_ip(self, ip: IP | None, source: str, subnet: Hashable = None) -> str | None:
+        """
+        L{check} for a peer already parsed: C{ip} from L{peer_ip}, C{source}
+        its L{source_key}, C{subnet} its L{subnet_of} (None: not counted).
+        """
         s = self.settings
         if (s.deny or s.allow) and not address_allowed(s, ip):
             return DENIED
@@ -198,6 +226,8 @@ class Policy:
             return TOO_MANY
         if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
             return TOO_MANY_FROM_YOU
+        if s.max_per_subnet and subnet is not None and self.per_subnet.get(subnet, 0) >= s.max_per_subnet:
+            return TOO_MANY_FROM_SUBNET
         if self._bucket is not None and not self._bucket.take(self.clock.seconds()):
             return RATE_EXCEEDED
         return None
@@ -242,6 +272,9 @@ class Policy:
         if len(connections) > self.peak:
             self.peak = len(connections)
         self.per_source[conn.source] = self.per_source.get(conn.source, 0) + 1
+        subnet = getattr(conn, "subnet", None)  # a Tracked protocol's (the admin channel has none)
+        if subnet is not None:
+            self.per_subnet[subnet] = self.per_subnet.get(subnet, 0) + 1
         self.accepted += 1
 
     def closed(self, conn: Connection, reason: Failure) -> None:
@@ -253,6 +286,13 @@ class Policy:
             self.per_source[conn.source] = left
         else:
             self.per_source.pop(conn.source, None)
+        subnet = getattr(conn, "subnet", None)
+        if subnet is not None:
+            left = self.per_subnet.get(subnet, 1) - 1
+            if left > 0:
+                self.per_subnet[subnet] = left
+            else:
+                self.per_subnet.pop(subnet, None)
         # Metrics, whether or not the close is logged.
         duration = self.clock.seconds() - conn.started
         self.closed_bytes_in += conn.bytes_in

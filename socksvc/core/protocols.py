@@ -11,7 +11,7 @@ never log a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
@@ -46,6 +46,8 @@ class Tracked(Protocol):
     service_name: str = ""
     peer: str = ""
     source: str = "local"
+    subnet: Hashable = None
+    """The peer's group for max_per_subnet (L{Policy.subnet_of}); None: not counted."""
     bytes_in: int = 0
     bytes_out: int = 0
     started: float = 0.0
@@ -158,7 +160,8 @@ class ServiceFactory(ServerFactory, Generic[C]):
         context: Any = self.context
         policy: Policy = context.policy
         ip, source = peer_facts(addr)
-        reason = policy.check_ip(ip, source)
+        subnet = policy.subnet_of(ip)
+        reason = policy.check_ip(ip, source, subnet)
         if reason is not None:
             policy.refuse(addr, reason)
             return Refuser(reason)
@@ -169,4 +172,5 @@ class ServiceFactory(ServerFactory, Generic[C]):
         proto.service_name = policy.service
         proto.peer = format_peer(addr)
         proto.source = source
+        proto.subnet = subnet
         return proto

@@ -161,6 +161,11 @@ class ServiceType(Generic[S, T]):
     """Called once per service instance, before any listener binds; the result is C{context.state}."""
     stream: Callable[[ServiceContext[S, T]], ServerFactory] | None = None
     datagram: Callable[[ServiceContext[S, T]], DatagramProtocol] | None = None
+    policy_defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    """
+    Policy keys whose default differs for this type (chat: max_connections), as typed
+    values; [defaults] and the service's own table still override them.
+    """
     extra_streams: Mapping[str, ExtraStream] = attrs.field(factory=dict)
     """Extra stream listen lists by key (chat: irc, web); each binds with its own factory, on the same state."""
 

@@ -13,3 +13,12 @@ class StartupError(SystemExit):
     def __init__(self, line: str) -> None:
         super().__init__(f"socksvc: {line}")
         self.line = line
+
+
+class StartupFailed(Exception):
+    """
+    Start-up failed after twistd daemonized: an Exception (not a
+    SystemExit), because that is what twistd's daemonizing parent reports
+    through its status pipe (exit status 1, pidfile removed). Its text is
+    the L{StartupError} line.
+    """

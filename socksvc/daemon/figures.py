@@ -30,6 +30,7 @@ REFUSAL_CODES: Mapping[str, str] = {
     policy_module.DENIED: "denied",
     policy_module.TOO_MANY: "max_connections",
     policy_module.TOO_MANY_FROM_YOU: "max_per_source",
+    policy_module.TOO_MANY_FROM_SUBNET: "max_per_subnet",
     policy_module.RATE_EXCEEDED: "max_rate",
 }
 """A refusal's metric label: the config key (or allow/deny) that refused it."""

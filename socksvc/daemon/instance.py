@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import Clock, LoopingCall
 from twisted.logger import Logger
 
 from socksvc.config.loader import ServiceConfig
@@ -67,22 +67,29 @@ class ServiceInstance(MultiService):
         """
         Apply a reloaded table's options in place (same name and type):
         settings and policy; established connections stay. True if anything
-        changed.
+        changed. All or nothing: if the service raises, what was changed is
+        put back and the error goes to the caller (the reload rehearsed these
+        settings first, so that is a bug).
         """
-        changed = False
-        if config.policy != self.config.policy:
-            self.context.policy.reconfigure(config.policy)
-            changed = True
-        if config.settings != self.config.settings:
-            changed = True
-        if changed:
+        old = self.config
+        policy_changed = config.policy != old.policy
+        if not policy_changed and config.settings == old.settings:
+            self.config = config
+            return False
+        try:
+            if policy_changed:
+                self.context.policy.reconfigure(config.policy)
             # The state hears of either change (a datagram guard reads allow/deny too).
+            self.context.reconfigure(config.settings)
+        except BaseException:
+            self.context.policy.reconfigure(old.policy)
             try:
-                self.context.reconfigure(config.settings)
-            except Exception:  # the service's own bug must not stop the reload of the others
-                log.failure("{service}: applying the reloaded settings failed", service=self.name)
+                self.context.reconfigure(old.settings)
+            except Exception:
+                log.failure("{service}: putting the previous settings back failed", service=self.name)
+            raise
         self.config = config
-        return changed
+        return True
 
     def startService(self) -> None:
         super().startService()
@@ -127,3 +134,37 @@ class ServiceInstance(MultiService):
         loop.clock = reactor
         loop.start(0.05, now=False).addBoth(lambda _: done.callback(None))
         return done
+
+
+def rehearse(stype: ServiceType[Any, Any], config: ServiceConfig, previous: ServiceConfig | None = None) -> None:
+    """
+    Make C{config}'s service on a scratch state, on a clock that never runs
+    (nothing is bound, no timer fires, nothing live is touched): its state,
+    policy, idle sweeper and factories. With C{previous}, make that one and
+    reconfigure it to C{config}, as a reload does. Raises what the service
+    raises: --check, the start and every reload call this before they
+    change anything, so settings the loader accepted but a service cannot
+    take stop there, with one line.
+    """
+    clock = Clock()
+    first = previous if previous is not None else config
+    policy = Policy(config.name, first.policy, clock)
+    context = stype.context(config.name, first.settings, policy, clock, set())
+    try:
+        if previous is not None:
+            policy.reconfigure(config.policy)
+            context.reconfigure(config.settings)
+        policy.start()
+        if stype.stream is not None:
+            stype.stream(context)
+        if stype.datagram is not None:
+            stype.datagram(context)
+    finally:
+        policy.stop()
+        context.state.shutdown()
+
+
+def rehearsal_failure(name: str, error: Exception) -> str:
+    """The one line for a service that cannot take its settings (the traceback is logged separately)."""
+    why = " ".join(f"{error.__class__.__name__}: {error}".split())
+    return f"service {name!r} cannot run with these settings: {why}"

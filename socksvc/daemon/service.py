@@ -31,9 +31,9 @@ from twisted.python.failure import Failure
 
 from socksvc.config.loader import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig
 from socksvc.core.notices import NoticeBus
-from socksvc.daemon import systemd
+from socksvc.daemon import hangup, systemd
 from socksvc.daemon.admin import AdminService, restart_keys
-from socksvc.daemon.errors import StartupError
+from socksvc.daemon.errors import StartupError, StartupFailed
 from socksvc.daemon.fdlimit import fd_warning, raise_fd_limit
 from socksvc.daemon.instance import ServiceInstance
 from socksvc.daemon.listener import is_udp
@@ -161,19 +161,57 @@ class DaemonService(MultiService):
         if warning:
             log.warn("socksvc: {warning}", event="fd_limit", warning=warning)
 
-    def privilegedStartService(self) -> None:
+    def bind_now(self) -> None:
+        """
+        Bind every listener now, before twistd daemonizes (C{makeService}
+        calls this when twistd will fork): a listener that cannot bind then
+        stops the launching process itself, with the one line on its stderr,
+        exit status 1 and no pidfile, as in the foreground (the sockets are
+        inherited across the fork, as nginx's are). Raises L{StartupError}.
+        """
         self._check_fd_limit()
         self._bind_all()
+
+    def _daemonized_failure(self, e: StartupError) -> Exception:
+        """
+        A L{StartupError} after twistd forked (its status pipe open): twistd
+        reports only an C{Exception} to the launching process (a SystemExit
+        would leave it waiting on the pipe for ever, and the pidfile behind),
+        so the line goes to the log and up as a L{StartupFailed}.
+        """
+        log.critical("socksvc: {line}", event="startup_failed", line=e.line)
+        return StartupFailed(str(e.code))
+
+    def _status_pipe(self) -> Any:
+        options = self.twistd_options
+        return options.get("statusPipe") if isinstance(options, dict) else None
+
+    def privilegedStartService(self) -> None:
+        self._check_fd_limit()
+        try:
+            self._bind_all()
+        except StartupError as e:
+            if self._status_pipe() is None:
+                raise
+            raise self._daemonized_failure(e) from None
         super().privilegedStartService()
 
     def startService(self) -> None:
         self._check_fd_limit()
-        self._bind_all()
+        try:
+            self._bind_all()
+        except StartupError as e:
+            if self._status_pipe() is None:
+                raise
+            raise self._daemonized_failure(e) from None
         if self.handle_signals:
             # Now, before the "services on" line and READY=1: systemd (or
             # logrotate) may send SIGHUP the moment it sees either, and
             # SIGHUP's default disposition kills.
             self._install_signal_handlers()
+            # A SIGTERM held since makeService (hangup.hold_stop): stop as
+            # soon as the reactor runs (its own handlers are in by then).
+            self.reactor.callWhenRunning(self._stop_if_told)
         self.started_at = self.reactor.seconds()
         super().startService()
         total = sum(len(i.listeners()) for i in self.instances())
@@ -195,6 +233,11 @@ class DaemonService(MultiService):
         # kill the daemon (request_reload ignores it once stopped).
         return super().stopService()  # type: ignore[no-any-return]
 
+    def _stop_if_told(self) -> None:
+        if hangup.take_stop():
+            log.info("socksvc: SIGTERM during start-up: stopping", event="stopping")
+            self.reactor.stop()
+
     def _install_signal_handlers(self) -> None:
         """
         SIGHUP reloads; the handler only schedules the work on the reactor
@@ -213,6 +256,11 @@ class DaemonService(MultiService):
         except ValueError:  # not the main thread after all
             return
         self._sighup_installed = True
+        if hangup.take():
+            # One came while makeService held it (hangup.hold): reload once
+            # start-up is complete (the reactor runs this after startService).
+            log.info("socksvc: SIGHUP during start-up: reloading now", event="reload")
+            self.reactor.callLater(0, self.request_reload)
 
     # -- status --------------------------------------------------------------
 

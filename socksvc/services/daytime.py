@@ -44,7 +44,9 @@ def daytime_line(now: float) -> bytes:
 class DaytimeSettings(GuardSettings):
     """Keys of a daytime service (and the datagram guard's, for its udp: listens)."""
 
-    send_timeout: float = setting(10.0, as_float(minimum=0.1), "seconds to deliver the line before aborting")
+    send_timeout: float = setting(
+        10.0, as_float(minimum=0.1, maximum=3600), "seconds to deliver the line before aborting"
+    )
 
 
 class Clockface:

@@ -33,7 +33,7 @@ from socksvc.core.datagram import DatagramGuard, GuardedDatagram, GuardSettings
 from socksvc.core.oneshot import OneShot, OneShotFactory
 from socksvc.core.oneshot import render as render  # the bytes one client gets (tests ask greeting for it)
 from socksvc.core.service import ServiceContext, ServiceStatus, ServiceType
-from socksvc.util.files import read_regular_file
+from socksvc.util.files import read_setting_text
 
 MAX_MESSAGE = 512
 MAX_QUOTES_FILE = 16 << 20
@@ -120,16 +120,7 @@ def parse_quotes(value: Any) -> Quotes | None:
         raise ValueError("expected a file path string")
     if not value:
         return None
-    try:
-        data = read_regular_file(value, MAX_QUOTES_FILE)
-    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
-        raise ValueError(f"cannot read quotes file: {getattr(e, 'strerror', None) or e}") from None
-    if len(data) > MAX_QUOTES_FILE:
-        raise ValueError(f"quotes file is over {MAX_QUOTES_FILE // (1 << 20)} MiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("quotes file is not UTF-8 text") from None
+    text = read_setting_text(value, MAX_QUOTES_FILE, "quotes file")
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -152,8 +143,16 @@ class GreetingSettings(GuardSettings):
         parse_message,
         "the message, a template with {hostname}, {peer}, {time}, {service}; CRLF is added",
     )
-    quotes: Quotes | None = setting(None, parse_quotes, "a file of quotes, one a line: serve a random one instead")
-    send_timeout: float = setting(10.0, as_float(minimum=0.1), "seconds to deliver the message before aborting")
+    quotes: Quotes | None = setting(
+        None,
+        parse_quotes,
+        "a file of quotes, one a line: serve a random one instead (not with message)",
+        path=True,
+        conflicts=("message",),
+    )
+    send_timeout: float = setting(
+        10.0, as_float(minimum=0.1, maximum=3600), "seconds to deliver the message before aborting"
+    )
 
 
 class Renderer:

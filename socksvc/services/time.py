@@ -47,7 +47,9 @@ def rfc868(now: float) -> bytes:
 class TimeSettings(GuardSettings):
     """Keys of a time service (and the datagram guard's, for its udp: listens)."""
 
-    send_timeout: float = setting(10.0, as_float(minimum=0.1), "seconds to deliver the 4 bytes before aborting")
+    send_timeout: float = setting(
+        10.0, as_float(minimum=0.1, maximum=3600), "seconds to deliver the 4 bytes before aborting"
+    )
 
 
 class TimeState:

@@ -14,7 +14,9 @@ another test module, tests/test_architecture.py checks):
 - L{tests.support.systemd}: a notify socket, a memory reactor whose ports listen;
 - L{tests.support.resolver}: keeps client tests off the system's resolver;
 - L{tests.support.mail}: SMTP and POP3 sessions on string transports, a
-  certificate, a users file, a plain SMTP client.
+  certificate, a users file, a plain SMTP client;
+- L{tests.support.reload}: a daemon on a memory reactor, reloaded to the end;
+- L{tests.support.tls}: a self-signed key and certificate.
 
 - L{context}: a ServiceContext for unit tests, on a fake clock.
 - L{connect}: a service protocol wired to a StringTransport, as the factory would.

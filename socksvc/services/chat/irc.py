@@ -4,8 +4,10 @@ server view of the same chat state line clients use.
 
 Built on C{twisted.words.protocols.irc.IRC} (its command dispatch,
 C{irc_COMMAND} methods, and its message parser), not on twisted.words'
-service. Input is split into lines at the byte level by socksvc's
-L{LineSplitter} and each line decoded as UTF-8 with replacement (IRC's own
+service. Input goes through the line clients' own L{ChatInput} (split into
+lines at the byte level by L{LineSplitter}, every byte and line charged to
+the connection's input budget, paced a slice per reactor turn, line_timeout)
+and each line is decoded as UTF-8 with replacement (IRC's own
 C{dataReceived} decodes each TCP chunk and fails on a character split across
 reads, or on any byte that is not UTF-8). Everything a client says goes
 through the chat state's actions, so flood control, slow readers and the
@@ -32,6 +34,7 @@ from socksvc.core.service import ServiceContext
 from socksvc.services.chat.delivery import Member
 from socksvc.services.chat.irccommands import FREE, IrcCommands
 from socksvc.services.chat.ircview import ERR_INPUTTOOLONG, IrcView
+from socksvc.services.chat.protocol import ChatInput
 from socksvc.services.chat.sanitize import decode_line
 from socksvc.services.chat.state import ChatState
 from socksvc.util.lines import LineSplitter, TooLong
@@ -65,6 +68,7 @@ class IrcConnection(IrcCommands, Tracked):
         self.pinger: IDelayedCall | None = None
         self.last_input = 0.0
         self.ping_sent: float | None = None
+        self.input: ChatInput | None = None
         self.init_commands()
 
     @property
@@ -77,7 +81,8 @@ class IrcConnection(IrcCommands, Tracked):
         state = self.context.state
         self.view = irc_view(state)
         self.hostname = self.view.server
-        self.splitter = LineSplitter(max(state.settings.max_line, IRC_LINE))
+        splitter = LineSplitter(max(state.settings.max_line, IRC_LINE))
+        self.input = ChatInput(self, splitter, self.context.reactor, self.policy.settings)
         transport: Any = self.transport
         for option in ("setTcpNoDelay", "setTcpKeepAlive"):
             method = getattr(transport, option, None)
@@ -89,17 +94,33 @@ class IrcConnection(IrcCommands, Tracked):
         self.schedule_ping()
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Bytes in: the connection's L{ChatInput} splits them (at the byte level),
+        charges them and their lines to this connection's input budget (as for
+        a line client), and hands lines back a slice at a time.
+        """
         self.bytes_in += len(data)
+        member = self.member
+        line_input = self.input
+        if member is None or member.gone or line_input is None or line_input.done:
+            return
+        self.last_input = self.context.reactor.seconds()
+        self.ping_sent = None  # anything from the client answers our ping
+        state = self.context.state
+        max_line = max(state.settings.max_line, IRC_LINE)
+        splitter = line_input.splitter
+        splitter.max_line = max_line
+        line_input.received(data, self.policy.settings)
+        if not member.gone and not line_input.done and splitter.pending > 8 * max_line:
+            with state.batch():
+                state.no_line_end(member)
+
+    def lines_received(self, lines: list[bytes | TooLong]) -> None:
+        """A slice of complete lines from the L{ChatInput}, handled in one batch."""
         member = self.member
         if member is None or member.gone:
             return
         state = self.context.state
-        max_line = max(state.settings.max_line, IRC_LINE)
-        splitter = self.splitter
-        splitter.max_line = max_line
-        lines = splitter.feed(data)
-        self.last_input = self.context.reactor.seconds()
-        self.ping_sent = None  # anything from the client answers our ping
         with state.batch():
             for n, line in enumerate(lines):
                 if member.gone:
@@ -113,9 +134,14 @@ class IrcConnection(IrcCommands, Tracked):
                 self.touched = True
                 if not self.line_received(decode_line(line)):
                     state.lines_flooded += len(lines) - n - 1  # flood_ok counted this one
-                    break  # over the flood limit: the rest of this read is too
-            if not member.gone and splitter.pending > 8 * max_line:
-                state.no_line_end(member)
+                    break  # over the flood limit: the rest of this slice is too
+
+    def input_refused(self, reason: str) -> None:
+        """Over its input budget for too long, or a line not finished in time: disconnected, saying why."""
+        member = self.member
+        if member is not None and not member.gone:
+            with self.context.state.batch():
+                self.context.state.kick(member, reason)
 
     def line_received(self, text: str) -> bool:
         """One line: parse, charge flood control, dispatch. False when the line was dropped for flooding."""
@@ -190,6 +216,8 @@ class IrcConnection(IrcCommands, Tracked):
     def close(self, reason: str = "") -> None:
         if reason and not self.close_reason:
             self.close_reason = reason
+        if self.input is not None:
+            self.input.stop()
         transport: Any = self.transport
         if transport is None or not transport.connected:
             return
@@ -214,7 +242,11 @@ class IrcConnection(IrcCommands, Tracked):
     # -- closing -------------------------------------------------------------
 
     def readConnectionLost(self) -> None:
-        """The client half-closed: it has left; deliver what is owed and close."""
+        """The client half-closed: it has left; its lines still waiting are handled, what is owed delivered."""
+        if self.input is not None and not self.input.done:
+            waiting = self.input.splitter.take()
+            if waiting:
+                self.lines_received(waiting)
         if self.member is not None:
             self.context.state.disconnected(self.member, "connection closed")
         self.close()
@@ -224,6 +256,8 @@ class IrcConnection(IrcCommands, Tracked):
         transport.abortConnection()
 
     def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
+        if self.input is not None:
+            self.input.stop()
         for call in (self.closer, self.pinger):
             if call is not None and call.active():
                 call.cancel()

@@ -8,6 +8,7 @@ Nothing here knows about connections; every function is pure.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 
@@ -169,27 +170,127 @@ def clip(text: str, limit: int) -> str:
 # -- telnet ------------------------------------------------------------------
 
 IAC = 255
+IAC_BYTE = 255
 _SE, _SB = 240, 250
-_WILL, _DONT = 251, 254
+_WILL, _WONT, _DO, _DONT = 251, 252, 253, 254
+TIMING_MARK = 6  # RFC 860
 _DATA, _IAC, _OPT, _SUB, _SUB_IAC = range(5)
+_SIMPLE = tuple(bytes((IAC_BYTE, code)) for code in range(0xF1, 0xFA))
+"""The two-byte commands (NOP, DM, BRK, IP, AO, AYT, EC, EL, GA): nothing follows them."""
+_OPTION = re.compile(rb"\xff[\xfb-\xfe][\x00-\xff]")
+"""One option negotiation (IAC WILL/WONT/DO/DONT x)."""
+REPLY_MAX = 4096
+"""Bytes of replies a filter holds for its connection at most (a client that only negotiates gets no more)."""
+
+
+def _answer(verb: int, option: int) -> bytes:
+    if verb == _DO:
+        return bytes((IAC, _WILL if option == TIMING_MARK else _WONT, option))
+    if verb == _WILL:
+        return bytes((IAC, _DONT, option))
+    return b""
+
+
+_ANSWERS = {
+    bytes((IAC, verb, option)): _answer(verb, option) for verb in range(_WILL, _DONT + 1) for option in range(256)
+}
+"""What each option negotiation gets back (L{TelnetFilter}): WONT/DONT get nothing."""
 
 
 class TelnetFilter:
     """
-    Removes telnet IAC sequences from a byte stream, across reads: option
-    negotiation (C{IAC WILL/WONT/DO/DONT x}), subnegotiation (C{IAC SB ...
-    IAC SE}, discarded as it comes, never stored) and other C{IAC x}.
-    C{IAC IAC} stands for a 0xFF data byte.
+    Removes telnet commands from a byte stream, across reads, and answers
+    what a telnet client waits for.
+
+    Removed: option negotiation (C{IAC WILL/WONT/DO/DONT x}), subnegotiation
+    (C{IAC SB ... IAC SE}, discarded as it comes, never stored) and other
+    C{IAC x}. C{IAC IAC} stands for a 0xFF data byte.
+
+    Answered (in C{replies}, for the connection to send): C{DO TIMING-MARK}
+    with C{WILL TIMING-MARK} (RFC 860: a telnet client that sent
+    C{IAC IP IAC DO TM} for Ctrl-C throws away everything it receives until
+    that answer comes); any other C{DO x} with C{WONT x} and C{WILL x} with
+    C{DONT x} (RFC 854: we enable no option; C{WONT} and C{DONT} are never
+    answered, so two parties cannot loop).
+
+    Character mode (RFC 854): Enter is C{CR NUL} (or C{CR LF}); C{CR NUL}
+    comes out as C{CR LF}, so it ends the line like any other.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ("commands", "cr", "replies", "state", "verb")
 
-    def __init__(self) -> None:
+    def __init__(self, cr: bool = False) -> None:
+        self.commands = 0  # telnet commands seen (each is charged to the connection like a line)
         self.state = _DATA
+        self.verb = 0  # WILL/WONT/DO/DONT waiting for its option byte
+        self.cr = cr  # the last data byte was a CR (a NUL may follow in the next read)
+        self.replies = bytearray()
+
+    def take_replies(self) -> bytes:
+        """What to send back, once."""
+        out = bytes(self.replies)
+        self.replies.clear()
+        return out
+
+    def _data(self, out: bytearray, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self.cr and chunk[0] == 0:
+            chunk = b"\n" + chunk[1:]
+        if b"\r\x00" in chunk:
+            chunk = chunk.replace(b"\r\x00", b"\r\n")
+        out += chunk
+        self.cr = chunk[-1] == 13
+
+    def _answer(self, verb: int, option: int) -> None:
+        if len(self.replies) < REPLY_MAX:
+            self.replies += _answer(verb, option)
 
     def feed(self, data: bytes) -> bytes:
-        if self.state == _DATA and IAC not in data:
-            return data
+        if self.state == _DATA:
+            if IAC not in data:
+                if not self.cr and b"\r\x00" not in data:
+                    self.cr = data.endswith(b"\r")
+                    return data
+                out = bytearray()
+                self._data(out, data)
+                return bytes(out)
+            fast = self._fast(data)
+            if fast is not None:
+                return fast
+        return self._feed(data)
+
+    def _fast(self, data: bytes) -> bytes | None:
+        """
+        C{data} with its commands taken out in a few C-level passes, when it
+        holds only whole two-byte commands and option negotiations (no IAC
+        IAC, no SB, nothing cut at the end: a flood of NOPs or DOs); else
+        None, and the byte loop does it.
+        """
+        if b"\xff\xff" in data or b"\xff\xfa" in data:
+            return None
+        simple = sum(data.count(c) for c in _SIMPLE)
+        if simple == data.count(b"\xff"):
+            options, rest = [], data  # two-byte commands only: no regex pass
+        else:
+            options = _OPTION.findall(data)
+            rest = _OPTION.sub(b"", data)
+            simple = rest.count(b"\xff")
+            if simple != sum(rest.count(c) for c in _SIMPLE):
+                return None
+        for c in _SIMPLE:
+            if c in rest:
+                rest = rest.replace(c, b"")
+        self.commands += len(options) + simple
+        if options and len(self.replies) < REPLY_MAX:
+            answers = b"".join(map(_ANSWERS.__getitem__, options))
+            room = -(-(REPLY_MAX - len(self.replies)) // 3) * 3  # as many as the loop would add
+            self.replies += answers[:room]
+        out = bytearray()
+        self._data(out, rest)
+        return bytes(out)
+
+    def _feed(self, data: bytes) -> bytes:
         out = bytearray()
         state = self.state
         i, n = 0, len(data)
@@ -197,25 +298,29 @@ class TelnetFilter:
             if state == _DATA:
                 j = data.find(IAC, i)
                 if j < 0:
-                    out += data[i:]
+                    self._data(out, data[i:])
                     break
-                out += data[i:j]
+                self._data(out, data[i:j])
                 state = _IAC
                 i = j + 1
                 continue
             b = data[i]
             i += 1
             if state == _IAC:
+                self.commands += 1
                 if b == IAC:
                     out.append(IAC)
+                    self.cr = False
                     state = _DATA
                 elif _WILL <= b <= _DONT:
+                    self.verb = b
                     state = _OPT
                 elif b == _SB:
                     state = _SUB
                 else:
                     state = _DATA
             elif state == _OPT:
+                self._answer(self.verb, b)
                 state = _DATA
             elif state == _SUB:
                 j = data.find(IAC, i - 1)

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 from twisted.internet.protocol import ServerFactory
 
-from socksvc.config.settings import as_bool, as_float, as_int, as_list, as_str, setting
+from socksvc.config.settings import MAX_COUNT, MAX_TIMEOUT, as_bool, as_float, as_int, as_list, as_str, setting
 from socksvc.core.protocols import ServiceFactory
 from socksvc.core.service import ExtraStream, ServiceContext, ServiceType
 from socksvc.services.chat import irc, web
@@ -70,21 +70,33 @@ class ChatSettings:
     nick_max: int = setting(24, as_int(minimum=1, maximum=64), "longest nickname in characters")
     rooms: tuple[str, ...] = setting(("lobby",), parse_rooms, "rooms that always exist; members start in the first")
     allow_create: bool = setting(True, as_bool, "/join may create new rooms (they vanish when empty)")
-    max_rooms: int = setting(256, as_int(), "rooms at most, configured ones included; 0 = no limit")
+    max_rooms: int = setting(256, as_int(maximum=100_000), "rooms at most, configured ones included; 0 = no limit")
     history: int = setting(20, as_int(maximum=1000), "lines of a room replayed to whoever joins it; 0 = none")
     announce_max: int = setting(
-        100, as_int(), "rooms with more members stop announcing joins, parts, quits and renames; 0 = always announce"
+        100,
+        as_int(maximum=MAX_COUNT),
+        "rooms with more members stop announcing joins, parts, quits and renames; 0 = always announce",
     )
     timestamps: bool = setting(False, as_bool, "start every live line with [HH:MM] (server local time)")
-    flood_burst: int = setting(10, as_int(minimum=1), "lines a client may send at once before flood control")
-    flood_rate: float = setting(2.0, as_float(), "lines a second a client may send on average; 0 = no flood control")
-    flood_kick: float = setting(30.0, as_float(), "seconds of continuous flooding before a disconnect; 0 = never")
+    flood_burst: int = setting(
+        10, as_int(minimum=1, maximum=10_000), "lines a client may send at once before flood control"
+    )
+    flood_rate: float = setting(
+        2.0, as_float(maximum=10_000), "lines a second a client may send on average; 0 = no flood control"
+    )
+    flood_kick: float = setting(
+        30.0, as_float(maximum=MAX_TIMEOUT), "seconds of continuous flooding before a disconnect; 0 = never"
+    )
     max_line: int = setting(1024, as_int(minimum=16, maximum=1 << 20), "longest input line in bytes")
     send_queue_max: int = setting(
-        256 * 1024, as_int(minimum=1024), "bytes of unsent output one client may hold before it is stalled"
+        256 * 1024,
+        as_int(minimum=1024, maximum=64 << 20),
+        "bytes of unsent output one client may hold before it is stalled",
     )
     stall_timeout: float = setting(
-        30.0, as_float(minimum=0.1), "seconds a stalled (not reading) client has to catch up before a disconnect"
+        30.0,
+        as_float(minimum=0.1, maximum=MAX_TIMEOUT),
+        "seconds a stalled (not reading) client has to catch up before a disconnect",
     )
     reserved_nicks: tuple[str, ...] = setting(
         DEFAULT_RESERVED,
@@ -92,10 +104,14 @@ class ChatSettings:
         "nicknames nobody may take, nor any look-alike (case-insensitive; see docs/chat.md)",
     )
     ping_interval: float = setting(
-        120.0, as_float(), "seconds an IRC or web client may be silent before the server pings it; 0 = never ping"
+        120.0,
+        as_float(maximum=MAX_TIMEOUT),
+        "seconds an IRC or web client may be silent before the server pings it; 0 = never ping",
     )
     ping_timeout: float = setting(
-        60.0, as_float(minimum=1.0), "seconds a pinged IRC or web client has to answer before it is disconnected"
+        60.0,
+        as_float(minimum=1.0, maximum=MAX_TIMEOUT),
+        "seconds a pinged IRC or web client has to answer before it is disconnected",
     )
     web_origins: tuple[str, ...] = setting(
         (),
@@ -129,6 +145,9 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
     doc="multi-room line chat for nc, telnet and `socksvc chat`",
     make_state=make_state,
     stream=make_factory,
+    # Idle members are what a chat is for, and cheap (about 2 KiB each, docs/policy.md):
+    # the service-wide cap is sized for thousands; per address and per subnet caps stay.
+    policy_defaults={"max_connections": 10000},
     extra_streams={
         "irc": ExtraStream(irc.make_factory, "IRC clients (irssi, WeeChat, HexChat): the same rooms as channels"),
         "web": ExtraStream(web.make_factory, "browsers: the chat page (GET /) and its WebSocket (/ws), same rooms"),

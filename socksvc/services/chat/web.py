@@ -25,14 +25,14 @@ defaults replaced by explicit limits:
 
 The page sends lines exactly as a line client types them (a nickname, then
 text, C{/join ROOM}, C{/msg NICK TEXT}...), one per message, through the
-same command surface, flood control and outbox as line clients; it receives
+same input budget, command surface, flood control and outbox as line
+clients; it receives
 JSON events (L{socksvc.services.chat.webview}).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import autobahn.websocket.protocol
 import txaio
@@ -48,16 +48,13 @@ from socksvc.core.service import ServiceContext
 from socksvc.services.chat import page
 from socksvc.services.chat.commands import handle_line
 from socksvc.services.chat.delivery import Member
+from socksvc.services.chat.protocol import ChatInput
 from socksvc.services.chat.sanitize import clip, visible
 from socksvc.services.chat.state import ChatState
+from socksvc.services.chat.weblimits import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_REQUEST, Timers, same_origin
 from socksvc.services.chat.webview import WebView
+from socksvc.util.lines import LineSplitter, TooLong
 
-MAX_REQUEST = 8192
-"""Bytes of an HTTP request head (request line and headers), at most."""
-HANDSHAKE_TIMEOUT = 10.0
-"""Seconds a client has to send its whole request head."""
-CLOSE_TIMEOUT = 2.0
-"""Seconds the WebSocket closing handshake may take before the connection is dropped."""
 CLOSE_GRACE = 10.0
 """Seconds a closing client gets to take its last lines."""
 WS_PATH = b"/ws"
@@ -76,29 +73,6 @@ _QUIET = txaio.make_logger(level="critical")  # type: ignore[attr-defined]
 """autobahn's logger for our connections: a client must not be able to write our log (see the module doc)."""
 
 
-class Call:
-    """A timer of autobahn's, on the service's reactor (a fake clock in tests): cancel() is always safe."""
-
-    __slots__ = ("call",)
-
-    def __init__(self, call: Any) -> None:
-        self.call = call
-
-    def cancel(self) -> None:
-        if self.call.active():
-            self.call.cancel()
-
-
-class Timers:
-    """What autobahn wants of a batched timer (C{call_later}), on our reactor."""
-
-    def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
-
-    def call_later(self, delay: float, func: Any, *args: Any, **kw: Any) -> Call:
-        return Call(self.reactor.callLater(delay, func, *args, **kw))
-
-
 def web_view(state: ChatState) -> WebView:
     """The one web view of a chat state (made on first use)."""
     view = state.views.get("web")
@@ -106,28 +80,6 @@ def web_view(state: ChatState) -> WebView:
         view = state.views["web"] = WebView(state.clock)
     assert isinstance(view, WebView)
     return view
-
-
-def same_origin(origin: str, host: str, secure: bool, allowed: tuple[str, ...]) -> bool:
-    """Is C{origin} the page this listener serves (scheme and Host of the request), or one in C{allowed}?"""
-    origin = origin.strip().lower().rstrip("/")
-    if origin in (o.lower().rstrip("/") for o in allowed):
-        return True
-    try:
-        parts = urlsplit(origin)
-        port = parts.port
-    except ValueError:
-        return False
-    scheme = "https" if secure else "http"
-    default = 443 if secure else 80
-    if parts.scheme != scheme or not parts.hostname:
-        return False
-    try:
-        want = urlsplit(f"{scheme}://{host.strip().lower()}")
-        want_port = want.port
-    except ValueError:
-        return False
-    return parts.hostname == want.hostname and (port or default) == (want_port or default)
 
 
 @implementer(IPushProducer)
@@ -140,6 +92,7 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
         WebSocketServerProtocol.__init__(self)
         self.context: ServiceContext[Any, ChatState] = None  # type: ignore[assignment]  # set by the factory
         self.member: Member | None = None
+        self.input: ChatInput | None = None
         self.closer: Any = None
         self.head_bytes = 0
         self.last_words = False
@@ -238,34 +191,52 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
 
     def onOpen(self) -> None:
         state = self.context.state
+        self.input = ChatInput(self, LineSplitter(state.settings.max_line), self.context.reactor, self.policy.settings)
         transport: Any = self.transport
         transport.registerProducer(self, True)
         with state.batch():
             self.member = state.connect(self, web_view(state))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        member = self.member
-        if member is None or member.gone:
+        """
+        A message is one or more lines: they go through the line clients' own
+        L{ChatInput} (every byte and line charged to this connection's input
+        budget, paced a slice per reactor turn, reading held while over it).
+        """
+        member, line_input = self.member, self.input
+        if member is None or member.gone or line_input is None or line_input.done:
             return
         if isBinary:
             self._fail_connection(1003, "text messages only")  # sendClose takes only 1000 and 3000-4999
             return
+        line_input.received(payload.replace(b"\r", b"") + b"\n", self.policy.settings)
+
+    def lines_received(self, lines: list[bytes | TooLong]) -> None:
+        """A slice of lines from the L{ChatInput}, handled in one batch, as a line client's are."""
+        member = self.member
+        if member is None or member.gone:
+            return
         state = self.context.state
-        self.touched = True
-        lines = payload.decode("utf-8", "replace").split("\n")
         with state.batch():
             for n, line in enumerate(lines):
                 if member.gone:
                     break
-                line = line.replace("\r", "")
-                if not line.strip():
-                    continue
+                if isinstance(line, TooLong) or not line.strip():
+                    continue  # (a message is at most max_line bytes: a line cannot be too long)
+                self.touched = True
                 if not state.flood_ok(member):
                     state.lines_flooded += len(lines) - n - 1  # flood_ok counted this one
                     break
-                handle_line(state, member, line)
+                handle_line(state, member, line.decode("utf-8", "replace"))
         if member.held is not None:
             member.release()
+
+    def input_refused(self, reason: str) -> None:
+        """Over its input budget for too long: disconnected, saying why."""
+        member = self.member
+        if member is not None and not member.gone:
+            with self.context.state.batch():
+                self.context.state.kick(member, reason)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         member = self.member
@@ -297,6 +268,8 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
     def close(self, reason: str = "") -> None:
         if reason and not self.close_reason:
             self.close_reason = reason
+        if self.input is not None:
+            self.input.stop()
         transport: Any = self.transport
         if transport is None or not transport.connected:
             return
@@ -335,6 +308,8 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
         pass
 
     def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
+        if self.input is not None:
+            self.input.stop()
         if self.closer is not None and self.closer.active():
             self.closer.cancel()
         self.closer = None

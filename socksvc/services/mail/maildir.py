@@ -7,7 +7,8 @@ Writing (L{Draft}): the file is created in C{tmp/} (mode 0600, O_EXCL,
 O_NOFOLLOW), filled as DATA arrives (so a message is never held in memory),
 and on success fsynced, linked into every other recipient's C{new/}, renamed
 into its own C{new/}, and every C{new/} directory fsynced: only then does the
-SMTP client get its 250. A message given up midway is unlinked from
+SMTP client get its 250 (the fsyncs are done by a child process: see
+L{socksvc.services.mail.durable}). A message given up midway is unlinked from
 C{tmp/}; what a killed daemon left in C{tmp/} is removed at the next start
 (L{clean_tmp}: files this host's socksvc named, by any other process).
 
@@ -31,6 +32,8 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
+
+from socksvc.services.mail.syncwire import fsync_path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -195,33 +198,40 @@ class Draft:
         self.lines += data.count(b"\n")
 
     def abort(self) -> None:
-        """Give the message up: nothing of it stays."""
+        """Give the message up: nothing of it stays (unless it is published: then see L{withdraw})."""
         fd, self.fd = self.fd, None
         if fd is not None:
             os.close(fd)
+        if self.published is None:
             try:
                 os.unlink(self.tmp_path)
             except FileNotFoundError:
                 pass
 
-    def finish(self, others: Iterable[Maildir], durable: bool) -> str:
-        """
-        File the message into its own C{new/} and every other Maildir's
-        C{new/}; with C{durable}, fsync the file, then every C{new/} (and any
-        directory made for it) before returning. Blocking: the SMTP service
-        runs it in a thread when C{durable}. All or nothing: on an error
-        nothing is left in any C{new/} nor in C{tmp/}, and the error is raised.
-        """
+    published: list[str] | None = None
+    """The paths of the message in C{new/} directories, once L{publish} has put it there."""
+
+    def seal(self) -> str:
+        """Close the file: all of it is written. The path to fsync before L{publish}."""
         fd, self.fd = self.fd, None
         assert fd is not None
+        os.close(fd)
+        return self.tmp_path
+
+    def publish(self, others: Iterable[Maildir]) -> tuple[str, list[str]]:
+        """
+        File the sealed message into its own C{new/} and every other Maildir's
+        C{new/}: hard links, or a copy across file systems, then the rename.
+        Its final name, and what to fsync (in this order) before it can be
+        called durable: the copies, then every C{new/} and any directory made
+        for it. All or nothing: on an error nothing is left in any C{new/}
+        nor in C{tmp/}, and the error is raised.
+        """
+        assert self.fd is None and self.published is None
         final = f"{self.name},S={self.size},W={self.size + self.lines}"
         linked: list[str] = []
+        copies: list[str] = []
         try:
-            try:
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
             boxes = [b for b in dict.fromkeys(others) if b != self.box]
             made = list(self.made)
             for box in boxes:
@@ -237,29 +247,52 @@ class Draft:
                     if e.errno != errno.EXDEV:
                         raise
                     shutil.copyfile(self.tmp_path, target)
-                    if durable:
-                        _fsync_path(target, os.O_RDONLY)
+                    copies.append(target)
                 linked.append(target)
-            os.rename(self.tmp_path, os.path.join(self.box.new, final))
+            own = os.path.join(self.box.new, final)
+            os.rename(self.tmp_path, own)
         except BaseException:
-            for path in [*linked, self.tmp_path]:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            _unlink_all([*linked, self.tmp_path])
             raise
+        self.published = [own, *linked]
+        dirs = dict.fromkeys([self.box.new, *(b.new for b in boxes), *(os.path.dirname(m) for m in made)])
+        return final, [*copies, *dirs]
+
+    def withdraw(self) -> None:
+        """Take a published message back out of every C{new/} (it could not be made durable)."""
+        if self.published is not None:
+            _unlink_all(self.published)
+
+    def finish(self, others: Iterable[Maildir], durable: bool) -> str:
+        """
+        L{seal}, L{publish} and, with C{durable}, the fsyncs, all blocking:
+        for C{fsync = false}, tests and tools. The smtp service has its
+        fsyncs done by its syncer child (L{socksvc.services.mail.durable}).
+        """
+        path = self.seal()
+        try:
+            if durable:
+                fsync_path(path)
+        except BaseException:
+            self.abort()
+            raise
+        final, paths = self.publish(others)
         if durable:
-            for d in dict.fromkeys([self.box.new, *(b.new for b in boxes), *(os.path.dirname(m) for m in made)]):
-                _fsync_path(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for p in paths:
+                    fsync_path(p)
+            except BaseException:
+                self.withdraw()
+                raise
         return final
 
 
-def _fsync_path(path: str, flags: int) -> None:
-    fd = os.open(path, flags | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _unlink_all(paths: Iterable[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def clean_tmp(root: str, per_recipient: bool) -> int:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from socksvc.util.files import read_regular_file
+from socksvc.util.files import read_setting_file
 
 MAX_PEM_FILE = 1 << 20
 _CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
@@ -38,12 +38,7 @@ def parse_pem(value: Any) -> PemFile | None:
         raise ValueError("expected a file path string")
     if not value:
         return None
-    try:
-        data = read_regular_file(value, MAX_PEM_FILE)
-    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
-        raise ValueError(f"cannot read: {getattr(e, 'strerror', None) or e}") from None
-    if len(data) > MAX_PEM_FILE:
-        raise ValueError(f"over {MAX_PEM_FILE >> 20} MiB")
+    data = read_setting_file(value, MAX_PEM_FILE, "PEM file")
     if b"-----BEGIN " not in data:
         raise ValueError("not a PEM file")
     return PemFile(value, data)

@@ -32,7 +32,7 @@ from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from socksvc.util.files import read_regular_file
+from socksvc.util.files import read_setting_text
 from socksvc.util.passwords import DUMMY, ScryptHash, parse_hash, verify
 from socksvc.util.ratelimit import TokenBucket
 
@@ -71,16 +71,7 @@ def parse_users(value: Any) -> Users | None:
         raise ValueError("expected a file path string")
     if not value:
         return None
-    try:
-        data = read_regular_file(value, MAX_USERS_FILE)
-    except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
-        raise ValueError(f"cannot read users file: {getattr(e, 'strerror', None) or e}") from None
-    if len(data) > MAX_USERS_FILE:
-        raise ValueError(f"users file is over {MAX_USERS_FILE >> 20} MiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("users file is not UTF-8 text") from None
+    text = read_setting_text(value, MAX_USERS_FILE, "users file")
     entries: list[MailUser] = []
     by_name: dict[str, MailUser] = {}
     for number, line in enumerate(text.splitlines(), 1):

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 from twisted.internet.task import Cooperator
 
-from socksvc.config.settings import as_bool, as_float, setting
+from socksvc.config.settings import MAX_RATE, MAX_TIMEOUT, as_bool, as_float, setting
 from socksvc.core.service import ServiceContext, ServiceStatus
 from socksvc.services.mail.maildir import check_creatable, default_maildir, folder_name
 from socksvc.services.mail.pop3.mailbox import Locks
@@ -38,20 +38,28 @@ class Pop3Settings:
     """Keys of a pop3 service."""
 
     maildir: str = setting(
-        "", parse_maildir, "the Maildir (or, per user, the folders) to read; empty = the smtp service's default"
+        "",
+        parse_maildir,
+        "the Maildir (or, per user, the folders) to read; empty = the smtp service's default",
+        path=True,
     )
     users: Users | None = setting(
         None,
         parse_users,
         "users file (NAME:SCRYPT-HASH[:ADDRESS] lines); empty = any name and password, on loopback and UNIX only",
+        path=True,
     )
-    tls_certificate: PemFile | None = setting(None, parse_pem, "PEM certificate (then chain) for STLS")
-    tls_key: PemFile | None = setting(None, parse_pem, "PEM private key; empty = in the certificate file")
+    tls_certificate: PemFile | None = setting(None, parse_pem, "PEM certificate (then chain) for STLS", path=True)
+    tls_key: PemFile | None = setting(None, parse_pem, "PEM private key; empty = in the certificate file", path=True)
     allow_plaintext: bool = setting(
         False, as_bool, "allow USER/PASS without TLS on listeners that are not loopback or UNIX"
     )
-    command_timeout: float = setting(600.0, as_float(minimum=0.1), "seconds without a command before the session ends")
-    auth_rate: float = setting(5.0, as_float(minimum=0.1), "password checks a second for this service")
+    command_timeout: float = setting(
+        600.0, as_float(minimum=0.1, maximum=MAX_TIMEOUT), "seconds without a command before the session ends"
+    )
+    auth_rate: float = setting(
+        5.0, as_float(minimum=0.1, maximum=MAX_RATE), "password checks a second for this service"
+    )
 
     def __attrs_post_init__(self) -> None:
         tls_options(self.tls_certificate, self.tls_key)  # TLSConfigError names the key

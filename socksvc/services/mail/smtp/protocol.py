@@ -21,7 +21,7 @@ AUTH L{socksvc.services.mail.smtp.auth}.
 
 Replies to pipelined commands (RFC 2920) come in order: every command is
 answered before the next is read, and while a message is being made durable
-(fsync in a thread) input waits, paused.
+(the fsyncs done by the syncer child) input waits, paused.
 """
 
 from __future__ import annotations

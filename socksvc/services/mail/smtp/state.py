@@ -7,19 +7,29 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet import threads
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess
 from twisted.logger import Logger
 
-from socksvc.config.settings import as_bool, as_choice, as_float, as_int, as_list, as_str, setting
+from socksvc.config.settings import (
+    MAX_RATE,
+    MAX_TIMEOUT,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_list,
+    as_str,
+    setting,
+)
 from socksvc.core.service import ServiceContext, ServiceStatus
+from socksvc.services.mail.durable import SyncerPool, SyncError
 from socksvc.services.mail.maildir import Draft, Maildir, check_creatable, clean_tmp, default_maildir, folder_name
 from socksvc.services.mail.smtp.envelope import announcement
+from socksvc.services.mail.syncwire import sync_paths
 from socksvc.services.mail.tls import PemFile, parse_pem, tls_options
 from socksvc.services.mail.users import AuthLimiter, PasswordChecker, Users, parse_users
 from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
@@ -77,7 +87,10 @@ class SmtpSettings:
 
     hostname: str = setting("", parse_hostname, "the name in the greeting and Received headers; empty = this host's")
     maildir: str = setting(
-        "", parse_maildir, "Maildir to file into; empty = $STATE_DIRECTORY/mail, else ~/.local/share/socksvc/mail"
+        "",
+        parse_maildir,
+        "Maildir to file into; empty = $STATE_DIRECTORY/mail, else ~/.local/share/socksvc/mail",
+        path=True,
     )
     per_recipient: bool = setting(False, as_bool, "one Maildir per recipient address under maildir, not one for all")
     domains: tuple[str, ...] = setting(
@@ -87,18 +100,28 @@ class SmtpSettings:
         25 << 20, as_int(minimum=1024, maximum=1 << 40), "octets per message (SIZE); bigger gets 552"
     )
     max_recipients: int = setting(100, as_int(minimum=1, maximum=100000), "recipients per message; more get 452")
-    command_timeout: float = setting(300.0, as_float(minimum=0.1), "seconds to wait for a command (then 421)")
-    data_timeout: float = setting(300.0, as_float(minimum=0.1), "seconds to wait for more data in DATA (then 421)")
-    tls_certificate: PemFile | None = setting(None, parse_pem, "PEM certificate (then chain) for STARTTLS")
-    tls_key: PemFile | None = setting(None, parse_pem, "PEM private key; empty = in the certificate file")
+    command_timeout: float = setting(
+        300.0, as_float(minimum=0.1, maximum=MAX_TIMEOUT), "seconds to wait for a command (then 421)"
+    )
+    data_timeout: float = setting(
+        300.0, as_float(minimum=0.1, maximum=MAX_TIMEOUT), "seconds to wait for more data in DATA (then 421)"
+    )
+    tls_certificate: PemFile | None = setting(None, parse_pem, "PEM certificate (then chain) for STARTTLS", path=True)
+    tls_key: PemFile | None = setting(None, parse_pem, "PEM private key; empty = in the certificate file", path=True)
     require_tls: bool = setting(False, as_bool, "refuse MAIL before STARTTLS (530)")
     auth: str = setting(
         "off", as_choice("off", "any", "users"), 'AUTH: "off", "any" (any password), "users" (the users file; required)'
     )
-    users: Users | None = setting(None, parse_users, 'users file (NAME:SCRYPT-HASH lines) for auth = "users"')
-    auth_rate: float = setting(5.0, as_float(minimum=0.1), "password checks a second for this service")
+    users: Users | None = setting(
+        None, parse_users, 'users file (NAME:SCRYPT-HASH lines) for auth = "users"', path=True
+    )
+    auth_rate: float = setting(
+        5.0, as_float(minimum=0.1, maximum=MAX_RATE), "password checks a second for this service"
+    )
     announce: str = setting("", as_str(max_len=64), "chat room of this daemon told of each message filed")
-    announce_rate: float = setting(1.0, as_float(minimum=0.01), "announcements a second (bursts of 5), then one sum")
+    announce_rate: float = setting(
+        1.0, as_float(minimum=0.01, maximum=MAX_RATE), "announcements a second (bursts of 5), then one sum"
+    )
     fsync: bool = setting(
         True, as_bool, "fsync each message and its directory before the 250; false only for benchmarks and throwaways"
     )
@@ -113,6 +136,14 @@ class SmtpSettings:
             _fail("require_tls", "needs tls_certificate (for STARTTLS)")
         tls_options(self.tls_certificate, self.tls_key)  # TLSConfigError names the key
         check_maildir(self, not self.per_recipient)
+
+
+def _sync_now(paths: list[str]) -> None:
+    """Blocking: for a test clock only (it cannot start processes)."""
+    failed = sync_paths([os.fsencode(p) for p in paths])
+    if failed:
+        index, error = failed[0]
+        raise SyncError(f"{paths[index]}: {error}")
 
 
 def _fail(key: str, reason: str) -> None:
@@ -133,6 +164,7 @@ class SmtpState:
         self._unannounced = 0
         self._summary: IDelayedCall | None = None
         self._errors = RateLimitedLog(self.reactor)
+        self.syncer: SyncerPool | None = None
         self.reconfigure(context.settings)
         removed = clean_tmp(self.root, self.settings.per_recipient)
         if removed:
@@ -154,8 +186,14 @@ class SmtpState:
         self._announced.rate = settings.announce_rate
         self.root = maildir_path(settings)
         self._catch_all = Maildir(self.root)
+        if not settings.fsync and self.syncer is not None:
+            self.syncer.stop()
+            self.syncer = None
 
     def shutdown(self) -> None:
+        if self.syncer is not None:
+            self.syncer.stop()  # what is in flight is answered, then the child exits
+            self.syncer = None
         if self._summary is not None and self._summary.active():
             self._summary.cancel()
         self._summary = None
@@ -171,21 +209,41 @@ class SmtpState:
         return Maildir(os.path.join(self.root, folder_name(recipient)))
 
     def commit(self, draft: Draft, boxes: list[Maildir]) -> Deferred[str]:
-        """File a complete message (see L{Draft.finish}); with fsync on, off the reactor thread."""
+        """
+        File a complete message (L{Draft.seal}, L{Draft.publish}); with fsync
+        on, the file is fsynced before it is published and its directories
+        after, by the syncer child (L{sync}). Fires with its name; on an error
+        nothing of it is left.
+        """
         if not self.settings.fsync:
             return maybeDeferred(draft.finish, boxes, False)
-        return self.run_blocking(draft.finish, boxes, True)
+        return Deferred.fromCoroutine(self._durably(draft, boxes))
 
-    def run_blocking(self, f: Callable[..., str], *args: Any) -> Deferred[str]:
+    async def _durably(self, draft: Draft, boxes: list[Maildir]) -> str:
+        try:
+            await self.sync([draft.seal()])
+            final, paths = draft.publish(boxes)
+        except BaseException:
+            draft.abort()
+            raise
+        try:
+            await self.sync(paths)
+        except BaseException:
+            draft.withdraw()
+            raise
+        return final
+
+    def sync(self, paths: list[str]) -> Deferred[None]:
         """
-        C{f(*args)} in the reactor's thread pool: fsync waits for the disk
-        (milliseconds to a second), and the reactor must not. The one use of
-        threads in socksvc; the protocol reads nothing meanwhile.
+        fsync C{paths}, in order, without waiting here: the syncer child
+        (L{Syncer}, started on first use) does it and answers over AMP. A test
+        clock (no processes) gets it done at once.
         """
-        pool = getattr(self.reactor, "getThreadPool", None)
-        if pool is None:  # a test clock
-            return maybeDeferred(f, *args)
-        return threads.deferToThreadPool(self.reactor, pool(), f, *args)
+        if not IReactorProcess.providedBy(self.reactor):
+            return maybeDeferred(_sync_now, paths)
+        if self.syncer is None:
+            self.syncer = SyncerPool(self.reactor, self.context.name)
+        return self.syncer.sync(paths)
 
     def filed(self, sender: str, recipients: list[str], subject: str, size: int, name: str) -> None:
         self.counters["accepted"] += 1

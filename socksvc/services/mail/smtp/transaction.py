@@ -7,8 +7,8 @@ The addresses go through twisted.mail's grammar (C{SMTP.mail_re},
 C{rcpt_re}, C{Address}, set on the composed class); the data through
 L{socksvc.services.mail.smtp.data.DataReader} into a
 L{socksvc.services.mail.maildir.Draft}. A complete message is filed by the
-state (L{socksvc.services.mail.smtp.state.SmtpState.commit}: fsync off the
-reactor thread); input waits meanwhile, so pipelined replies stay in order.
+state (L{socksvc.services.mail.smtp.state.SmtpState.commit}: the fsyncs
+done by the syncer child); input waits meanwhile, so pipelined replies stay in order.
 """
 
 from __future__ import annotations
