@@ -7,9 +7,12 @@ compares them per (list, spec).
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from typing import Any
 
 import pytest
+import pytest_twisted
 
 from socksvc.config.loader import DEFAULT_CONFIG, ConfigError
 from socksvc.daemon import systemd
@@ -17,6 +20,7 @@ from socksvc.daemon.reload import plan_reload
 from socksvc.daemon.service import DaemonService
 from socksvc.services.catalogue import loads
 from socksvc.wire import CHAT_IRC_PORT, CHAT_WEB_PORT
+from tests.conftest import until
 from tests.support.systemd import PortsReactor
 
 CHAT = """
@@ -139,3 +143,38 @@ def test_reload_binds_and_releases_extra_lists() -> None:
     assert instance.context.state is state  # the members stay
     assert [(listener.key, listener.spec.port) for listener in instance.listeners()] == [("irc", 6667)]
     assert len(reactor.listening) == before - 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_port_moved_from_web_to_irc_is_taken_over_and_speaks_irc() -> None:
+    """A reload moving chat's web port (bound from port 0) to its irc list: the socket stays, the protocol changes."""
+    from twisted.internet import reactor
+
+    text = '[services.chat]\nlisten = ["tcp:0:interface=127.0.0.1"]\nweb = ["tcp:0:interface=127.0.0.1"]\n'
+    svc = DaemonService(loads(text, "<test>"), reactor, handle_signals=False)
+    svc.privilegedStartService()
+    svc.startService()
+    try:
+        (web_listener,) = [x for x in svc.instance("chat").listeners() if x.key == "web"]
+        number = web_listener.port.getHost().port
+        moved = f'[services.chat]\nlisten = ["tcp:0:interface=127.0.0.1"]\nirc = ["tcp:{number}:interface=127.0.0.1"]\n'
+        assert await svc.reload(loads(moved, "<test>"))
+        (irc_listener,) = [x for x in svc.instance("chat").listeners() if x.key == "irc"]
+        assert irc_listener.port.getHost().port == number
+        sock = socket.create_connection(("127.0.0.1", number), timeout=5)
+        sock.setblocking(False)
+        got = bytearray()
+        sock.sendall(b"PING :moved\r\n")
+
+        def more() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                got.extend(sock.recv(4096))
+            return b"\r\n" in got
+
+        try:
+            await until(more, what="the IRC reply")
+        finally:
+            sock.close()
+        assert bytes(got) == b":chat.socksvc PONG chat.socksvc :moved\r\n"
+    finally:
+        await svc.stopService()

@@ -159,6 +159,8 @@ def rehearse(stype: ServiceType[Any, Any], config: ServiceConfig, previous: Serv
             stype.stream(context)
         if stype.datagram is not None:
             stype.datagram(context)
+        for key in stype.extra_streams:  # chat's irc and web
+            stype.stream_factory(key, context)
     finally:
         policy.stop()
         context.state.shutdown()

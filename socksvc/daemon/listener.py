@@ -258,7 +258,7 @@ class Listener(Service):
                 )
                 tune_buffers(port)
             else:
-                factory: Any = self.instance.factory()
+                factory: Any = self.factory()  # this spec's list's: a port moved from web to irc serves IRC
                 if self.spec.tls is not None:
                     factory = TLSMemoryBIOFactory(self.spec.tls.options(), False, factory)
                 if self.spec.backlog:
