@@ -287,3 +287,12 @@ def test_input_budget_holds_reading_then_cuts_off() -> None:
         chat.clock.advance(1)  # over budget all along, a second at a time
     assert c.proto.close_reason == "sending too fast"
     assert alice.lines()[-1] == "-!- carol has quit (sending too fast)"
+
+
+@pytest.mark.parametrize("origin", ["chat.example.org", "https://x.example/path", "javascript:alert(1)", ""])
+def test_web_origins_must_be_origins(origin: str) -> None:
+    from socksvc.config.loader import ConfigError
+    from socksvc.services.catalogue import loads
+
+    with pytest.raises(ConfigError, match="web_origins"):
+        loads(f'[services.chat]\nlisten = ["tcp:0"]\nweb_origins = ["{origin}"]\n', "t.toml")

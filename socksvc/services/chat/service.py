@@ -8,6 +8,7 @@ everyone connected and applies the new settings to the live rooms.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -60,6 +61,20 @@ def parse_rooms(value: Any) -> tuple[str, ...]:
         seen[key] = looks[look] = name
         out.append(form)
     return tuple(out)
+
+
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def parse_origins(value: Any) -> tuple[str, ...]:
+    """Web origins: C{http://} or C{https://}, a host name or address, maybe a port; no path (at most 100)."""
+    origins: tuple[str, ...] = as_list(as_str(nonempty=True, max_len=300))(value)
+    if len(origins) > 100:
+        raise ValueError(f"{len(origins)} origins; at most 100")
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin.rstrip("/")):
+            raise ValueError(f"origin {origin!r}: give scheme and host, as https://chat.example.org[:PORT]")
+    return tuple(o.rstrip("/").lower() for o in origins)
 
 
 @attrs.frozen
@@ -115,7 +130,7 @@ class ChatSettings:
     )
     web_origins: tuple[str, ...] = setting(
         (),
-        as_list(as_str(nonempty=True)),
+        parse_origins,
         "web pages (origins such as https://chat.example.org) that may open the chat's WebSocket "
         "besides the chat's own page; a page from anywhere else is refused",
     )
