@@ -27,6 +27,8 @@ from typing import Any
 from bench import harness
 
 BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail", "chatmix")
+ON_REQUEST = ("workers",)
+"""Benchmarks run only when asked for (C{--workers N}, or C{--only workers})."""
 OPTIONAL = ("attack",)
 """Run only when named with --only (attack: fairness under a flood, not a comparison)."""
 DEFAULT_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "latest.json")
@@ -187,11 +189,15 @@ def loadavg() -> list[float]:
         return []
 
 
-def selected(only: Sequence[str] | None) -> list[str]:
+def selected(only: Sequence[str] | None, workers: int | None = None) -> list[str]:
+    """
+    The benchmarks to run: C{--only}'s, else every one of L{BENCHMARKS}, or
+    with C{--workers} alone the workers benchmark (L{ON_REQUEST}: never by default).
+    """
+    known = BENCHMARKS + ON_REQUEST + OPTIONAL
     if not only:
-        return list(BENCHMARKS)
+        return ["workers"] if workers else list(BENCHMARKS)
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
-    known = BENCHMARKS + OPTIONAL
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"bench: unknown benchmark {', '.join(unknown)} (known: {', '.join(known)})")
@@ -259,8 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME",
         help="run socksvc under twistd --reactor NAME (e.g. epoll: Twisted's own; default: socksvc's choice)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="socksvc runs N worker processes ([daemon] workers); alone, runs the workers benchmark "
+        "(N workers against one process and uvloop: scaling, balance, RSS)",
+    )
     args = p.parse_args(argv)
-    names = selected(args.only)
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        p.error("--workers must be 1 to 256")
+    names = selected(args.only, args.workers)
     harness.NOTES.clear()
     harness.overrides.servers = None
     if args.servers:
@@ -277,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness.overrides.duration = args.duration
     harness.overrides.one_at_a_time = args.one_at_a_time
     harness.overrides.reactor = args.reactor
+    harness.overrides.workers = args.workers
 
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
@@ -322,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "schedule": "one at a time" if args.one_at_a_time else "interleaved",
         "socksvc_reactor": args.reactor or "default",
+        "socksvc_workers": args.workers or 1,
         "benchmarks": names,
         "machine": info,
         "loadavg": {"before": load_before, "after": load_after},

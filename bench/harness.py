@@ -96,14 +96,41 @@ class Running:
         return " | ".join(text.strip().splitlines()[-lines:])
 
 
-def socksvc_config(service: str, kind: str) -> str:
-    """The daemon's config for one benchmark: default settings, one listener on a free port."""
+def socksvc_config(service: str, kind: str, workers: int = 1) -> str:
+    """
+    The daemon's config for one benchmark: default settings, one listener on
+    a free port; C{[daemon] workers} when more than one.
+    """
     table = "echo" if service in ("echo", "udp") else service
-    return f'[services.{table}]\nlisten = ["{kind}:0:interface={HOST}"]\n'
+    daemon = f"[daemon]\nworkers = {workers}\n" if workers > 1 else ""
+    return f'{daemon}[services.{table}]\nlisten = ["{kind}:0:interface={HOST}"]\n'
+
+
+def socksvc_workers(name: str) -> int | None:
+    """
+    How many workers the socksvc server called C{name} runs: C{socksvc} as
+    C{--workers} says (1 without it), C{socksvc-1} one process, C{socksvc-wN}
+    N workers; None when C{name} is not socksvc.
+    """
+    if name == SOCKSVC:
+        return overrides.workers or 1
+    prefix, _, rest = name.partition("-")
+    if prefix != SOCKSVC:
+        return None
+    if rest == "1":
+        return 1
+    if rest.startswith("w") and rest[1:].isdigit():
+        return int(rest[1:])
+    return None
 
 
 def _wait_port(
-    proc: subprocess.Popen[bytes], log_path: str, pattern: re.Pattern[str], name: str, timeout: float
+    proc: subprocess.Popen[bytes],
+    log_path: str,
+    pattern: re.Pattern[str],
+    name: str,
+    timeout: float,
+    ready: str | None = None,
 ) -> int:
     deadline = time.monotonic() + timeout
     text = ""
@@ -111,7 +138,7 @@ def _wait_port(
         with open(log_path, encoding="utf-8", errors="replace") as f:
             text = f.read()
         m = pattern.search(text)
-        if m:
+        if m and (ready is None or ready in text):
             return int(m.group(1))
         if proc.poll() is not None:
             break
@@ -128,12 +155,15 @@ def launch(
     config: str | None = None,
     start_timeout: float = START_TIMEOUT,
     stop_timeout: float = 10.0,
+    ready: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     """
     Run a server process, its output in a temporary log, until C{pattern}
-    (whose group 1 is the port) shows up in that log; yield it, then stop it
-    and remove its files. C{config}, if given, is written to a temporary
-    file whose path replaces the C{"{config}"} item of C{cmd}.
+    (whose group 1 is the port) shows up in that log (and C{ready}, when
+    given); yield it, then stop it and remove its files. C{config}, if
+    given, is written to a temporary file whose path replaces the
+    C{"{config}"} item of C{cmd}. C{env}: more environment variables.
     """
     fd, log_path = tempfile.mkstemp(prefix=f"socksvc-bench-{name}-", suffix=".log")
     config_path = None
@@ -144,7 +174,12 @@ def launch(
         cmd = [config_path if part == "{config}" else part for part in cmd]
     try:
         proc = subprocess.Popen(
-            cmd, stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir()
+            cmd,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tempfile.gettempdir(),
+            env={**os.environ, **env} if env else None,
         )
     except BaseException:
         remove(log_path, config_path)
@@ -152,7 +187,7 @@ def launch(
     finally:
         os.close(fd)
     try:
-        port = _wait_port(proc, log_path, pattern, name, start_timeout)
+        port = _wait_port(proc, log_path, pattern, name, start_timeout, ready)
         yield Running(name, proc, port, log_path)
     finally:
         stop(proc, stop_timeout)
@@ -160,25 +195,33 @@ def launch(
 
 
 @contextlib.contextmanager
-def server(name: str, service: str) -> Iterator[Running]:
+def server(name: str, service: str, env: dict[str, str] | None = None) -> Iterator[Running]:
     """
     Start one server for C{service} ("echo", "greeting" or "udp") and yield it
-    once it listens; stop it after. socksvc is the real daemon, C{twistd -n
-    socksvc} on a generated config; the others are L{bench.refserver}.
+    once it serves; stop it after. socksvc is the real daemon, C{twistd -n
+    socksvc} on a generated config (with workers: L{socksvc_workers}); the
+    others are L{bench.refserver}.
     """
     kind = "udp" if service == "udp" else "tcp"
-    if name == SOCKSVC:
+    workers = socksvc_workers(name)
+    if workers is not None:
         if not os.path.exists(TWISTD):
             raise BenchError(f"socksvc: {TWISTD} not found (run from the project's venv)")
         table = "echo" if service in ("echo", "udp") else service
         pattern = re.compile(rf"\] {re.escape(table)}: listening on {kind} {re.escape(HOST)}:(\d+)")
         reactor = ["--reactor", overrides.reactor] if overrides.reactor else []
         cmd = [TWISTD, "--nodaemon", "--pidfile=", *reactor, "socksvc", "--config", "{config}"]
-        with launch(name, cmd, pattern, socksvc_config(service, kind)) as running:
+        config = socksvc_config(service, kind, workers)
+        # With workers the supervisor binds first and says "services on" once every worker serves.
+        ready = "services on" if workers > 1 else None
+        with launch(name, cmd, pattern, config, ready=ready, env=env) as running:
             yield running
     else:
+        # uvloop-wN: N uvloop processes on one listening socket (the workers benchmark's control).
+        impl, _, processes = name.partition("-w")
+        extra = ["--processes", processes] if processes.isdigit() else []
         pattern = re.compile(rf"bench-ref: listening on {kind} {re.escape(HOST)}:(\d+)")
-        with launch(name, [sys.executable, REFSERVER, name, service], pattern) as running:
+        with launch(name, [sys.executable, REFSERVER, impl, service, *extra], pattern, env=env) as running:
             yield running
 
 
@@ -221,9 +264,22 @@ def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
 
 def user_system_seconds(pid: int) -> tuple[float, float] | None:
     """
-    (user, system) CPU seconds a process has used so far, from /proc/PID/stat
-    (clock ticks: 10 ms here, so only a run of seconds splits finely).
+    (user, system) CPU seconds a process and its children have used so far,
+    from /proc/PID/stat (clock ticks: 10 ms here, so only a run of seconds
+    splits finely).
     """
+    own = _user_system_seconds(pid)
+    if own is None:
+        return None
+    user, system = own
+    for child in children(pid):
+        more = _user_system_seconds(child)
+        if more is not None:
+            user, system = user + more[0], system + more[1]
+    return user, system
+
+
+def _user_system_seconds(pid: int) -> tuple[float, float] | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -233,8 +289,30 @@ def user_system_seconds(pid: int) -> tuple[float, float] | None:
         return None
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of C{pid} (socksvc's workers, when it runs some), from /proc."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                out += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time a process has used so far (all its threads; nanosecond schedstat where there is one)."""
+    """
+    CPU time a process and its children (socksvc's workers) have used so far
+    (all their threads; nanosecond schedstat where there is one).
+    """
+    own = _cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_cpu_seconds(child) or 0.0 for child in children(pid))
+
+
+def _cpu_seconds(pid: int) -> float | None:
     try:
         total = 0
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -354,13 +432,15 @@ class Plan:
 
 @dataclass
 class Overrides:
-    """Set by the runner's --servers, --rounds, --duration, --one-at-a-time and --reactor."""
+    """Set by the runner's --servers, --rounds, --duration, --one-at-a-time, --reactor and --workers."""
 
     servers: list[str] | None = None
     rounds: int | None = None
     duration: float | None = None
     one_at_a_time: bool = False
     reactor: str | None = None
+    workers: int | None = None
+    """--workers N: the socksvc server runs N worker processes."""
 
 
 overrides = Overrides()

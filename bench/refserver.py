@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -96,7 +99,7 @@ class AsyncUDPEcho(asyncio.DatagramProtocol):
         self.transport.sendto(data, addr)
 
 
-async def serve_asyncio(service: str, message: bytes) -> None:
+async def serve_asyncio(service: str, message: bytes, sock: socket.socket | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,10 +111,51 @@ async def serve_asyncio(service: str, message: bytes) -> None:
         transport.close()
         return
     AsyncGreeting.message = message
-    server = await loop.create_server(AsyncEcho if service == "echo" else AsyncGreeting, HOST, 0)
-    announce("tcp", server.sockets[0].getsockname()[1])
+    factory = AsyncEcho if service == "echo" else AsyncGreeting
+    if sock is not None:  # one of several processes on one listening socket (--processes)
+        server = await loop.create_server(factory, sock=sock)
+    else:
+        server = await loop.create_server(factory, HOST, 0)
+        announce("tcp", server.sockets[0].getsockname()[1])
     await stop
     server.close()
+
+
+def serve_processes(impl: str, service: str, message: bytes, processes: int) -> int:
+    """C{processes} asyncio (or uvloop) processes serving one listening socket, bound here and inherited."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    children = []
+    for _ in range(processes - 1):
+        pid = os.fork()
+        if pid == 0:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: never outlive the parent
+            _run(impl, service, message, sock)
+            os._exit(0)
+        children.append(pid)
+    announce("tcp", sock.getsockname()[1])
+    try:
+        _run(impl, service, message, sock)
+    finally:
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+    return 0
+
+
+def _run(impl: str, service: str, message: bytes, sock: socket.socket) -> None:
+    if impl == "uvloop":
+        import uvloop
+
+        uvloop.run(serve_asyncio(service, message, sock))
+    else:
+        asyncio.run(serve_asyncio(service, message, sock))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("impl", choices=("twisted", "asyncio", "uvloop"))
     p.add_argument("service", choices=("echo", "greeting", "udp"))
     p.add_argument("--message", default=DEFAULT_MESSAGE, help="the greeting (default: socksvc's default)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="asyncio and uvloop over TCP: this many processes on one listening socket (as socksvc's workers)",
+    )
     a = p.parse_args(argv)
     message = a.message.encode("utf-8")
+    if a.processes > 1 and a.impl != "twisted" and a.service != "udp":
+        return serve_processes(a.impl, a.service, message, a.processes)
     if a.impl == "twisted":
         run_twisted(a.service, message)
     elif a.impl == "asyncio":

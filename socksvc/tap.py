@@ -25,12 +25,15 @@ from typing import Any
 
 from twisted.python import usage
 
-from socksvc.config.loader import Config, ConfigError
+from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, Config, ConfigError, config_dir, read_text
+from socksvc.config.schema import worker_count
 from socksvc.daemon import reactor as socksvc_reactor
 from socksvc.daemon.errors import StartupError
+from socksvc.daemon.handout import cpus
 from socksvc.daemon.instance import rehearsal_failure, rehearse
 from socksvc.daemon.service import DaemonService
-from socksvc.services.catalogue import load, types
+from socksvc.daemon.supervisor import SupervisorService
+from socksvc.services.catalogue import loads, types
 
 
 class Options(usage.Options):
@@ -80,9 +83,11 @@ def rehearse_config(config: Config) -> None:
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> DaemonService:
     """
-    Load the config and build the service tree. Nothing is bound yet, unless
-    twistd is about to daemonize: then every listener binds now, so that a
-    failure is reported by the launching process (L{DaemonService.bind_now}).
+    Load the config and build the service tree: the daemon itself, or with
+    C{[daemon] workers} above 1 the supervisor of that many worker processes
+    (docs/workers.md). Nothing is bound yet, unless twistd is about to
+    daemonize: then every listener binds now, so that a failure is reported
+    by the launching process (L{DaemonService.bind_now}).
     """
     real = reactor is None
     if reactor is None:
@@ -92,7 +97,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         reactor = default_reactor
     path = options.get("config")
     try:
-        config = load(path)
+        text = read_text(path) if path is not None else DEFAULT_CONFIG
+        config = loads(text, path or DEFAULT_SOURCE, config_dir(path) if path is not None else None)
     except ConfigError as e:
         raise StartupError(str(e)) from None
     rehearse_config(config)
@@ -109,7 +115,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         # Until the reactor runs, SIGTERM would end the process without its
         # usual stop (STOPPING=1, pidfile, sockets): held, then acted on.
         hangup.hold_stop()
-    service = DaemonService(config, reactor)
+    workers = worker_count(config.daemon.workers, cpus())
+    service = (
+        SupervisorService(config, reactor, text=text, workers=workers)
+        if workers > 1
+        else DaemonService(config, reactor)
+    )
     # twistd's own parsed options (usage.Options sets .parent on a subcommand's
     # options): where twistd sends its log decides socksvc's observer choice.
     service.twistd_options = getattr(options, "parent", None)

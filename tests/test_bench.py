@@ -278,3 +278,39 @@ def test_without_uvloop_its_column_is_skipped_with_a_note(monkeypatch: pytest.Mo
     monkeypatch.setattr(harness, "NOTES", [])
     assert harness.available_servers() == ["socksvc", "twisted", "asyncio"]
     assert len(harness.NOTES) == 1 and harness.NOTES[0].startswith("uvloop: not importable")
+
+
+def test_workers_benchmark_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "workers.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--workers", "2", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmarks"] == ["workers"] and result["socksvc_workers"] == 2
+    by = {(r["bench"], r["server"]) for r in result["rows"]}
+    for bench in ("workers echo", "workers greeting", "workers echo cpu", "workers greeting cpu"):
+        assert {(bench, "socksvc"), (bench, "socksvc-1")} <= by, (bench, result["notes"])
+    balance = [r for r in result["rows"] if r["bench"] == "workers balance"]
+    assert {r["server"] for r in balance} == {"socksvc", "socksvc-unbalanced"}
+    for r in balance:
+        assert sum(r["spreads"][0]) == 16  # every client held by some worker
+    cost = {(r["case"], r["server"]): r["value"] for r in result["rows"] if r["bench"] == "workers cost"}
+    assert cost[("one worker, idle", "socksvc")] > 0 and cost[("supervisor, idle", "socksvc")] > 0
+
+
+def test_socksvc_server_names() -> None:
+    assert runner.selected(None, 2) == ["workers"]
+    assert runner.selected(["echo"], 2) == ["echo"]
+    assert "workers" not in runner.selected(None)
+    harness.overrides.workers = None
+    assert harness.socksvc_workers("socksvc") == 1
+    assert harness.socksvc_workers("socksvc-1") == 1
+    assert harness.socksvc_workers("socksvc-w4") == 4
+    assert harness.socksvc_workers("uvloop-w2") is None
+    assert "workers = 3" in harness.socksvc_config("echo", "tcp", 3)
+    assert "[daemon]" not in harness.socksvc_config("echo", "tcp", 1)

@@ -110,3 +110,16 @@ irc = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
                 got += chunk
             assert b" 001 tess :Welcome to socksvc chat, tess" in got
             assert b":tess!tess@chat.socksvc JOIN #lobby" in got
+
+
+def test_irc_and_web_under_workers() -> None:
+    """With workers, chat is served by worker 0 alone: its irc and web sockets get their own factories there."""
+    config = '[daemon]\nworkers = 2\n[services.chat]\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+    config += 'irc = ["tcp:0:interface=127.0.0.1"]\nweb = ["tcp:0:interface=127.0.0.1"]\n'
+    with daemon(config) as d:
+        with socket.create_connection(("127.0.0.1", d.port("chat/irc")), timeout=10) as irc:
+            irc.sendall(b"PING :workers\r\n")
+            assert irc.recv(100) == b":chat.socksvc PONG chat.socksvc :workers\r\n"
+        with socket.create_connection(("127.0.0.1", d.port("chat/web")), timeout=10) as web:
+            web.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert web.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")

@@ -14,9 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,16 @@ from socksvc.daemon.errors import StartupError
 from socksvc.daemon.service import DaemonService
 from socksvc.services.catalogue import loads
 from tests.support import TWISTD, daemon, echo_round_trip
-from tests.support.systemd import PortsReactor, fields, notify_socket
+from tests.support.systemd import (
+    ACTIVATE,
+    PortsReactor,
+    activated,
+    connect_retry,
+    fields,
+    free_port,
+    notify_socket,
+    wait_for_text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -407,58 +414,7 @@ def test_adopt_chooses_by_socket_type() -> None:
 
 # -- socket activation end to end ---------------------------------------------------------
 
-ACTIVATE = shutil.which("systemd-socket-activate")
 needs_activate = pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is not installed")
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def activated(config: str, *listen: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """systemd-socket-activate ... twistd socksvc: it execs the daemon on the first connection."""
-    with tempfile.TemporaryDirectory(prefix="socksvc-act-") as tmp:
-        path = Path(tmp) / "socksvc.toml"
-        path.write_text(config)
-        log = Path(tmp) / "out.txt"
-        cmd = [ACTIVATE or "", *listen, TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", str(path)]
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        try:
-            yield proc, log
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-def wait_for_text(path: Path, text: str, timeout: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = path.read_text(errors="replace") if path.exists() else ""
-        if text in got or time.monotonic() > deadline:
-            return got
-        select.select([], [], [], 0.05)
-
-
-def connect_retry(port: int, timeout: float = 10.0) -> socket.socket:
-    """Connect once systemd-socket-activate is listening."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=5)
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            select.select([], [], [], 0.05)
 
 
 @needs_activate

@@ -216,6 +216,15 @@ def load(path: str | None, types: Catalogue) -> Config:
     """Read and check a config file; C{None} means the embedded default."""
     if path is None:
         return loads(DEFAULT_CONFIG, DEFAULT_SOURCE, types)
+    return loads(read_text(path), path, types, config_dir(path))
+
+
+def read_text(path: str) -> str:
+    """
+    A config file's text, read once (the daemon's workers are given these
+    very characters); L{ConfigError} when it cannot be read, is too big or
+    is not UTF-8.
+    """
     try:
         data = read_regular_file(path, MAX_CONFIG_FILE)
     except (OSError, ValueError) as e:  # ValueError: not a regular file, or a NUL in the path
@@ -227,7 +236,12 @@ def load(path: str | None, types: Catalogue) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(path, None, _MISSING, f"not UTF-8 text (byte {e.start})") from None
-    return loads(text, path, types, os.path.dirname(os.path.abspath(path)))
+    return text
+
+
+def config_dir(path: str) -> str:
+    """Where a config file's relative paths start: its directory."""
+    return os.path.dirname(os.path.abspath(path))
 
 
 def loads(text: str, source: str, types: Catalogue, base_dir: str | None = None) -> Config:

@@ -34,6 +34,12 @@ MAX_LOG_BUFFER = 16 << 20
 MAX_LOG_CLOSE_RATE = 1_000_000
 """The largest log_close_rate / log_close_burst (a ceiling that high is no ceiling: use 0)."""
 
+MAX_WORKERS = 256
+"""The most worker processes [daemon] workers may ask for."""
+
+AUTO_WORKERS = 0
+"""[daemon] workers = "auto", as stored: one worker per CPU this process may run on, counted at start."""
+
 
 def as_octal_mode(value: Any) -> str:
     """
@@ -52,6 +58,27 @@ def as_octal_mode(value: Any) -> str:
     if value & ~0o666 or not value & 0o200:
         raise ValueError('must be owner-writable with no execute or special bits, such as "0640" or "0644"')
     return f"{value:04o}"
+
+
+def as_workers(value: Any) -> int:
+    """
+    [daemon] workers: an integer from 1 to L{MAX_WORKERS}, or C{"auto"}
+    (stored as L{AUTO_WORKERS}; see L{worker_count}).
+    """
+    if value == "auto":
+        return AUTO_WORKERS
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'expected a number of worker processes or "auto", got {_type_name(value)}')
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f'must be 1 to {MAX_WORKERS}, or "auto"')
+    return value
+
+
+def worker_count(workers: int, cpus: int) -> int:
+    """How many worker processes C{workers} means on a host whose process may run on C{cpus} CPUs."""
+    if workers == AUTO_WORKERS:
+        return max(1, min(cpus, MAX_WORKERS))
+    return workers
 
 
 MAX_PASSWORD_FILE = 1 << 20
@@ -93,6 +120,12 @@ def parse_password_file_key(value: Any) -> PasswordFile | None:
 class DaemonSettings:
     """Keys of the [daemon] table."""
 
+    workers: int = setting(
+        1,
+        as_workers,
+        'processes serving clients: 1 (this one, as ever), 2 to 256 worker processes behind a supervisor, or "auto" '
+        "(one per CPU the daemon may run on); see docs/workers.md",
+    )
     log_format: str = setting(
         "text", as_choice("text", "json"), 'log lines as "text" or "json" (one object a line, see docs/logging.md)'
     )

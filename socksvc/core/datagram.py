@@ -228,10 +228,12 @@ class DatagramGuard:
         self._verdicts = {}
         self.loops.reconfigure(s.loop_budget, s.loop_budget_ephemeral, s.max_sources)
         if s.rate_per_source > 0:
+            # With worker processes each keeps its share of every source's rate.
+            share = self.policy.shared.workers() if self.policy.shared is not None else 1
             if self.limiter is None:
-                self.limiter = SourceLimiter(s.rate_per_source, s.burst, s.max_sources)
+                self.limiter = SourceLimiter(s.rate_per_source, s.burst, s.max_sources, share)
             else:
-                self.limiter.reconfigure(s.rate_per_source, s.burst, s.max_sources)
+                self.limiter.reconfigure(s.rate_per_source, s.burst, s.max_sources, share)
         else:
             self.limiter = None
 

@@ -59,6 +59,42 @@ RATE_EXCEEDED = "connection rate exceeded, try again later"
 REASONS = (DENIED, TOO_MANY, TOO_MANY_FROM_YOU, TOO_MANY_FROM_SUBNET, RATE_EXCEEDED)
 
 
+class RateBucket(Protocol):
+    """A connection-rate bucket (L{TokenBucket}, or one every worker process shares)."""
+
+    def take(self, now: float, amount: float = 1.0) -> bool: ...
+
+
+class SharedCounts(Protocol):
+    """
+    The counts admission reads when the daemon runs worker processes
+    (L{socksvc.daemon.shared} provides them): open connections and
+    connections per source and per subnet summed over every worker, and one
+    connection-rate bucket for them all. This process keeps its own counts as well.
+    """
+
+    def connections(self) -> int:
+        """Connections open now, in every worker."""
+
+    def from_source(self, source: str) -> int:
+        """Connections open now from C{source} (a L{source_key}), in every worker (or more: never fewer)."""
+
+    def from_subnet(self, subnet: Hashable) -> int:
+        """Connections open now from C{subnet} (a L{subnet_key}), in every worker (or more: never fewer)."""
+
+    def opened(self, source: str, subnet: Hashable) -> None:
+        """This worker admitted a connection from C{source} in C{subnet} (None: not counted by subnet)."""
+
+    def closed(self, source: str, subnet: Hashable) -> None:
+        """A connection from C{source} in C{subnet} that this worker admitted closed."""
+
+    def rate_bucket(self, rate: float, burst: float, now: float) -> RateBucket:
+        """The service's one max_rate bucket, set to C{rate} and C{burst} (what was spent is kept)."""
+
+    def workers(self) -> int:
+        """How many worker processes serve the service: each spends 1/this of a per-source rate (UDP's)."""
+
+
 class Connection(Protocol):
     """What the policy keeps of one admitted connection (L{socksvc.core.protocols.Tracked} is one)."""
 
@@ -133,10 +169,21 @@ class Policy:
         """Seconds each closed connection lasted."""
         self.log_refusal = RateLimitedLog(clock, REFUSAL_LOG_PERIOD, summary=self._refusal_summary)
         self.close_log = CloseCeiling(clock, settings.log_close_rate, settings.log_close_burst, self._close_summary)
-        self._bucket: TokenBucket | None = None
+        self._bucket: RateBucket | None = None
         self._sweeper: LoopingCall | None = None
         self._running = False
+        self.shared: SharedCounts | None = None
+        """With worker processes: the daemon-wide counts caps are checked against (L{share})."""
         self.reconfigure(settings)
+
+    def share(self, shared: SharedCounts) -> None:
+        """
+        Check the caps and the rate against the whole daemon's counts from now
+        on (a worker process does this before it serves anyone).
+        """
+        self.shared = shared
+        self._bucket = None
+        self.reconfigure(self.settings)
 
     # settings
 
@@ -149,11 +196,13 @@ class Policy:
         """
         old = self.settings
         self.settings = settings
-        self.close_log.reconfigure(settings.log_close_rate, settings.log_close_burst)
+        self.close_log.reconfigure(*self._close_ceiling(settings))
         if settings.max_rate > 0:
             burst = effective_burst(settings.max_rate, settings.max_rate_burst)
             now = self.clock.seconds()
-            if self._bucket is None:
+            if self.shared is not None:
+                self._bucket = self.shared.rate_bucket(settings.max_rate, burst, now)
+            elif not isinstance(self._bucket, TokenBucket):
                 self._bucket = TokenBucket(settings.max_rate, burst, now)
             else:
                 # Keep what was spent: a reload is not a way around the rate.
@@ -166,6 +215,18 @@ class Policy:
         if self._running and (old.idle_timeout != settings.idle_timeout or self._sweeper is None):
             self._stop_sweeper()
             self._start_sweeper()
+
+    def _close_ceiling(self, settings: PolicySettings) -> tuple[float, int]:
+        """
+        log_close_rate and its burst for this process: with worker processes
+        each logs its share, so the daemon writes as many close lines as one
+        process would.
+        """
+        rate, burst = settings.log_close_rate, settings.log_close_burst
+        share = self.shared.workers() if self.shared is not None else 1
+        if share <= 1 or rate <= 0:
+            return rate, burst
+        return rate / share, max(1, round(effective_burst(rate, burst) / share))
 
     def sweep_interval(self) -> float:
         return max(MIN_SWEEP_INTERVAL, self.settings.idle_timeout / SWEEPS_PER_TIMEOUT)
@@ -222,12 +283,21 @@ class Policy:
         s = self.settings
         if (s.deny or s.allow) and not address_allowed(s, ip):
             return DENIED
-        if s.max_connections and len(self.connections) >= s.max_connections:
-            return TOO_MANY
-        if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
-            return TOO_MANY_FROM_YOU
-        if s.max_per_subnet and subnet is not None and self.per_subnet.get(subnet, 0) >= s.max_per_subnet:
-            return TOO_MANY_FROM_SUBNET
+        shared = self.shared
+        if shared is not None:
+            if s.max_connections and shared.connections() >= s.max_connections:
+                return TOO_MANY
+            if s.max_per_source and ip is not None and shared.from_source(source) >= s.max_per_source:
+                return TOO_MANY_FROM_YOU
+            if s.max_per_subnet and subnet is not None and shared.from_subnet(subnet) >= s.max_per_subnet:
+                return TOO_MANY_FROM_SUBNET
+        else:
+            if s.max_connections and len(self.connections) >= s.max_connections:
+                return TOO_MANY
+            if s.max_per_source and ip is not None and self.per_source.get(source, 0) >= s.max_per_source:
+                return TOO_MANY_FROM_YOU
+            if s.max_per_subnet and subnet is not None and self.per_subnet.get(subnet, 0) >= s.max_per_subnet:
+                return TOO_MANY_FROM_SUBNET
         if self._bucket is not None and not self._bucket.take(self.clock.seconds()):
             return RATE_EXCEEDED
         return None
@@ -276,6 +346,8 @@ class Policy:
         if subnet is not None:
             self.per_subnet[subnet] = self.per_subnet.get(subnet, 0) + 1
         self.accepted += 1
+        if self.shared is not None:
+            self.shared.opened(conn.source, subnet)
 
     def closed(self, conn: Connection, reason: Failure) -> None:
         if conn not in self.connections:
@@ -293,6 +365,8 @@ class Policy:
                 self.per_subnet[subnet] = left
             else:
                 self.per_subnet.pop(subnet, None)
+        if self.shared is not None:
+            self.shared.closed(conn.source, subnet)
         # Metrics, whether or not the close is logged.
         duration = self.clock.seconds() - conn.started
         self.closed_bytes_in += conn.bytes_in

@@ -161,6 +161,11 @@ class ServiceType(Generic[S, T]):
     """Called once per service instance, before any listener binds; the result is C{context.state}."""
     stream: Callable[[ServiceContext[S, T]], ServerFactory] | None = None
     datagram: Callable[[ServiceContext[S, T]], DatagramProtocol] | None = None
+    one_process: bool = False
+    """
+    Its state is shared by every client (chat's rooms): when the daemon runs
+    worker processes, only worker 0 serves it (docs/workers.md).
+    """
     policy_defaults: Mapping[str, Any] = attrs.field(factory=dict)
     """
     Policy keys whose default differs for this type (chat: max_connections), as typed

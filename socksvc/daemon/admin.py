@@ -120,6 +120,29 @@ class AdminChannel(http.HTTPChannel):
         self.touched = True
         super().dataReceived(data)
 
+    def pauseProducing(self) -> None:
+        """
+        Our send buffer is full: stop reading and stop parsing pipelined requests.
+
+        Twisted's channel leaves the socket reading when the pause comes
+        while a request is handled (every response here is synchronous), so
+        a peer that pipelines requests and never reads would be answered
+        without end: responses piling up in memory, the reactor busy for
+        minutes. Here nothing more is read or parsed until the peer reads.
+        """
+        super().pauseProducing()
+        self.paused = True  # LineReceiver: leave the rest of the buffer unparsed
+        if self._networkProducer is not None:
+            self._networkProducer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self.paused:
+            self.paused = False
+            if self._networkProducer is not None and not self._handlingRequest:
+                self._networkProducer.resumeProducing()
+            http.HTTPChannel.dataReceived(self, b"")  # parse what was left buffered
+
     def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
         super().connectionLost(reason)
         self.policy.closed(self, reason)
@@ -276,8 +299,11 @@ class AdminService(MultiService):
     """
     The admin listeners: one L{Listener} per C{[daemon] http} spec, one
     policy, one site. Quacks like a service instance to L{Listener}
-    (C{context}, C{stype}, C{factory()}).
+    (C{context}, C{stype}, C{factory()}, C{adopt}).
     """
+
+    adopt = None
+    """The supervisor itself serves the admin listener: it never adopts sockets from anyone."""
 
     def __init__(self, daemon: Any, config: Config) -> None:
         super().__init__()

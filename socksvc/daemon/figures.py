@@ -147,16 +147,17 @@ def daemon_figures(daemon: Any) -> Figures:
             "last_error": daemon.last_reload_error,
             "last_success_time": last_ok if last_ok is not None else started,
         },
-        "workers": 1,
+        "workers": daemon.workers_serving(),
         "process": process_figures(),
-        "services": [service_figures(i) for i in daemon.instances()],
+        "services": daemon.service_figures(),
         "admin": admin.figures() if admin is not None else None,
     }
 
 
 # -- with workers: the supervisor serves the sum --------------------------------
 
-_SUMMED = ("connections", "limit", "peak", "accepted", "bytes_in", "bytes_out")
+_SUMMED = ("connections", "peak", "accepted", "bytes_in", "bytes_out")
+"""Added up over workers (C{limit} is not: the caps hold for the daemon as a whole)."""
 
 
 def _add(a: Any, b: Any) -> Any:

@@ -10,6 +10,7 @@ C{close_grace} seconds before aborting them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 
 from socksvc.config.loader import ServiceConfig
 from socksvc.core.notices import NoticeBus
-from socksvc.core.policy import Policy
+from socksvc.core.policy import Policy, SharedCounts
 from socksvc.core.service import ServiceType
 from socksvc.daemon.listener import Listener
 
@@ -41,14 +42,18 @@ class ServiceInstance(MultiService):
         reactor: Any,
         udp_ports: set[int],
         notices: NoticeBus | None = None,
+        shared: SharedCounts | None = None,
     ) -> None:
         super().__init__()
         self.setName(config.name)
         self.config = config
         self.stype = stype
-        self.context = stype.context(
-            config.name, config.settings, Policy(config.name, config.policy, reactor), reactor, udp_ports, notices
-        )
+        policy = Policy(config.name, config.policy, reactor)
+        if shared is not None:  # a worker process: caps and rates hold for every worker together
+            policy.share(shared)
+        self.context = stype.context(config.name, config.settings, policy, reactor, udp_ports, notices)
+        self.adopt: Callable[[Listener], list[Any]] | None = None
+        """In a worker process: the listening ports for a listener, made from the sockets the supervisor bound."""
         self._factories: dict[str, Any] = {}
         for key, index, spec in config.listens():
             Listener(self, spec, index, key).setServiceParent(self)

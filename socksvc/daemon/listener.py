@@ -178,7 +178,12 @@ class Listener(Service):
         stype = self.instance.stype
         where = f"service {self.label!r} cannot listen on {self.spec.text!r}"
         result: list[Any] = []
-        if self.spec.scheme == "systemd":
+        if self.instance.adopt is not None:  # a worker process: the supervisor bound the sockets
+            try:
+                self.ports = self.instance.adopt(self)
+            except Exception as e:
+                raise StartupError(f"{where}: {e}") from None
+        elif self.spec.scheme == "systemd":
             self._adopt(where)
         elif self.spec.kind == "datagram":
             assert stype.datagram is not None

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from socksvc.config.loader import DEFAULT_SOURCE, Config, ConfigError, ServiceConfig
 from socksvc.core.notices import NoticeBus
-from socksvc.daemon import hangup, systemd
+from socksvc.daemon import figures, hangup, systemd
 from socksvc.daemon.admin import AdminService, restart_keys
 from socksvc.daemon.errors import StartupError, StartupFailed
 from socksvc.daemon.fdlimit import fd_warning, raise_fd_limit
@@ -263,6 +263,14 @@ class DaemonService(MultiService):
             self.reactor.callLater(0, self.request_reload)
 
     # -- status --------------------------------------------------------------
+
+    def service_figures(self) -> list[Any]:
+        """Every service's figures (L{socksvc.daemon.figures.service_figures}): the admin listener shows them."""
+        return [figures.service_figures(i) for i in self.instances()]
+
+    def workers_serving(self) -> int:
+        """Processes serving clients: this one (a supervisor counts its workers)."""
+        return 1
 
     def status(self) -> str:
         """The one line for systemd's STATUS=: connections per service, chat users."""

@@ -45,6 +45,9 @@ def load(path: str | None) -> Config:
     return loader.load(path, TYPES)
 
 
-def loads(text: str, source: str = "<config>") -> Config:
-    """Check config text against this catalogue; C{source} names it in error lines."""
-    return loader.loads(text, source, TYPES)
+def loads(text: str, source: str = "<config>", base_dir: str | None = None) -> Config:
+    """
+    Check config text against this catalogue; C{source} names it in error
+    lines; relative paths start at C{base_dir} (None: the working directory).
+    """
+    return loader.loads(text, source, TYPES, base_dir)

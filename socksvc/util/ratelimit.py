@@ -128,9 +128,27 @@ class RateLimitedLog:
             self._flush_key(key)
 
 
+def _shared(rate: float, burst: int, share: int) -> tuple[float, float]:
+    """
+    One of C{share} processes' part of a rate and its burst: 1/share of
+    each, but at least one token of burst (a bucket that can never hold a
+    whole token would never let anything through).
+    """
+    whole = effective_burst(rate, burst)
+    if share <= 1:
+        return rate, whole
+    return rate / share, max(1.0, whole / share)
+
+
 class SourceLimiter:
     """
     Per-source token buckets in a table of at most C{max_sources} entries.
+
+    With C{share} > 1 this is one of that many worker processes' tables,
+    each given 1/share of the rate and of the burst (L{_shared}): a source
+    whose traffic the workers share gets the whole rate between them, never
+    more (but for a burst below one token per worker), and may get less when
+    its traffic lands unevenly.
 
     The table is kept in least-recently-seen order: a new source evicts the
     one not heard from for longest (a source that keeps sending stays, with
@@ -138,9 +156,8 @@ class SourceLimiter:
     which is what it would have had after a quiet spell anyway.
     """
 
-    def __init__(self, rate: float, burst: int, max_sources: int) -> None:
-        self.rate = rate
-        self.burst = effective_burst(rate, burst)
+    def __init__(self, rate: float, burst: int, max_sources: int, share: int = 1) -> None:
+        self.rate, self.burst = _shared(rate, burst, share)
         self.max_sources = max(1, max_sources)
         self.table: OrderedDict[str, TokenBucket] = OrderedDict()
         self.evicted = 0
@@ -158,10 +175,9 @@ class SourceLimiter:
             table.move_to_end(key)
         return bucket.take(now)
 
-    def reconfigure(self, rate: float, burst: int, max_sources: int) -> None:
+    def reconfigure(self, rate: float, burst: int, max_sources: int, share: int = 1) -> None:
         """New limits; known sources keep their tokens (capped to the new burst)."""
-        self.rate = rate
-        self.burst = effective_burst(rate, burst)
+        self.rate, self.burst = _shared(rate, burst, share)
         self.max_sources = max(1, max_sources)
         for bucket in self.table.values():
             bucket.rate = self.rate

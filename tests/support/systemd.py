@@ -1,4 +1,8 @@
-"""systemd test helpers: a notify socket for sd_notify messages, a memory reactor whose ports know they listen."""
+"""
+systemd test helpers: a notify socket for sd_notify messages, a memory
+reactor whose ports know they listen, and the daemon under
+systemd-socket-activate.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,18 @@ import contextlib
 import os
 import select
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
+
+from tests.support import TWISTD
 
 
 class NotifySocket:
@@ -100,3 +109,58 @@ class PortsReactor(MemoryReactorClock):
 
     def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> Any:
         return self._port("UDP", interface)
+
+
+# -- socket activation end to end (systemd-socket-activate) ------------------------
+
+ACTIVATE = shutil.which("systemd-socket-activate")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def activated(config: str, *listen: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """systemd-socket-activate ... twistd socksvc: it execs the daemon on the first connection."""
+    with tempfile.TemporaryDirectory(prefix="socksvc-act-") as tmp:
+        path = Path(tmp) / "socksvc.toml"
+        path.write_text(config)
+        log = Path(tmp) / "out.txt"
+        cmd = [ACTIVATE or "", *listen, TWISTD, "--nodaemon", "--pidfile=", "socksvc", "--config", str(path)]
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        try:
+            yield proc, log
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = path.read_text(errors="replace") if path.exists() else ""
+        if text in got or time.monotonic() > deadline:
+            return got
+        select.select([], [], [], 0.05)
+
+
+def connect_retry(port: int, timeout: float = 10.0) -> socket.socket:
+    """Connect once systemd-socket-activate is listening."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            select.select([], [], [], 0.05)

@@ -167,4 +167,5 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
         "irc": ExtraStream(irc.make_factory, "IRC clients (irssi, WeeChat, HexChat): the same rooms as channels"),
         "web": ExtraStream(web.make_factory, "browsers: the chat page (GET /) and its WebSocket (/ws), same rooms"),
     },
+    one_process=True,
 )

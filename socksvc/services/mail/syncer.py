@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def stop() -> None:
         if reactor.running:
             reactor.stop()
+        else:  # the pipe closed before the reactor ran: stop as soon as it does
+            reactor.callWhenRunning(reactor.stop)
 
     stdio.StandardIO(SyncResponder(stop), reactor=reactor)
     reactor.run(installSignalHandlers=False)

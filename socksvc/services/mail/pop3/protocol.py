@@ -51,7 +51,7 @@ class Pop3Session(TransactionMixin, StreamProtocol):
     """One POP3 session (see the module doc)."""
 
     context: Pop3Context
-    self_producer = False  # RETR registers Twisted's file producer on the transport
+    self_producer = True  # a peer that pipelines and never reads pauses us (RETR swaps in a file producer)
     mbox: MaildirMailbox | None
     blocked: list[tuple[bytes, tuple[bytes, ...]]] | None
     headers_plus: Any
@@ -101,6 +101,14 @@ class Pop3Session(TransactionMixin, StreamProtocol):
         self.setTimeout(None)
         self.logout()
         super().connectionLost(reason)
+
+    def readConnectionLost(self) -> None:
+        """The peer half-closed: during RETR the file producer is registered, not ours; let it finish."""
+        if self.blocked is None:
+            super().readConnectionLost()
+        else:
+            transport: Any = self.transport
+            transport.loseConnection()
 
     def logout(self) -> None:
         if self.mbox is not None:

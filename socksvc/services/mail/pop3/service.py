@@ -28,4 +28,5 @@ SERVICE_TYPE: ServiceType[Pop3Settings, Pop3State] = ServiceType(
     doc="POP3 over the Maildir the smtp service files into",
     make_state=Pop3State,
     stream=make_factory,
+    one_process=True,  # its mailbox locks (RFC 1939: one session per mailbox) are this process's
 )

@@ -128,10 +128,15 @@ class TransactionMixin:
             return None
         self.successResponse(response)
         self.line_start = True
-        d = FileSender().beginFileTransfer(wrap(fp), self.transport, self.transformChunk)
+        transport: Any = self.transport
+        transport.unregisterProducer()  # the transport's own pause-reading producer, back after the transfer
+        d = FileSender().beginFileTransfer(wrap(fp), transport, self.transformChunk)
 
         def sent(last: bytes) -> None:
             self.sendLine(b"." if last == b"\n" else b"\r\n.")
+            if transport.connected and not transport.disconnecting:
+                transport.registerProducer(transport, True)
+                transport.resumeProducing()  # reading may have stopped while the old registration was paused
 
         def stopped(failure: Failure) -> None:
             transport: Any = self.transport

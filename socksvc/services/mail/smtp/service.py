@@ -27,4 +27,5 @@ SERVICE_TYPE: ServiceType[SmtpSettings, SmtpState] = ServiceType(
     doc="an SMTP sink that files mail into Maildir (never relays)",
     make_state=SmtpState,
     stream=make_factory,
+    one_process=True,  # announce reaches chat through this process's notice bus; tmp/ is cleaned at start
 )
