@@ -94,6 +94,8 @@ def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
         ("*", "rate_exempt"): [[], ["0.0.0.0/0", "::/0"], _networks(500)],
         ("*", "deny_source_ports"): [[], list(range(1024))],
         ("daemon", "log_mode"): ["0200", "0644", "0666"],
+        # In process the daemon is one process whatever workers says (tests/test_workers*.py start supervisors).
+        ("daemon", "workers"): [1, 256, "auto"],
         ("daemon", "http"): [[], ["tcp:0:interface=127.0.0.1"]],
         ("daemon", "http_auth"): ["", str(users)],
         ("greeting", "message"): ["", "m" * 510, "{hostname} {peer} {time} {service}"],
