@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import harness
 
-BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail")
+BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail", "chatmix")
 ON_REQUEST = ("workers",)
 """Benchmarks run only when asked for (C{--workers N}, or C{--only workers})."""
 OPTIONAL = ("attack",)

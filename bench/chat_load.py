@@ -29,6 +29,7 @@ import selectors
 import socket
 import sys
 import time
+from typing import Any
 
 TIMEOUT = 300.0
 IN_FLIGHT = 256
@@ -115,10 +116,14 @@ class Members:
             return
         self.connecting += 1  # until registered: bounds the server's accept queue
         c.sock.setblocking(True)
-        c.sock.sendall(c.nick + b"\r\n")
+        c.sock.sendall(self.hello(c))
         c.sock.setblocking(False)
         self.conns.append(c)
         self.sel.register(c.sock, selectors.EVENT_READ, c)
+
+    def hello(self, c: Conn) -> bytes:
+        """What a member sends once connected: its nickname."""
+        return c.nick + b"\r\n"
 
     def on_readable(self, c: Conn) -> None:
         assert c.sock is not None
@@ -146,7 +151,7 @@ class Members:
                 c.tail = seen[-len(self.marker) :]
             return
         if self.counting:
-            n = data.count(b"\n")
+            n = self.newlines(c, data)
             if n:
                 now = time.monotonic()
                 if not self.lines:
@@ -157,6 +162,10 @@ class Members:
                 if before < self.expect <= c.lines:
                     self.complete += 1
                     self.last = now
+
+    def newlines(self, c: Conn, data: bytes) -> int:
+        """Lines in C{data}, received by C{c}."""
+        return data.count(b"\n")
 
     def poll(self, timeout: float) -> None:
         self.start_some()
@@ -183,6 +192,7 @@ class Members:
                 return
             for key, _ev in events:
                 c: Conn = key.data
+                c.tail = b""  # what waited is forgotten (a WebSocket frame counter starts afresh)
                 try:
                     assert c.sock is not None
                     c.sock.recv(1 << 20)
@@ -194,8 +204,8 @@ def nicks(prefix: str, count: int) -> list[bytes]:
     return [f"{prefix}{i}".encode() for i in range(count)]
 
 
-def listen(host: str, port: int, count: int, prefix: str, marker: bytes) -> None:
-    m = Members(host, port, nicks(prefix, count), marker)
+def listen(host: str, port: int, count: int, prefix: str, marker: bytes, make: Any = None) -> None:
+    m = (make or Members)(host, port, nicks(prefix, count), marker)
     if not m.run_until(lambda: m.registered + m.failed >= count, 120):
         say({"error": f"only {m.registered} of {count} listeners registered"})
         return
@@ -243,10 +253,10 @@ def send(host: str, port: int, nick: str, marker: bytes) -> None:
     command()  # hold the connection until told
 
 
-def idle(host: str, port: int, count: int, prefix: str, marker: bytes) -> None:
+def idle(host: str, port: int, count: int, prefix: str, marker: bytes, make: Any = None) -> None:
     say("ready")
     command()
-    m = Members(host, port, nicks(prefix, count), marker)
+    m = (make or Members)(host, port, nicks(prefix, count), marker)
     ok = m.run_until(lambda: m.registered + m.failed >= count, 120)
     say({"done": time.monotonic(), "registered": m.registered, "failed": m.failed, "complete": ok})
     os.set_blocking(sys.stdin.fileno(), False)

@@ -103,7 +103,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Daemo
         raise StartupError(str(e)) from None
     rehearse_config(config)
     if options.get("check"):
-        listeners = sum(len(s.listen) for s in config.services)
+        listeners = sum(len(s.listens()) for s in config.services)
         services = len(config.services)
         print(
             f"socksvc: {config.source}: OK, {services} service{'s' * (services != 1)}, "

@@ -728,7 +728,7 @@ def test_reconfigure_applies_to_live_state() -> None:
     ).service("chat")
     chat.ctx.reconfigure(new.settings)  # what the daemon does on a reload
     assert chat.ctx.state is state
-    assert [body for _, body in state.rooms["lobby"].history] == ["<alice> 3", "<alice> 4"]
+    assert [(said.nick, said.text) for _, said in state.rooms["lobby"].history] == [("alice", "3"), ("alice", "4")]
     a.lines()
     a.send("/rooms")
     assert re.match(r"^\[\d\d:\d\d\] -!- Rooms: lobby \(1\), news \(0\)$", a.lines()[0])

@@ -160,7 +160,7 @@ def _json_lines(output: str) -> list[dict[str, Any]]:
 
 def _default_ports() -> list[tuple[str, int]]:
     config = load(None)
-    specs = [spec for svc in config.services for spec in svc.listen] + list(config.daemon.http)
+    specs = [spec for svc in config.services for _key, _index, spec in svc.listens()] + list(config.daemon.http)
     return [("udp" if spec.kind == "datagram" else "tcp", spec.port) for spec in specs if spec.port]
 
 
@@ -184,6 +184,7 @@ def test_twistd_with_no_config_serves_the_embedded_default() -> None:
         assert d.port("echo", "udp") == 7007
         assert d.port("greeting") == 7017
         assert d.port("reverse") == 7071
+        assert (d.port("chat/irc"), d.port("chat/web")) == (7667, 7080)
         assert d.port("admin/http") == 9107
         with urllib.request.urlopen("http://127.0.0.1:9107/metrics", timeout=10) as r:
             assert b'socksvc_connections{service="echo"}' in r.read()

@@ -102,6 +102,7 @@ def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
         ("greeting", "quotes"): ["", str(quotes)],
         ("chat", "rooms"): [["a"], ["r" * 32], [f"room{i}" for i in range(256)]],
         ("chat", "reserved_nicks"): [[], [f"nick{i}" for i in range(1000)]],
+        ("chat", "web_origins"): [[], ["https://chat.example", *(f"http://h{i}.example:{i + 1}" for i in range(99))]],
         ("*", "maildir"): ["", str(tmp_path / "maildir")],
         ("smtp", "users"): ["", With(str(users), {"auth": "users"})],
         ("pop3", "users"): ["", str(users)],

@@ -42,7 +42,7 @@ async def _stopped(syncer: Syncer) -> None:
     """Stop the syncer and wait for its child to be gone."""
     pid = syncer.pid
     syncer.stop()
-    await until(lambda: syncer.pid is None, what="the syncer child to exit")
+    await until(lambda: syncer.pid is None, timeout=60, what="the syncer child to exit")
     assert pid is None or not psutil.pid_exists(pid)
 
 
@@ -232,7 +232,7 @@ async def test_a_killed_syncer_gives_451_and_the_next_message_a_new_child(
     finally:
         state.shutdown()
         await loop.close()
-    await until(lambda: syncer.pid is None, what="the syncer child to exit with the service")
+    await until(lambda: syncer.pid is None, timeout=60, what="the syncer child to exit with the service")
 
 
 def test_fsync_false_starts_no_child(tmp_path: Path) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -22,18 +20,10 @@ from typing import Any
 import pytest
 
 from tests.support import daemon
+from tests.support.browser import Page as Browser
+from tests.support.browser import browser as launch
+from tests.support.browser import need_browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CONFIG = """
 [daemon]
 http = ["tcp:0:interface=127.0.0.1"]
@@ -49,49 +39,14 @@ listen = ["tcp:0:interface=127.0.0.1"]
 XSS = "<img src=x onerror=alert(1)>"
 TOPIC = XSS + "<script>alert(2)</script><b>bold?</b>"
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra has it)")
-
-
-class Browser:
-    """One page in a fresh chromium profile, with everything it reported."""
-
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.console: list[str] = []
-        self.dialogs: list[str] = []
-        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-
-        def dialog(d: Any) -> None:
-            self.dialogs.append(d.message)
-            d.dismiss()
-
-        page.on("dialog", dialog)
-
-    def errors(self) -> list[str]:
-        return [line for line in self.console if line.startswith(("error", "pageerror"))]
+sync_api = need_browser()
 
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    profile = tempfile.mkdtemp(prefix="socksvc-chromium-")
-    try:
-        with sync_api.sync_playwright() as p:
-            context = p.chromium.launch_persistent_context(
-                profile,
-                executable_path=CHROMIUM,
-                args=ARGS,
-                headless=True,
-                viewport={"width": 1280, "height": 900},
-            )
-            try:
-                yield Browser(context.new_page())
-            finally:
-                context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    """One page in a fresh chromium profile (tests/support/browser.py)."""
+    with launch(sync_api) as chromium:
+        yield chromium.page(1280, 900)
 
 
 def chat_member(port: int, nick: bytes, topic: bytes) -> socket.socket:

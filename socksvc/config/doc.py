@@ -122,6 +122,13 @@ def render(types: Catalogue) -> str:
     ]
     for name, stype in sorted(types.items()):
         out += [f"### type `{name}`: {stype.doc}", "", f"Served over: {stype.transports()}.", ""]
+        if stype.extra_streams:
+            out += [
+                "More listen lists (stream listen specs, checked like `listen`; `listen` may then be empty):",
+                "",
+                *(f"- `{key}`: {extra.doc}" for key, extra in stype.extra_streams.items()),
+                "",
+            ]
         if stype.policy_defaults:
             keys = ", ".join(f"`{k} = {_toml(v)}`" for k, v in stype.policy_defaults.items())
             out += [f"Policy defaults of this type ([defaults] and the table still override them): {keys}.", ""]

@@ -25,7 +25,9 @@ from socksvc.util.files import read_regular_file
 from socksvc.wire import (
     ADMIN_PORT,
     CHARGEN_PORT,
+    CHAT_IRC_PORT,
     CHAT_PORT,
+    CHAT_WEB_PORT,
     DAYTIME_PORT,
     DEFAULT_INTERFACE,
     DISCARD_PORT,
@@ -65,6 +67,8 @@ listen = ["tcp:{REVERSE_PORT}:interface={_LO}"]
 
 [services.chat]
 listen = ["tcp:{CHAT_PORT}:interface={_LO}"]
+irc = ["tcp:{CHAT_IRC_PORT}:interface={_LO}"]
+web = ["tcp:{CHAT_WEB_PORT}:interface={_LO}"]
 
 [services.discard]
 listen = ["tcp:{DISCARD_PORT}:interface={_LO}", "udp:{DISCARD_PORT}:interface={_LO}"]
@@ -102,6 +106,10 @@ class ServiceSchema(Protocol):
     def doc(self) -> str: ...
 
     @property
+    def extra_streams(self) -> Mapping[str, Any]:
+        """Extra stream listen keys (chat: irc, web), each with a C{doc}."""
+
+    @property
     def policy_defaults(self) -> Mapping[str, Any]: ...
 
     def serves(self, kind: str) -> bool: ...
@@ -122,6 +130,15 @@ class ServiceConfig:
     listen: tuple[ListenSpec, ...]
     policy: PolicySettings
     settings: Any
+    extra: tuple[tuple[str, tuple[ListenSpec, ...]], ...] = ()
+    """The type's extra stream listen lists that the table gives (key, specs), in the type's order."""
+
+    def listens(self) -> list[tuple[str, int, ListenSpec]]:
+        """Every listen spec as (key, index in its list, spec): C{listen} first, then the extra lists."""
+        out = [("listen", i, spec) for i, spec in enumerate(self.listen)]
+        for key, specs in self.extra:
+            out += [(key, i, spec) for i, spec in enumerate(specs)]
+        return out
 
 
 @attrs.frozen
@@ -367,26 +384,33 @@ class _Checker:
             raise self.fail(f"{table}.type", type_name, reason)
         policy_fields = setting_fields(PolicySettings)
         own_fields = setting_fields(stype.settings)
-        known = ["type", "listen", *policy_fields, *own_fields]
+        extra_keys = list(stype.extra_streams)
+        known = ["type", "listen", *extra_keys, *policy_fields, *own_fields]
         for key, value in body.items():
             if key not in known:
                 raise self.unknown(table, key, value, known)
-        if "listen" not in body:
+        extra = tuple((k, self.listen(table, stype, body[k], k)) for k in extra_keys if k in body)
+        # `listen` may be left out (or empty) when an extra list has a spec: a chat reachable only over IRC.
+        others = any(specs for _, specs in extra)
+        if "listen" not in body and not others:
             raise self.fail(f"{table}.listen", _MISSING, 'missing; give a list such as ["tcp:7007"]')
-        listen = self.listen(table, stype, body["listen"])
+        listen = self.listen(table, stype, body.get("listen", []), "listen", others)
         policy_values = dict(stype.policy_defaults)  # the type's own defaults, under [defaults] and the table
         policy_values.update(defaults)
         policy_values.update(self.values(table, policy_fields, body))
         policy = PolicySettings(**policy_values)
         own_raw = {k: v for k, v in body.items() if k in own_fields}
         settings = self.settings(table, stype.settings, own_raw)
-        return ServiceConfig(name=name, type=type_name, listen=listen, policy=policy, settings=settings)
+        return ServiceConfig(name=name, type=type_name, listen=listen, policy=policy, settings=settings, extra=extra)
 
-    def listen(self, table: str, stype: ServiceSchema, value: Any) -> tuple[ListenSpec, ...]:
-        key = f"{table}.listen"
+    def listen(
+        self, table: str, stype: ServiceSchema, value: Any, name: str = "listen", may_be_empty: bool = True
+    ) -> tuple[ListenSpec, ...]:
+        """A listen list: C{listen} (stream and datagram specs, as the type serves) or an extra one (stream only)."""
+        key = f"{table}.{name}"
         if not isinstance(value, list):
             raise self.fail(key, value, 'expected a list of listen specs, such as ["tcp:7007"]')
-        if not value:
+        if not value and not may_be_empty:
             raise self.fail(key, value, "a service needs at least one listen spec")
         specs = []
         for i, item in enumerate(value):
@@ -394,7 +418,10 @@ class _Checker:
                 spec = parse_listen(item, self.base_dir)
             except ValueError as e:
                 raise self.fail(f"{key}[{i}]", item, str(e)) from None
-            if not stype.serves(spec.kind):
+            if name != "listen":
+                if spec.kind == "datagram":
+                    raise self.fail(f"{key}[{i}]", item, f"{name} is served over stream listen specs only")
+            elif not stype.serves(spec.kind):
                 raise self.fail(f"{key}[{i}]", item, f"{stype.name} is served over {stype.transports()} only")
             specs.append(spec)
         return tuple(specs)
@@ -403,7 +430,7 @@ class _Checker:
         """Two listen specs that can never both bind (or adopt the same socket) stop the load."""
         seen: list[tuple[tuple[str, Any], str, str]] = []
         every = [(f"daemon.http[{i}]", spec) for i, spec in enumerate(admin)]
-        every += [(f"services.{svc.name}.listen[{i}]", spec) for svc in services for i, spec in enumerate(svc.listen)]
+        every += [(f"services.{svc.name}.{key}[{i}]", spec) for svc in services for key, i, spec in svc.listens()]
         for where, spec in every:
             key = bind_key(spec)
             if key is None:

@@ -15,6 +15,11 @@ life cycle through the state (L{ServiceState}):
  - C{status()}: the live figures (L{ServiceStatus}) that systemd's STATUS=
    line, and metrics, read.
 
+A type may also declare extra named stream listen lists
+(C{extra_streams}): chat's C{irc} and C{web} keys are listen lists of the
+chat service itself, each bound with its own factory, all sharing the one
+state.
+
 The catalogue (L{socksvc.services.catalogue}) lists every type.
 """
 
@@ -133,6 +138,19 @@ def _no_state(context: ServiceContext[Any, Any]) -> ServiceState:
 
 
 @attrs.frozen
+class ExtraStream:
+    """
+    An extra named stream listen list of a service type: the key in the
+    service's table (a list of stream listen specs, checked like
+    C{listen}), the factory its listeners serve, and one line for the
+    config reference.
+    """
+
+    factory: Callable[[ServiceContext[Any, Any]], ServerFactory]
+    doc: str
+
+
+@attrs.frozen
 class ServiceType(Generic[S, T]):
     """One kind of service."""
 
@@ -153,6 +171,15 @@ class ServiceType(Generic[S, T]):
     Policy keys whose default differs for this type (chat: max_connections), as typed
     values; [defaults] and the service's own table still override them.
     """
+    extra_streams: Mapping[str, ExtraStream] = attrs.field(factory=dict)
+    """Extra stream listen lists by key (chat: irc, web); each binds with its own factory, on the same state."""
+
+    def stream_factory(self, key: str, context: ServiceContext[S, T]) -> ServerFactory:
+        """The stream factory for listen list C{key} ("listen" or an extra key)."""
+        if key == "listen":
+            assert self.stream is not None
+            return self.stream(context)
+        return self.extra_streams[key].factory(context)
 
     def serves(self, kind: str) -> bool:
         """Can this type take a listen spec of C{kind} ("stream", "datagram"; "inherited" may be either)?"""

@@ -2,7 +2,8 @@
 A service instance: one [services.NAME] table, running.
 
 It holds the service's context (settings, policy, the state its type made
-once) and one L{Listener} child per listen spec, applies a reload's new
+once) and one L{Listener} child per listen spec (of C{listen} and of the
+type's extra stream lists, such as chat's C{irc} and C{web}), applies a reload's new
 settings in place, and on stop tells the state, then gives connections
 C{close_grace} seconds before aborting them.
 """
@@ -53,16 +54,16 @@ class ServiceInstance(MultiService):
         self.context = stype.context(config.name, config.settings, policy, reactor, udp_ports, notices)
         self.adopt: Callable[[Listener], list[Any]] | None = None
         """In a worker process: the listening ports for a listener, made from the sockets the supervisor bound."""
-        self._factory: Any = None
-        for index, spec in enumerate(config.listen):
-            Listener(self, spec, index).setServiceParent(self)
+        self._factories: dict[str, Any] = {}
+        for key, index, spec in config.listens():
+            Listener(self, spec, index, key).setServiceParent(self)
 
-    def factory(self) -> Any:
-        """One stream factory shared by all of this service's stream listeners."""
-        if self._factory is None:
-            assert self.stype.stream is not None
-            self._factory = self.stype.stream(self.context)
-        return self._factory
+    def factory(self, key: str = "listen") -> Any:
+        """One stream factory per listen list (C{listen}, or an extra key such as irc), shared by its listeners."""
+        factory = self._factories.get(key)
+        if factory is None:
+            factory = self._factories[key] = self.stype.stream_factory(key, self.context)
+        return factory
 
     def listeners(self) -> list[Listener]:
         return [s for s in self if isinstance(s, Listener)]
@@ -163,6 +164,8 @@ def rehearse(stype: ServiceType[Any, Any], config: ServiceConfig, previous: Serv
             stype.stream(context)
         if stype.datagram is not None:
             stype.datagram(context)
+        for key in stype.extra_streams:  # chat's irc and web
+            stype.stream_factory(key, context)
     finally:
         policy.stop()
         context.state.shutdown()

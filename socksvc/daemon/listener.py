@@ -140,14 +140,28 @@ class Listener(Service):
     C{ports}; C{port} is the first.
     """
 
-    def __init__(self, instance: Any, spec: ListenSpec, index: int = 0) -> None:
+    def __init__(self, instance: Any, spec: ListenSpec, index: int = 0, key: str = "listen") -> None:
         self.instance = instance
         self.spec = spec
+        self.key = key
+        """The listen list this spec is in: C{listen}, or an extra one of the type's (chat: irc, web)."""
         self.ports: list[Any] = []
         self.taken_from: Listener | None = None
         """The listener whose socket this one took over (L{take_over}), until the reload commits."""
         # Two identical specs (two "udp:0", say) are legal: names must still differ.
-        self.setName(f"{index}:{spec.text}")
+        self.setName(f"{index}:{spec.text}" if key == "listen" else f"{key}[{index}]:{spec.text}")
+
+    def factory(self) -> Any:
+        """The stream factory this listener serves (its list's: an extra list has its own)."""
+        if self.key == "listen":
+            return self.instance.factory()  # any instance (the admin listener's too) has this one
+        return self.instance.factory(self.key)
+
+    @property
+    def label(self) -> str:
+        """The service's name, and the listen key when not C{listen}: C{chat}, C{chat/irc}."""
+        name: str = self.instance.context.name
+        return name if self.key == "listen" else f"{name}/{self.key}"
 
     @property
     def port(self) -> Any:
@@ -162,7 +176,7 @@ class Listener(Service):
             return
         context = self.instance.context
         stype = self.instance.stype
-        where = f"service {context.name!r} cannot listen on {self.spec.text!r}"
+        where = f"service {self.label!r} cannot listen on {self.spec.text!r}"
         result: list[Any] = []
         if self.instance.adopt is not None:  # a worker process: the supervisor bound the sockets
             try:
@@ -178,8 +192,7 @@ class Listener(Service):
             except Exception as e:
                 raise StartupError(f"{where}: {_bind_reason(Failure(e))}") from None
         else:
-            assert stype.stream is not None
-            factory = self.instance.factory()
+            factory = self.factory()
             try:
                 d: Deferred[IListeningPort] = listen_stream(context.reactor, self.spec, factory)
             except Exception as e:  # the socket's directory is gone, the TLS files went bad...
@@ -250,7 +263,7 @@ class Listener(Service):
                 )
                 tune_buffers(port)
             else:
-                factory: Any = self.instance.factory()
+                factory: Any = self.factory()  # this spec's list's: a port moved from web to irc serves IRC
                 if self.spec.tls is not None:
                     factory = TLSMemoryBIOFactory(self.spec.tls.options(), False, factory)
                 if self.spec.backlog:
@@ -271,20 +284,23 @@ class Listener(Service):
         """A port is bound: guard its accept errors and say where it listens."""
         context = self.instance.context
         where = port_description(port)
-        guard_port(port, context.reactor, f"{context.name}: {where}")
+        guard_port(port, context.reactor, f"{self.label}: {where}")
         quicken(port)
         log.info(
-            "{service}: listening on {where}",
+            "{_label}: listening on {where}",
             event="listen",
             service=context.name,
+            listen_key=self.key,
             where=where,
             spec=self.spec.text,
+            _label=self.label,
         )
 
     def _adopt(self, where: str) -> None:
         """Take over the socket-activated descriptors this spec names."""
         context = self.instance.context
         stype = self.instance.stype
+        extra = self.key != "listen"  # an extra list (chat's irc, web) serves streams only, with its own factory
         try:
             fds = systemd.sockets_for(self.spec.text)
         except (LookupError, ValueError) as e:
@@ -296,8 +312,8 @@ class Listener(Service):
                     systemd.adopt(
                         context.reactor,
                         fd,
-                        self.instance.factory if stype.stream is not None else None,
-                        (lambda: stype.datagram(context)) if stype.datagram is not None else None,  # type: ignore[misc]
+                        self.factory if extra or stype.stream is not None else None,
+                        (lambda: stype.datagram(context)) if stype.datagram is not None and not extra else None,  # type: ignore[misc]
                         MAX_DATAGRAM,
                     )
                 )
@@ -318,7 +334,7 @@ class Listener(Service):
         context = self.instance.context
         log.critical(
             "{service}: cannot listen on {spec}: {reason}; stopping",
-            service=context.name,
+            service=self.label,
             spec=self.spec.text,
             reason=_bind_reason(failure),
         )

@@ -3,7 +3,9 @@ Reload: a pure plan, then a small transactional apply.
 
 L{plan_reload} compares what runs (each service's checked table) with a new
 config and says what to do: services to remove, to add, and for each kept
-one the listen specs to close and to open and whether its options changed.
+one the listen specs to close and to open (compared per listen list: a spec
+moved from C{listen} to chat's C{irc} is closed and opened again) and
+whether its options changed.
 It touches nothing, so it is tested without a reactor.
 
 L{apply_reload} carries a plan out on the daemon, all or nothing: the new
@@ -47,10 +49,10 @@ class KeptService:
 
     name: str
     config: ServiceConfig
-    close: tuple[ListenSpec, ...]
-    """Listen specs that go away."""
-    open: tuple[tuple[int, ListenSpec], ...]
-    """New listen specs, with their index in the new list."""
+    close: tuple[tuple[str, ListenSpec], ...]
+    """Listen specs that go away, with the key of their list (C{listen}, or an extra one such as C{irc})."""
+    open: tuple[tuple[str, int, ListenSpec], ...]
+    """New listen specs: their list's key, their index in it, the spec."""
     options_changed: bool
 
 
@@ -84,8 +86,10 @@ def plan_reload(running: Mapping[str, ServiceConfig], new: Config) -> ReloadPlan
         if old is None:
             added.append(svc)
             continue
-        close = tuple(spec for spec in old.listen if spec not in svc.listen)
-        open_ = tuple((i, spec) for i, spec in enumerate(svc.listen) if spec not in old.listen)
+        old_specs = {(key, spec) for key, _, spec in old.listens()}
+        new_specs = {(key, spec) for key, _, spec in svc.listens()}
+        close = tuple((key, spec) for key, _, spec in old.listens() if (key, spec) not in new_specs)
+        open_ = tuple((key, i, spec) for key, i, spec in svc.listens() if (key, spec) not in old_specs)
         changed = old.policy != svc.policy or old.settings != svc.settings
         kept.append(KeptService(svc.name, svc, close, open_, changed))
     return ReloadPlan(tuple(removed), tuple(added), tuple(kept))
@@ -165,8 +169,8 @@ async def apply_reload(daemon: Reloadable, new: Config, plan: ReloadPlan) -> str
     opening: list[tuple[ServiceInstance, Listener]] = []
     for k in plan.kept:
         instance = by_name[k.name]
-        closing += [listener for listener in instance.listeners() if listener.spec in k.close]
-        opening += [(instance, Listener(instance, spec, i)) for i, spec in k.open]
+        closing += [listener for listener in instance.listeners() if (listener.key, listener.spec) in k.close]
+        opening += [(instance, Listener(instance, spec, i, key)) for key, i, spec in k.open]
 
     going = [listener for listener in [*(x for i in removed for x in i.listeners()), *closing] if listener.ports]
     to_bind = [listener for i in added for listener in i.listeners()] + [listener for _, listener in opening]

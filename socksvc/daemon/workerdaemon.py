@@ -139,7 +139,7 @@ class WorkerDaemon(DaemonService):
                         assert instance.stype.datagram is not None
                         out.append(adopt_datagram(self.reactor, fd, instance.stype.datagram(instance.context)))
                     else:
-                        out.append(adopt_stream(self.reactor, fd, listener.spec, instance.factory()))
+                        out.append(adopt_stream(self.reactor, fd, listener.spec, listener.factory()))  # its list's
             except BaseException:
                 for port in out:
                     port.stopListening()

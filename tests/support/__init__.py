@@ -5,6 +5,10 @@ another test module, tests/test_architecture.py checks):
 - this module: contexts, protocols on StringTransports, iosim pumps, the real
   daemon as a subprocess;
 - L{tests.support.chat}: a chat state with fake connections;
+- L{tests.support.irc}: IRC and WebSocket members of that chat, over StringTransports;
+- L{tests.support.websocket}: a minimal WebSocket client side (request, frames);
+- L{tests.support.netclients}: real-socket chat users, WeeChat and ii driven through their files;
+- L{tests.support.browser}: Debian's chromium through Playwright, a fresh profile per run;
 - L{tests.support.client}: the client run in-process, a console on a pipe;
 - L{tests.support.policy}: contexts with policy keys, log events by kind;
 - L{tests.support.systemd}: a notify socket, a memory reactor whose ports listen;

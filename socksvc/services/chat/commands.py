@@ -37,10 +37,10 @@ HELP = (
 def _nick(state: ChatState, m: Member, args: str) -> None:
     name = args.strip()
     if not name:
-        state.notice(m, "error: usage: /nick NAME")
+        state.error(m, "usage: /nick NAME")
         return
     if " " in name or "\t" in name:
-        state.notice(m, "error: nickname refused: no spaces in a nickname")
+        state.error(m, "nickname refused: no spaces in a nickname", "nick_bad", name)
         return
     state.set_nick(m, name)
 
@@ -48,7 +48,7 @@ def _nick(state: ChatState, m: Member, args: str) -> None:
 def _join(state: ChatState, m: Member, args: str) -> None:
     name = args.strip()
     if not name or " " in name:
-        state.notice(m, "error: usage: /join ROOM")
+        state.error(m, "usage: /join ROOM")
         return
     state.join(m, name)
 
@@ -64,14 +64,14 @@ def _who(state: ChatState, m: Member, args: str) -> None:
 def _msg(state: ChatState, m: Member, args: str) -> None:
     nick, _, text = args.lstrip().partition(" ")
     if not nick or not text.strip():
-        state.notice(m, "error: usage: /msg NICK TEXT")
+        state.error(m, "usage: /msg NICK TEXT")
         return
     state.privmsg(m, nick, text.lstrip(" "))
 
 
 def _me(state: ChatState, m: Member, args: str) -> None:
     if not args.strip():
-        state.notice(m, "error: usage: /me TEXT")
+        state.error(m, "usage: /me TEXT")
         return
     state.action(m, args.strip())
 
@@ -112,10 +112,10 @@ def run(state: ChatState, m: Member, text: str) -> None:
     handler = COMMANDS.get(name)
     if handler is None:
         shown = word if len(word) <= 32 else word[:31] + "\u2026"
-        state.notice(m, f"error: unknown command /{shown}; type /help for the list")
+        state.error(m, f"unknown command /{shown}; type /help for the list")
         return
     if m.nick is None and name not in BEFORE_NICK:
-        state.notice(m, "error: choose a nickname first")
+        state.error(m, "choose a nickname first")
         return
     handler(state, m, args)
 

@@ -8,6 +8,7 @@ everyone connected and applies the new settings to the live rooms.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -15,7 +16,8 @@ from twisted.internet.protocol import ServerFactory
 
 from socksvc.config.settings import MAX_COUNT, MAX_TIMEOUT, as_bool, as_float, as_int, as_list, as_str, setting
 from socksvc.core.protocols import ServiceFactory
-from socksvc.core.service import ServiceContext, ServiceType
+from socksvc.core.service import ExtraStream, ServiceContext, ServiceType
+from socksvc.services.chat import irc, web
 from socksvc.services.chat.names import look_key
 from socksvc.services.chat.protocol import ChatProtocol
 from socksvc.services.chat.sanitize import name_key, room_check
@@ -61,6 +63,20 @@ def parse_rooms(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def parse_origins(value: Any) -> tuple[str, ...]:
+    """Web origins: C{http://} or C{https://}, a host name or address, maybe a port; no path (at most 100)."""
+    origins: tuple[str, ...] = as_list(as_str(nonempty=True, max_len=300))(value)
+    if len(origins) > 100:
+        raise ValueError(f"{len(origins)} origins; at most 100")
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin.rstrip("/")):
+            raise ValueError(f"origin {origin!r}: give scheme and host, as https://chat.example.org[:PORT]")
+    return tuple(o.rstrip("/").lower() for o in origins)
+
+
 @attrs.frozen
 class ChatSettings:
     """Keys of a chat service."""
@@ -102,6 +118,22 @@ class ChatSettings:
         as_list(as_str(nonempty=True)),
         "nicknames nobody may take, nor any look-alike (case-insensitive; see docs/chat.md)",
     )
+    ping_interval: float = setting(
+        120.0,
+        as_float(maximum=MAX_TIMEOUT),
+        "seconds an IRC or web client may be silent before the server pings it; 0 = never ping",
+    )
+    ping_timeout: float = setting(
+        60.0,
+        as_float(minimum=1.0, maximum=MAX_TIMEOUT),
+        "seconds a pinged IRC or web client has to answer before it is disconnected",
+    )
+    web_origins: tuple[str, ...] = setting(
+        (),
+        parse_origins,
+        "web pages (origins such as https://chat.example.org) that may open the chat's WebSocket "
+        "besides the chat's own page; a page from anywhere else is refused",
+    )
 
 
 ChatContext = ServiceContext[ChatSettings, ChatState]
@@ -131,5 +163,9 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
     # Idle members are what a chat is for, and cheap (about 2 KiB each, docs/policy.md):
     # the service-wide cap is sized for thousands; per address and per subnet caps stay.
     policy_defaults={"max_connections": 10000},
+    extra_streams={
+        "irc": ExtraStream(irc.make_factory, "IRC clients (irssi, WeeChat, HexChat): the same rooms as channels"),
+        "web": ExtraStream(web.make_factory, "browsers: the chat page (GET /) and its WebSocket (/ws), same rooms"),
+    },
     one_process=True,
 )

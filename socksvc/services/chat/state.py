@@ -4,10 +4,17 @@ Chat state: the roster, rooms and history, and what members do in them.
 Plain objects given a clock: no sockets here. The state outlives a config
 reload: the service type makes it once (C{make_state}) and the daemon gives
 it new settings with L{ChatState.reconfigure}. Delivery (outboxes, batching,
-stalls) is L{socksvc.services.chat.delivery}; line formats are
-L{socksvc.services.chat.formats}; the command surface (names, usage, help,
-what works before a nickname) is L{socksvc.services.chat.commands}, which
-calls the actions here.
+stalls) is L{socksvc.services.chat.delivery}; the actions here make events
+(L{socksvc.services.chat.events}) and each member's view renders them (line
+formats: L{socksvc.services.chat.formats}; IRC and web views: L{socksvc.
+services.chat.ircview}, L{socksvc.services.chat.web}). The line command
+surface (names, usage, help, what works before a nickname) is
+L{socksvc.services.chat.commands}; the IRC commands
+(L{socksvc.services.chat.irc}) and the web page's lines call the same
+actions, so one roster, one set of rooms and one history serve every client.
+
+A member is in one room (line and web clients: C{member.room}), or, an IRC
+client, in any number (C{member.room} and C{member.more}); see docs/chat.md.
 """
 
 from __future__ import annotations
@@ -22,16 +29,18 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from socksvc.core.service import SHOWN, RoomStatus, ServiceStatus
-from socksvc.services.chat.delivery import Connection, Delivery, Member, Room
+from socksvc.services.chat.delivery import Connection, Member, Room, View
+from socksvc.services.chat.events import SAY, Bye, Nick, Private, PrivateSent, Quit, Renamed, RoomNotice
 from socksvc.services.chat.formats import Formatter
 from socksvc.services.chat.names import look_key
-from socksvc.services.chat.sanitize import clip, name_key, nick_check, room_check, visible
+from socksvc.services.chat.rooms import REASON_MAX, RoomActions
+from socksvc.services.chat.sanitize import clip, name_key, nick_check, visible
 from socksvc.util.ratelimit import RateLimitedLog, TokenBucket
+from socksvc.wire import CHAT_DISCONNECTED, CHAT_QUIT, CHAT_SHUTDOWN
 
 log = Logger(namespace="socksvc")
 
 WELCOME_HOLD = 0.02  # seconds the welcome waits for a nickname to go out with
-REASON_MAX = 200  # characters of a /quit reason
 NOTICE_MAX = 1000  # characters of a notice another service posts
 
 
@@ -39,7 +48,7 @@ def _nothing() -> None:
     pass
 
 
-class ChatState(Delivery):
+class ChatState(RoomActions):
     """Everything the chat service knows, for one service instance."""
 
     def __init__(self, settings: Any, clock: IReactorTime, service: str = "chat") -> None:
@@ -67,6 +76,8 @@ class ChatState(Delivery):
         self._log_limit = RateLimitedLog(clock)
         self._held: list[Member] = []
         self._hold_timer: IDelayedCall | None = None
+        self.views: dict[str, Any] = {}
+        """The views of the other kinds of client (irc, web), made by their listeners on first use."""
         self.unsubscribe: Callable[[], None] = _nothing
         """Stops L{post_notice} being called (set when subscribed to the daemon's notice bus)."""
         self.reconfigure(settings)
@@ -86,7 +97,7 @@ class ChatState(Delivery):
                 room.history = deque(room.history, maxlen=settings.history)
         for key, name in wanted.items():
             if key not in self.rooms:
-                self.add_room(Room(name, settings.history, configured=True))
+                self.add_room(Room(name, settings.history, configured=True, created=self.clock.seconds()))
         for room in [r for r in self.rooms.values() if not r.configured and not r.members]:
             self.drop_room(room)
         for m in self.members:
@@ -97,19 +108,6 @@ class ChatState(Delivery):
                     m.bucket.tokens = min(m.bucket.tokens, settings.flood_burst)
                 else:
                     m.bucket = None
-
-    def add_room(self, room: Room) -> None:
-        self.rooms[room.key] = room
-        self.room_looks[room.look] = room
-
-    def drop_room(self, room: Room) -> None:
-        if self.rooms.get(room.key) is room:
-            del self.rooms[room.key]
-        if self.room_looks.get(room.look) is room:
-            del self.room_looks[room.look]
-
-    def first_room(self) -> Room:
-        return self.rooms[name_key(self.settings.rooms[0])]
 
     # -- logging -------------------------------------------------------------
 
@@ -122,15 +120,16 @@ class ChatState(Delivery):
 
     # -- connections ---------------------------------------------------------
 
-    def connect(self, conn: Connection) -> Member:
+    def connect(self, conn: Connection, view: View | None = None) -> Member:
         """
-        A new connection: welcome it and ask for a nickname. The welcome is
-        held for a moment (L{WELCOME_HOLD}): a client that sends its
-        nickname at once (scripts, `socksvc chat`) then gets the welcome and
-        its registration in one write. Its first input releases it; a timer
-        releases everyone else's.
+        A new connection (a line client, or the web page's, with its
+        C{view}): welcome it and ask for a nickname. The welcome is held for
+        a moment (L{WELCOME_HOLD}): a client that sends its nickname at once
+        (scripts, `socksvc chat`) then gets the welcome and its registration
+        in one write. Its first input releases it; a timer releases
+        everyone else's.
         """
-        m = Member(self, conn)
+        m = Member(self, conn, view)
         m.held = []
         self._held.append(m)
         if self._hold_timer is None:
@@ -152,36 +151,29 @@ class ChatState(Delivery):
         for m in held:
             m.release()
 
+    def attach(self, conn: Connection, view: View) -> Member:
+        """A new connection that registers its own way (IRC: NICK and USER): a member, with no welcome."""
+        m = Member(self, conn, view)
+        self.members.add(m)
+        return m
+
     def ask_nick(self, m: Member) -> None:
         limit = self.settings.nick_max
         self.notice(m, f"Choose a nickname: letters, digits, _ - . (at most {limit} characters)")
 
-    def leave(self, m: Member, announce: str | None) -> None:
-        """Take C{m} out of its room (telling the room C{announce})."""
-        room = m.room
-        if room is None or m.key is None:
-            return
-        self.settle(room)
-        announce_it = announce is not None and self.announces(room)
-        if room.members.get(m.key) is m:
-            del room.members[m.key]
-        m.room = None
-        if announce is not None and announce_it:
-            self.to_room(room, self.fmt.notice_lines(announce))
-        if not room.members and not room.configured:
-            self.drop_room(room)
-
-    def announces(self, room: Room) -> bool:
-        limit: int = self.settings.announce_max
-        return limit == 0 or len(room.members) <= limit
-
     def remove(self, m: Member, reason: str | None) -> None:
-        """C{m} is gone: tell its room, forget it."""
+        """C{m} is gone: tell its rooms (each member sharing one once), forget it."""
         if m.gone:
             return
         if m.nick is not None:
-            text = f"{m.nick} has quit" + (f" ({reason})" if reason else "")
-            self.leave(m, text)
+            with self.batch():
+                told = [room for room in m.rooms() if self.announces(room)]
+                for room in m.rooms():
+                    self.leave(m, room, None)
+                quit = Quit(m.nick, reason or "")
+                for room in told:
+                    if room.members:
+                        self.to_room(room, quit)
             if m.key is not None and self.nicks.get(m.key) is m:
                 del self.nicks[m.key]
             if m.look is not None and self.looks.get(m.look) is m:
@@ -200,8 +192,9 @@ class ChatState(Delivery):
             return
         self.log_event("kick", "{service}: disconnecting {nick}: {reason}", nick=m.nick or "(no nick)", reason=reason)
         conn = m.conn
+        last = m.render(Bye(CHAT_DISCONNECTED + reason))
         self.remove(m, reason)
-        conn.send_last(self.fmt.notice_lines(f"Disconnected: {reason}"), reason)
+        conn.send_last(last, reason)
 
     def stall_expired(self, m: Member) -> None:
         m.stall_timer = None
@@ -214,7 +207,7 @@ class ChatState(Delivery):
         if m.gone:
             return
         reason = clip(reason.strip(), REASON_MAX)
-        self.notice(m, "Disconnected: quit")
+        self.emit(m, Bye(CHAT_QUIT))
         self.flush()
         m.release()
         conn = m.conn
@@ -230,18 +223,18 @@ class ChatState(Delivery):
         found = self.rooms.get(name_key(room.removeprefix("#")))
         if found is None:
             return False
-        self.to_room(found, self.fmt.notice_lines(clip(text, NOTICE_MAX)))
+        self.to_room(found, RoomNotice(found.name, clip(text, NOTICE_MAX)))
         return True
 
     def shutdown(self) -> None:
         """The service is stopping: tell everyone, close."""
         self.unsubscribe()
-        data = self.fmt.notice_lines("server is shutting down")
+        bye = Bye(CHAT_SHUTDOWN)
         self.flush()
         self.release_held()
         for m in list(self.members):
             conn = m.conn
-            m.deliver(data)
+            m.deliver(m.render(bye))
             m.drop()
             conn.close("server shutting down")
         self.members.clear()
@@ -281,7 +274,7 @@ class ChatState(Delivery):
         quiet = s.flood_burst / s.flood_rate
         if m.flood_since is None or now - m.last_drop > quiet:
             m.flood_since = now
-            self.notice(m, f"error: flooding: lines are being dropped (limit {s.flood_rate:g} lines/s)")
+            self.error(m, f"flooding: lines are being dropped (limit {s.flood_rate:g} lines/s)", "flood")
         m.last_drop = now
         if s.flood_kick > 0 and now - m.flood_since >= s.flood_kick:
             self.kick(m, "flooding")
@@ -289,32 +282,45 @@ class ChatState(Delivery):
 
     def too_long(self, m: Member) -> None:
         self.lines_too_long += 1
-        self.notice(m, f"error: line too long (over {self.settings.max_line} bytes); not sent")
+        self.error(m, f"line too long (over {self.settings.max_line} bytes); not sent", "too_long")
 
     def no_line_end(self, m: Member) -> None:
         self.kick(m, f"line too long (no line end in {8 * self.settings.max_line} bytes)")
 
     # -- actions -------------------------------------------------------------
 
-    def set_nick(self, m: Member, name: str) -> None:
+    def check_nick(self, m: Member, name: str) -> tuple[str, str | None, bool]:
+        """
+        Can C{m} take C{name}? C{(form, None, False)} if so (C{form}: the name
+        as it is kept), else C{(name, why not, taken)}: C{taken} when it is
+        (or looks like) a name in use, rather than not a name at all.
+        """
         typed = name
+        in_use = False
 
         def taken(form: str, look: str) -> str | None:
+            nonlocal in_use
             holder, twin = self.nicks.get(name_key(form)), self.looks.get(look)
             if holder is not None and holder is not m:
+                in_use = True
                 return f"{typed} is taken"
             if twin is not None and twin is not m:
+                in_use = True
                 return f'"{typed}" looks like "{twin.nick}", which is in use'
             return None
 
         form, problem = nick_check(name, self.settings.nick_max, self.reserved, self.reserved_looks, taken)
+        return form, problem, in_use
+
+    def set_nick(self, m: Member, name: str) -> None:
+        form, problem, in_use = self.check_nick(m, name)
         if problem is not None:
-            self.notice(m, f"error: nickname refused: {problem}")
+            self.error(m, f"nickname refused: {problem}", "nick_taken" if in_use else "nick_bad", name)
             return
         name, key, look = form, name_key(form), look_key(form)
         look = key if look == key else look  # most often the same: keep one string
         if self.nicks.get(key) is m and m.nick == name:
-            self.notice(m, f"You are now known as {name}")
+            self.emit(m, Nick(name, name))
             return
         if m.look is not None and self.looks.get(m.look) is m:
             del self.looks[m.look]
@@ -324,134 +330,33 @@ class ChatState(Delivery):
         if old is None:
             m.nick, m.key = name, key
             self.nicks[key] = m
-            self.notice(m, f"You are now known as {name}")
-            self.join_room(m, self.first_room())
+            self.emit(m, Nick(name, None))
+            if m.view.auto_join:
+                self.join_room(m, self.first_room())
             return
-        room = m.room
         assert m.key is not None
         if self.nicks.get(m.key) is m:
             del self.nicks[m.key]
-        if room is not None and room.members.get(m.key) is m:
-            del room.members[m.key]
-            room.members[key] = m
+        rooms = m.rooms()
+        for room in rooms:
+            self.settle(room)
+            if room.members.get(m.key) is m:
+                del room.members[m.key]
+                room.members[key] = m
         m.nick, m.key = name, key
         self.nicks[key] = m
-        self.notice(m, f"You are now known as {name}")
-        if room is not None and self.announces(room):
-            self.to_room(room, self.fmt.notice_lines(f"{old} is now known as {name}"), exclude=m)
+        with self.batch():
+            self.emit(m, Nick(name, old))
+            renamed = Renamed(old, name)
+            for room in rooms:
+                if self.announces(room):
+                    self.to_room(room, renamed, exclude=m)
 
-    def find_room(self, name: str) -> tuple[Room | None, str | None]:
-        """The room called C{name} (created if allowed), or why not."""
-        if name.startswith("#"):
-            name = name[1:]
-        typed = name
-
-        def taken(form: str, look: str) -> str | None:
-            twin = self.room_looks.get(look)
-            if twin is not None and name_key(form) not in self.rooms:
-                return f'"{typed}" looks like "{twin.name}", which exists'
-            return None
-
-        name, problem = room_check(name, taken)
-        if problem is not None:
-            return None, f"bad room name: {problem}"
-        key = name_key(name)
-        room = self.rooms.get(key)
-        if room is not None:
-            return room, None
-        s = self.settings
-        if not s.allow_create:
-            return None, f"no such room: {name} (only the server's rooms can be joined; /rooms lists them)"
-        if s.max_rooms and len(self.rooms) >= s.max_rooms:
-            return None, f"too many rooms (at most {s.max_rooms}); join one of /rooms"
-        room = Room(name, s.history)
-        self.add_room(room)
-        return room, None
-
-    def join(self, m: Member, name: str) -> None:
-        room, problem = self.find_room(name)
-        if room is None:
-            self.notice(m, f"error: {problem}")
-            return
-        if m.room is room:
-            self.notice(m, f"error: you are already in {room.name}")
-            return
-        self.leave(m, f"{m.nick} has left {m.room.name}" if m.room is not None else None)
-        self.join_room(m, room)
-
-    def join_room(self, m: Member, room: Room) -> None:
-        assert m.key is not None
-        self.settle(room)
-        room.members[m.key] = m
-        m.room = room
-        if self.announces(room):
-            self.to_room(room, self.fmt.notice_lines(f"{m.nick} has joined {room.name}"), exclude=m)
-        count = len(room.members)
-        self.notice(m, f"You are now in {room.name} ({count} member{'' if count == 1 else 's'})")
-        if room.topic:
-            self.notice(m, f"Topic of {room.name}: {room.topic}")
-        if room.history:
-            out = []
-            for when, body in room.history:
-                out.append(self.fmt.history_line(when, body))
-            self.tell(m, b"".join(out))
-
-    def _said(self, m: Member, body: str) -> None:
-        room = m.room
-        if room is None:
-            return
-        now = self.clock.seconds()
-        body = visible(body)
-        self.lines += 1
-        if room.history.maxlen:
-            room.history.append((now, body))
-        self.to_room(room, self.fmt.line(body), exclude=m)
-
-    def say(self, m: Member, text: str) -> None:
-        self._said(m, f"<{m.nick}> {text}")
-
-    def action(self, m: Member, text: str) -> None:
-        self._said(m, f"* {m.nick} {text}")
-
-    def privmsg(self, m: Member, nick: str, text: str) -> None:
+    def privmsg(self, m: Member, nick: str, text: str, kind: str = SAY) -> None:
         target = self.nicks.get(name_key(nick))
-        if target is None:
-            self.notice(m, f"error: no such nick: {nick}")
+        if target is None or target.nick is None or m.nick is None:
+            self.error(m, f"no such nick: {nick}", "no_nick", nick)
             return
         self.lines += 1
-        self.tell(target, self.fmt.line(f"*{m.nick}* {text}"))
-        self.notice_free(m, f"-> *{target.nick}* {text}")
-
-    def notice_free(self, m: Member, body: str) -> None:
-        self.tell(m, self.fmt.line(body))
-
-    def topic(self, m: Member, text: str) -> None:
-        room = m.room
-        if room is None:
-            return
-        text = text.strip()
-        if not text:
-            if room.topic:
-                self.notice(m, f"Topic of {room.name}: {room.topic}")
-            else:
-                self.notice(m, f"No topic is set for {room.name}")
-            return
-        if text == "-":
-            room.topic = ""
-            self.to_room(room, self.fmt.notice_lines(f"{m.nick} cleared the topic of {room.name}"))
-            return
-        room.topic = clip(text, REASON_MAX)
-        self.to_room(room, self.fmt.notice_lines(f"{m.nick} set the topic of {room.name} to: {room.topic}"))
-
-    def who(self, m: Member) -> None:
-        room = m.room
-        if room is None:
-            return
-        names = sorted((x.nick or "" for x in room.members.values()), key=name_key)
-        self.tell(m, self.fmt.notice_list(f"Members of {room.name} ({len(names)}): ", names))
-
-    def list_rooms(self, m: Member) -> None:
-        configured = [r for r in self.rooms.values() if r.configured]
-        others = sorted((r for r in self.rooms.values() if not r.configured), key=lambda r: r.key)
-        items = [f"{r.name} ({len(r.members)})" for r in configured + others]
-        self.tell(m, self.fmt.notice_list("Rooms: ", items))
+        self.emit(target, Private(m.nick, target.nick, text, kind))
+        self.emit(m, PrivateSent(target.nick, text, kind))
