@@ -126,6 +126,10 @@ def balance(rounds: int) -> list[dict[str, Any]]:
             with harness.server(harness.SOCKSVC, "echo", env=env) as running:
                 pids = worker_pids(running)
                 for _ in range(rounds):
+                    # The previous round's connections first closed, so only this round's are counted.
+                    deadline = time.monotonic() + 10
+                    while any(held(pid, running.port) for pid in pids.values()) and time.monotonic() < deadline:
+                        time.sleep(0.05)
                     with clients_held(running.port, BALANCE_CLIENTS):
                         spreads.append([held(pids[slot], running.port) for slot in sorted(pids)])
         except harness.BenchError as e:

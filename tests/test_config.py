@@ -150,7 +150,6 @@ def test_load_reads_a_file(tmp_path: Path) -> None:
 
 # (settings class, where the key goes, key, default, good TOML, parsed, bad TOML, reason)
 KEYS: list[tuple[type, str, str, Any, str, Any, str, str]] = [
-    (DaemonSettings, "daemon", "workers", 1, '"auto"', 0, "257", 'must be 1 to 256, or "auto"'),
     (DaemonSettings, "daemon", "log_format", "text", '"json"', "json", '"xml"', 'must be one of "text", "json"'),
     (DaemonSettings, "daemon", "log_mode", "0644", '"0640"', "0640", '"0755"', "no execute"),
     (DaemonSettings, "daemon", "log_buffer", 0, "65536", 65536, "16777217", "must be at most 16777216"),
