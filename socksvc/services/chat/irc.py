@@ -28,13 +28,12 @@ from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IP
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socksvc.core import writethrough
 from socksvc.core.protocols import ServiceFactory, Tracked
 from socksvc.core.service import ServiceContext
 from socksvc.services.chat.delivery import Member
 from socksvc.services.chat.irccommands import FREE, IrcCommands
 from socksvc.services.chat.ircview import ERR_INPUTTOOLONG, IrcView
-from socksvc.services.chat.protocol import ChatInput
+from socksvc.services.chat.protocol import ChatConnection, ChatInput
 from socksvc.services.chat.sanitize import decode_line
 from socksvc.services.chat.state import ChatState
 from socksvc.util.lines import LineSplitter, TooLong
@@ -46,7 +45,7 @@ IRC_LINE = 512
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class IrcConnection(IrcCommands, Tracked):
+class IrcConnection(IrcCommands, ChatConnection):
     """
     One IRC client: the connection half. The protocol class the factory
     builds (L{protocol_class}) adds C{twisted.words.protocols.irc.IRC} as a
@@ -200,44 +199,6 @@ class IrcConnection(IrcCommands, Tracked):
         data = line.encode("utf-8") if isinstance(line, str) else line
         if self.member is not None:
             self.context.state.tell(self.member, data + b"\r\n")
-
-    def send(self, data: bytes) -> None:
-        if data:
-            self.bytes_out += len(data)
-            writethrough.write(self.transport, data)
-
-    def send_last(self, data: bytes, reason: str) -> None:
-        self.close_reason = reason
-        transport: Any = self.transport
-        self.bytes_out += len(data)
-        writethrough.send_now(transport, data)
-        transport.abortConnection()
-
-    def close(self, reason: str = "") -> None:
-        if reason and not self.close_reason:
-            self.close_reason = reason
-        if self.input is not None:
-            self.input.stop()
-        transport: Any = self.transport
-        if transport is None or not transport.connected:
-            return
-        transport.unregisterProducer()
-        transport.loseConnection()
-        if self.closer is None:
-            self.closer = self.context.reactor.callLater(CLOSE_GRACE, transport.abortConnection)
-
-    # -- IPushProducer (the transport tells us about its buffer) ---------------
-
-    def pauseProducing(self) -> None:
-        if self.member is not None:
-            self.member.pause()
-
-    def resumeProducing(self) -> None:
-        if self.member is not None:
-            self.member.resume()
-
-    def stopProducing(self) -> None:
-        pass
 
     # -- closing -------------------------------------------------------------
 

@@ -49,8 +49,60 @@ class ChatInput(LineInput):
     slice_bytes = 65536
 
 
+class ChatConnection(Tracked):
+    """
+    What every chat client connection (line, IRC) does for the state and its
+    transport alike: the L{Connection} writes, the close with its grace
+    period, and the transport's producer calls passed to the member.
+    """
+
+    __slots__ = ()
+    context: ServiceContext[Any, ChatState]
+    input: LineInput | None
+    closer: IDelayedCall | None
+    member: Member | None
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self.bytes_out += len(data)
+            writethrough.write(self.transport, data)
+
+    def send_last(self, data: bytes, reason: str) -> None:
+        self.close_reason = reason
+        transport: Any = self.transport
+        self.bytes_out += len(data)
+        writethrough.send_now(transport, data)
+        transport.abortConnection()
+
+    def close(self, reason: str = "") -> None:
+        if reason and not self.close_reason:
+            self.close_reason = reason
+        if self.input is not None:
+            self.input.stop()
+        transport: Any = self.transport
+        if transport is None or not transport.connected:
+            return
+        transport.unregisterProducer()
+        transport.loseConnection()
+        if self.closer is None:
+            self.closer = self.context.reactor.callLater(CLOSE_GRACE, transport.abortConnection)
+
+    # -- IPushProducer (the transport tells us about its buffer) -------------
+
+    def pauseProducing(self) -> None:
+        if self.member is not None:
+            self.member.pause()
+
+    def resumeProducing(self) -> None:
+        if self.member is not None:
+            self.member.resume()
+
+    def stopProducing(self) -> None:
+        pass
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class ChatProtocol(Tracked):
+class ChatProtocol(ChatConnection):
     """One chat client."""
 
     # Slots, not a per-instance dict: a dict per member is a large share of
@@ -190,45 +242,6 @@ class ChatProtocol(Tracked):
         state = self.context.state
         with state.batch():
             state.kick(member, reason)
-
-    # -- Connection (what the state writes through) --------------------------
-
-    def send(self, data: bytes) -> None:
-        self.bytes_out += len(data)
-        writethrough.write(self.transport, data)
-
-    def send_last(self, data: bytes, reason: str) -> None:
-        self.close_reason = reason
-        transport: Any = self.transport
-        self.bytes_out += len(data)
-        writethrough.send_now(transport, data)
-        transport.abortConnection()
-
-    def close(self, reason: str = "") -> None:
-        if reason and not self.close_reason:
-            self.close_reason = reason
-        if self.input is not None:
-            self.input.stop()
-        transport: Any = self.transport
-        if transport is None or not transport.connected:
-            return
-        transport.unregisterProducer()
-        transport.loseConnection()
-        if self.closer is None:
-            self.closer = self.context.reactor.callLater(CLOSE_GRACE, transport.abortConnection)
-
-    # -- IPushProducer (the transport tells us about its buffer) -------------
-
-    def pauseProducing(self) -> None:
-        if self.member is not None:
-            self.member.pause()
-
-    def resumeProducing(self) -> None:
-        if self.member is not None:
-            self.member.resume()
-
-    def stopProducing(self) -> None:
-        pass
 
     # -- closing -------------------------------------------------------------
 
