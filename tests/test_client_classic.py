@@ -28,7 +28,8 @@ from socksvc.client.common import (
     EXIT_USAGE,
 )
 from tests.support import Daemon, daemon
-from tests.support.classic import free_port, in_process, one_line, silent, unknown_names  # noqa: F401
+from tests.support.classic import free_port, silent  # noqa: F401
+from tests.support.client import in_process, one_line, unknown_names
 from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 BOTH = 'listen = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]'

@@ -42,8 +42,8 @@ from socksvc.client.common import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
-from socksvc.client.main import run as client_run
 from tests.support import Daemon, daemon
+from tests.support.client import in_process, one_line, unknown_names
 from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
 PY = sys.executable
@@ -91,35 +91,6 @@ def argv_for(command: str, where: list[str]) -> list[str]:
         return ["lookup", "smtp://mail.example.com"]
     extra = {"echo": ["hi"], "reverse": ["abc"], "udp": ["hi"], "chat": ["--plain"]}.get(command, [])
     return [command, *where, *extra]
-
-
-def in_process(argv: list[str], capfd: pytest.CaptureFixture[str], stdin: bytes = b"") -> tuple[int, str, str]:
-    """socksvc ARGV in this process (standard input a pipe holding C{stdin}): status, stdout, stderr."""
-    r, w = os.pipe()
-    os.write(w, stdin)
-    os.close(w)
-    saved = sys.stdin
-    try:
-        with os.fdopen(r, "r") as f:
-            sys.stdin = f
-            code = client_run(argv)
-    finally:
-        sys.stdin = saved
-    out, err = capfd.readouterr()
-    return code, out, err
-
-
-def unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    def getaddrinfo(*args: Any, **kw: Any) -> Any:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-def one_line(err: str) -> str:
-    assert "Traceback" not in err
-    assert err.count("\n") == 1, err
-    return err.rstrip("\n")
 
 
 # -- 0 ------------------------------------------------------------------------------

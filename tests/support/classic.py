@@ -6,16 +6,12 @@ deadlines, and running the client in-process.
 
 from __future__ import annotations
 
-import os
 import select
 import socket
-import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from socksvc.client.main import run as client_run
 from tests.support import Daemon
 
 TIMEOUT = 5.0
@@ -63,37 +59,6 @@ def udp_ports(d: Daemon, service: str) -> list[int]:
 
 
 # -- the client, in this process ----------------------------------------------------------
-
-
-def in_process(argv: list[str], capfd: pytest.CaptureFixture[str], stdin: bytes = b"") -> tuple[int, str, str]:
-    """socksvc ARGV in this process (standard input a pipe holding C{stdin}): status, stdout, stderr."""
-    r, w = os.pipe()
-    os.write(w, stdin)
-    os.close(w)
-    saved = sys.stdin
-    try:
-        with os.fdopen(r, "r") as f:
-            sys.stdin = f
-            code = client_run(argv)
-    finally:
-        sys.stdin = saved
-    out, err = capfd.readouterr()
-    return code, out, err
-
-
-def unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every name lookup fails as an unknown name does (no DNS query leaves the machine)."""
-
-    def getaddrinfo(*args: Any, **kw: Any) -> Any:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-def one_line(err: str) -> str:
-    assert "Traceback" not in err
-    assert err.count("\n") == 1, err
-    return err.rstrip("\n")
 
 
 def free_port() -> int:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import re
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from socksvc.client import main as client_main
+from socksvc.client.main import run as client_run
 from socksvc.client.target import Target
 
 
@@ -59,3 +63,34 @@ def console_session(port: int, body: Callable[..., Any], **kw: Any) -> Any:
                         await task
 
     return asyncio.run(main())
+
+
+def in_process(argv: list[str], capfd: pytest.CaptureFixture[str], stdin: bytes = b"") -> tuple[int, str, str]:
+    """socksvc ARGV in this process (standard input a pipe holding C{stdin}): status, stdout, stderr."""
+    r, w = os.pipe()
+    os.write(w, stdin)
+    os.close(w)
+    saved = sys.stdin
+    try:
+        with os.fdopen(r, "r") as f:
+            sys.stdin = f
+            code = client_run(argv)
+    finally:
+        sys.stdin = saved
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every name lookup fails as an unknown name does (no DNS query leaves the machine)."""
+
+    def getaddrinfo(*args: Any, **kw: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err
+    assert err.count("\n") == 1, err
+    return err.rstrip("\n")
