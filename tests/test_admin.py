@@ -9,7 +9,6 @@ fake clock.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import signal
 import socket
@@ -20,16 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet.task import Clock
 
 from socksvc.config.schema import PasswordFile
 from socksvc.daemon import auth
 from socksvc.util.passwords import check_hash, hash_password, parse_password_file, verify_password
 from tests.support import daemon
+from tests.support.tls import self_signed
 
 BASE = """
 [daemon]
@@ -163,25 +159,7 @@ def test_basic_auth_from_a_password_file_and_its_reload(tmp_path: Path) -> None:
 
 def test_over_tls(tmp_path: Path) -> None:
     """An ssl: admin listener: the counting transport in front of TLS, and HTTPS for Prometheus."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path, cert_path = self_signed(tmp_path)
     spec = f"ssl:0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}"
     with daemon(BASE.format(extra="").replace('["tcp:0:interface=127.0.0.1"]', f'["{spec}"]', 1)) as d:
         context = ssl.create_default_context(cafile=str(cert_path))
