@@ -6,6 +6,7 @@ Shared pytest set-up for the socksvc test suite.
 - A hypothesis profile for this shared 2-core machine: no per-example
   deadline (a busy machine makes timings meaningless), modest example counts.
 - Helpers for real-socket tests: L{port_in_use}, L{refused}, L{until}, L{Loopback}.
+- The C{redis_server} fixture (tests/support/redis.py): a real redis-server.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.support.redis import redis_server  # noqa: F401 (the fixture, for every test module)
 
 settings.register_profile(
     "socksvc",

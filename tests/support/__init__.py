@@ -17,6 +17,9 @@ another test module, tests/test_architecture.py checks):
   certificate, a users file, a plain SMTP client;
 - L{tests.support.reload}: a daemon on a memory reactor, reloaded to the end;
 - L{tests.support.tls}: a self-signed key and certificate.
+- L{tests.support.redis}: a real redis-server (temp dir, no persistence), the
+  C{redis_server} fixture, a tiny blocking RESP client for checks;
+- L{tests.support.netns}: a L{Lab} of hosts in network namespaces on one bridge.
 
 - L{context}: a ServiceContext for unit tests, on a fake clock.
 - L{connect}: a service protocol wired to a StringTransport, as the factory would.
