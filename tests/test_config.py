@@ -25,6 +25,8 @@ from socksvc.config.settings import setting_fields
 from socksvc.core.datagram import DEFAULT_DENY_SOURCE_PORTS, GuardSettings
 from socksvc.services.catalogue import load, loads, types
 from socksvc.services.chargen import ChargenSettings
+from socksvc.services.chat.busconfig import BusAddress, Retention
+from socksvc.services.chat.service import ChatSettings
 from socksvc.services.daytime import DaytimeSettings
 from socksvc.services.discard import DiscardSettings
 from socksvc.services.echo import EchoSettings
@@ -220,7 +222,26 @@ KEYS: list[tuple[type, str, str, Any, str, Any, str, str]] = [
     (ChargenSettings, "chargen", "udp", False, "true", True, '"yes"', "expected true or false, got a string"),
     (DaytimeSettings, "daytime", "send_timeout", 10.0, "1", 1.0, "0", "must be at least 0.1"),
     (TimeSettings, "time", "send_timeout", 10.0, "1", 1.0, "0", "must be at least 0.1"),
+    (
+        ChatSettings,
+        "chat",
+        "bus",
+        None,
+        '"redis://localhost"',
+        BusAddress(tls=False, host="localhost", port=6379, path="", db=0),
+        '"http://localhost"',
+        "unknown scheme",
+    ),
+    (ChatSettings, "chat", "bus_password_file", None, '""', None, '"/nonexistent/pw"', "cannot read password file"),
+    (ChatSettings, "chat", "bus_ca_file", None, '""', None, '"/nonexistent/ca.pem"', "cannot read CA file"),
+    (ChatSettings, "chat", "cluster", "socksvc", '"eu-1"', "eu-1", '"eu 1"', "1 to 64 characters"),
+    (ChatSettings, "chat", "bus_retention", Retention(lines=10_000), '"24h"', Retention(seconds=86400), "99", "100 to"),
+    (ChatSettings, "chat", "bus_queue", 1000, "0", 0, "100001", "must be at most 100000"),
+    (ChatSettings, "chat", "node_timeout", 15.0, "3", 3.0, "2.5", "must be at least 3"),
 ]
+
+REQUIRED = {"bus": '"redis://localhost"'}
+"""A value for each key another key requires (setting(requires=...)): its rows are loaded with it."""
 
 
 def _table(where: str) -> str:
@@ -247,11 +268,12 @@ def _get(config: Config, where: str, cls: type, key: str) -> Any:
 def test_every_key(
     cls: type, where: str, key: str, default: Any, good: str, parsed: Any, bad: str, reason: str
 ) -> None:
-    field, _meta = setting_fields(cls)[key]
+    field, meta = setting_fields(cls)[key]
+    need = "".join(f"{other} = {REQUIRED[other]}\n" for other in meta.requires)
     assert field.default == default
-    assert _get(loads(_text(where, "")), where, cls, key) == default
-    assert _get(loads(_text(where, f"{key} = {good}")), where, cls, key) == parsed
-    line = error(_text(where, f"{key} = {bad}"))
+    assert _get(loads(_text(where, need)), where, cls, key) == default
+    assert _get(loads(_text(where, f"{need}{key} = {good}")), where, cls, key) == parsed
+    line = error(_text(where, f"{need}{key} = {bad}"))
     table = "daemon" if where == "daemon" else f"services.{where}"
     assert line.startswith(f"f.toml: {table}.{key}")
     assert reason in line

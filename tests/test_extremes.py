@@ -87,6 +87,8 @@ def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
     key, cert = (str(p) for p in self_signed(tmp_path))
     users = tmp_path / "users"
     users.write_text(f"alice:{hash_password('secret', ln=1)}\n")
+    password = tmp_path / "bus-password"
+    password.write_text("p" * 4095 + "\n")
     return {
         ("policy", "allow"): [[], ["127.0.0.0/8", "::1", *_networks(500)]],
         ("policy", "deny"): [[], _networks(500)],
@@ -112,7 +114,18 @@ def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
         ("smtp", "require_tls"): [False, With(True, {"tls_certificate": cert, "tls_key": key})],
         ("smtp", "hostname"): ["", "mail." + "h" * 240 + ".test"],
         ("smtp", "domains"): [[], ["example.test", *(f"d{i}.example.test" for i in range(1000))]],
+        # Nothing connects to the bus yet (issue 14): the addresses are only parsed.
+        # All at once, the last is rediss:// (bus_ca_file's last is a CA file).
+        ("chat", "bus"): ["", "redis://127.0.0.1:1/0", "unix:///run/r.sock?db=15", "rediss://u@[::1]:65535/10000"],
+        ("chat", "bus_password_file"): ["", str(password)],
+        ("chat", "bus_ca_file"): ["", With(cert, {"bus": "rediss://localhost"})],
+        ("chat", "cluster"): ["a", "c" * 64],
+        ("chat", "bus_retention"): [100, 10_000_000, "10s", "30d"],
     }
+
+
+REQUIRED = {"bus": "redis://127.0.0.1:1"}
+"""A value for each key that other keys require (setting(requires=...)): given with them."""
 
 
 # Keys every config for a host gets unless the key is the one under test.
@@ -147,7 +160,12 @@ def _cases(tmp_path: Path) -> Iterator[tuple[str, str, Any]]:
                 values = _extremes(meta.parse)
             if values is None:
                 raise AssertionError(f"{table}.{name}: give its extremes in _custom()")
+            needs = {key: REQUIRED[key] for key in meta.requires}
             for value in values:
+                if needs and not isinstance(value, With):
+                    value = With(value, needs)
+                elif needs:
+                    value = With(value.value, needs | value.also)
                 yield table, name, value
 
 
@@ -375,12 +393,19 @@ async def test_the_extremes_of_a_listen_backlog_start_and_serve(backlog: int) ->
         await svc.stopService()
 
 
+def _requires(table: str, name: str) -> tuple[str, ...]:
+    """The keys a key needs set (setting(requires=...))."""
+    cls = {"daemon": DaemonSettings, "policy": PolicySettings} | {n: t.settings for n, t in types().items()}
+    return setting_fields(cls[table])[name][1].requires
+
+
 def _combined(tmp_path: Path, host: str, end: int) -> str:
     """A config for C{host} with every key it takes at one end of its range (0: low, -1: high) at once."""
     own = {n for t, n in KEYS if t == host}
     daemon_lines: list[str] = []
     lines: list[str] = []
     seen: set[tuple[str, str]] = set()
+    chosen: dict[tuple[str, str], Any] = {}
     for table, name, _ in _cases(tmp_path):
         if (table, name) in seen or table not in (host, "policy", "daemon"):
             continue
@@ -390,7 +415,11 @@ def _combined(tmp_path: Path, host: str, end: int) -> str:
             continue  # quotes and message exclude each other; quotes has its own case above
         seen.add((table, name))
         values = [_value(v) for t, n, v in _cases(tmp_path) if (t, n) == (table, name)]
-        line = f"{name} = {_toml(values[end])}"
+        chosen[table, name] = values[end]
+    for (table, name), value in chosen.items():
+        if any(chosen.get((table, key), "") == "" for key in _requires(table, name)):
+            continue  # the bus_* keys with bus = "" (chat alone): not given
+        line = f"{name} = {_toml(value)}"
         (daemon_lines if table == "daemon" else lines).append(line)
     assert own <= {n for _t, n in seen} | {"quotes"}
     listen = listens(host)

@@ -376,9 +376,10 @@ class _Listener:
 
 
 class _Instance:
-    def __init__(self, name: str, stype: Any, listeners: list[_Listener]) -> None:
-        self.name = name
-        self.stype = stype
+    def __init__(self, config: Any, listeners: list[_Listener]) -> None:
+        self.name = config.name
+        self.config = config
+        self.stype = types()[config.type]
         self._listeners = listeners
 
     def listeners(self) -> list[_Listener]:
@@ -389,8 +390,8 @@ def test_handout_gives_chat_to_worker_0_only() -> None:
     cfg = loads('[services.echo]\nlisten = ["tcp:0", "tcp:0", "udp:0"]\n[services.chat]\nlisten = ["tcp:0"]\n')
     echo, chat = cfg.services
     instances = [
-        _Instance("echo", types()["echo"], [_Listener(s, [10 + i]) for i, s in enumerate(echo.listen)]),
-        _Instance("chat", types()["chat"], [_Listener(chat.listen[0], [20])]),
+        _Instance(echo, [_Listener(s, [10 + i]) for i, s in enumerate(echo.listen)]),
+        _Instance(chat, [_Listener(chat.listen[0], [20])]),
     ]
     w0 = dict(handout(instances, 0))
     w1 = dict(handout(instances, 1))
@@ -399,9 +400,28 @@ def test_handout_gives_chat_to_worker_0_only() -> None:
     assert w1[listener_name("echo", "tcp:0", 0, 0)] == 10
     assert w1[listener_name("echo", "tcp:0", 1, 0)] == 11
     assert w1[listener_name("echo", "udp:0", 0, 0)] == 12
-    assert served_by(types()["chat"], 0) and not served_by(types()["chat"], 1)
+    assert served_by(instances[1], 0) and not served_by(instances[1], 1)
     # A reload's new listeners only.
     assert handout(instances, 1, [instances[0].listeners()[2]]) == [(listener_name("echo", "udp:0", 0, 0), 12)]
+
+
+def test_handout_gives_chat_with_a_bus_to_every_worker() -> None:
+    """With a bus every worker is a node of the chat's cluster: each is handed chat's sockets (irc's, web's too)."""
+    cfg = loads(
+        '[services.chat]\nlisten = ["tcp:0"]\nirc = ["tcp:0"]\nbus = "redis://127.0.0.1"\n'
+        '[services.pop3]\nlisten = ["tcp:0"]\n'
+    )
+    chat, pop3 = cfg.services
+    instances = [
+        _Instance(chat, [_Listener(spec, [20 + i]) for i, (_key, _index, spec) in enumerate(chat.listens())]),
+        _Instance(pop3, [_Listener(pop3.listen[0], [30])]),
+    ]
+    for slot in range(4):
+        given = dict(handout(instances, slot))
+        assert given[listener_name("chat", "tcp:0", 0, 0)] == 20
+        assert given[listener_name("chat", "tcp:0", 1, 0)] == 21  # irc's
+        assert (listener_name("pop3", "tcp:0", 0, 0) in given) == (slot == 0)  # pop3 stays with worker 0
+        assert served_by(instances[0], slot)
 
 
 def test_config_text_travels_whole() -> None:

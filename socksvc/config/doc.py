@@ -62,6 +62,8 @@ def _table(cls: type) -> list[str]:
         doc = meta.doc.replace("|", "\\|")
         if meta.path:
             doc += " (a relative path starts at the config file's directory)"
+        if meta.requires:
+            doc += " (only with " + ", ".join(f"`{key}`" for key in meta.requires) + ")"
         rows.append(f"| `{name}` | `{default}` | {_range(meta.parse)} | {doc} |")
     return rows
 

@@ -20,7 +20,7 @@ import attrs
 
 from socksvc.config.listen import CONFIG_DIR, ListenSpec, parse_listen, parse_systemd_spec
 from socksvc.config.schema import DaemonSettings, PolicySettings
-from socksvc.config.settings import ItemError, closest, setting_fields
+from socksvc.config.settings import ItemError, SecretError, closest, setting_fields
 from socksvc.util.files import read_regular_file
 from socksvc.wire import (
     ADMIN_PORT,
@@ -333,6 +333,8 @@ class _Checker:
                 out[key] = meta.parse(value)
             except ItemError as e:
                 raise self.fail(f"{table}.{key}[{e.index}]", e.value, e.reason) from None
+            except SecretError as e:
+                raise self.fail(f"{table}.{key}", _MISSING, str(e)) from None  # the value holds a secret
             except ValueError as e:
                 raise self.fail(f"{table}.{key}", value, str(e)) from None
         return out
@@ -352,6 +354,9 @@ class _Checker:
             for other in fields[key][1].conflicts:
                 if other in raw:
                     raise self.fail(f"{table}.{key}", raw[key], f"set {other} or {key}, not both")
+            for other in fields[key][1].requires:
+                if raw.get(other, "") == "":
+                    raise self.fail(f"{table}.{key}", raw[key], f"needs {other}: set {other}, or leave {key} out")
         values = self.values(table, fields, raw)
         try:
             return cls(**values)

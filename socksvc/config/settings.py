@@ -43,9 +43,19 @@ class SettingMeta:
     """The value is a file path: the loader resolves a relative one against the config file's directory."""
     conflicts: tuple[str, ...] = ()
     """Keys of the same table that may not be set together with this one."""
+    requires: tuple[str, ...] = ()
+    """Keys of the same table that must be set (given, and not the empty string) for this one to be given."""
 
 
-def setting(default: T, parse: Parser, doc: str, *, path: bool = False, conflicts: tuple[str, ...] = ()) -> T:
+def setting(
+    default: T,
+    parse: Parser,
+    doc: str,
+    *,
+    path: bool = False,
+    conflicts: tuple[str, ...] = (),
+    requires: tuple[str, ...] = (),
+) -> T:
     """
     Declare one config key on an attrs settings class.
 
@@ -60,8 +70,10 @@ def setting(default: T, parse: Parser, doc: str, *, path: bool = False, conflict
         before C{parse} sees it.
     @param conflicts: keys of the same table that cannot be set with this one
         (both given is a config error).
+    @param requires: keys of the same table this one needs: giving this
+        one while one of them is missing (or "") is a config error.
     """
-    meta = SettingMeta(parse, doc, path, conflicts)
+    meta = SettingMeta(parse, doc, path, conflicts, requires)
     result: T = attrs.field(default=default, metadata={_META: meta})
     return result
 
@@ -223,6 +235,14 @@ class ListParser:
 def as_list(item: Parser, *, nonempty: bool = False) -> ListParser:
     """A TOML array whose items each go through C{item}; gives a tuple."""
     return ListParser(item, nonempty)
+
+
+class SecretError(ValueError):
+    """
+    A parser's refusal of a value that holds a secret (a password in a
+    URL): the loader's error line names the key and the reason, never the
+    value.
+    """
 
 
 class ItemError(ValueError):

@@ -164,7 +164,14 @@ class ServiceType(Generic[S, T]):
     one_process: bool = False
     """
     Its state is shared by every client (chat's rooms): when the daemon runs
-    worker processes, only worker 0 serves it (docs/workers.md).
+    worker processes, only worker 0 serves it (docs/workers.md). Read it
+    through L{single_process}, which C{one_process_for} may decide.
+    """
+    one_process_for: Callable[[S], bool] | None = None
+    """
+    When given, decides C{one_process} per service instance from its
+    settings (chat: one process unless C{bus} is set; with a bus every
+    worker is a node of the cluster).
     """
     policy_defaults: Mapping[str, Any] = attrs.field(factory=dict)
     """
@@ -180,6 +187,12 @@ class ServiceType(Generic[S, T]):
             assert self.stream is not None
             return self.stream(context)
         return self.extra_streams[key].factory(context)
+
+    def single_process(self, settings: S) -> bool:
+        """Is an instance with these settings served by worker 0 alone? (C{one_process}, or C{one_process_for})"""
+        if self.one_process_for is not None:
+            return self.one_process_for(settings)
+        return self.one_process
 
     def serves(self, kind: str) -> bool:
         """Can this type take a listen spec of C{kind} ("stream", "datagram"; "inherited" may be either)?"""

@@ -3,7 +3,7 @@ The supervisor's decisions about its workers, as plain functions.
 
 - L{handout}: which listening sockets a worker is given (every worker gets
   every listener's sockets, except a C{one_process} service's: only the
-  worker in slot 0 serves chat), under the names the worker looks them up
+  worker in slot 0 serves chat without a bus), under the names the worker looks them up
   by (L{socksvc.daemon.control.listener_name});
 - L{resize}: which slots to start and which to stop when the number of
   workers changes;
@@ -37,9 +37,9 @@ def timeout(d: Deferred[Any], seconds: float, clock: Any) -> Deferred[Any]:
     return d
 
 
-def served_by(stype: Any, slot: int) -> bool:
-    """Does the worker in C{slot} serve a service of this type? (chat: worker 0 only)."""
-    return slot == 0 or not stype.one_process
+def served_by(instance: Any, slot: int) -> bool:
+    """Does the worker in C{slot} serve this service instance? (chat without a bus: worker 0 only)."""
+    return slot == 0 or not instance.stype.single_process(instance.config.settings)
 
 
 def listener_sockets(instance: Any, listeners: Iterable[Any] | None = None) -> Iterator[tuple[str, int]]:
@@ -65,7 +65,7 @@ def handout(instances: Iterable[Any], slot: int, listeners: Iterable[Any] | None
     only = None if listeners is None else list(listeners)
     out: list[tuple[str, int]] = []
     for instance in instances:
-        if served_by(instance.stype, slot):
+        if served_by(instance, slot):
             out += listener_sockets(instance, only)
     return out
 

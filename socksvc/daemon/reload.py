@@ -72,7 +72,8 @@ class ReloadPlan:
 def plan_reload(running: Mapping[str, ServiceConfig], new: Config) -> ReloadPlan:
     """
     The plan from the running services' tables (by name, in running order)
-    to C{new}. A service whose type changed is removed and added again.
+    to C{new}. A service whose type changed is removed and added again; so
+    is one whose placement changes (L{moves}: chat given or losing a bus).
     """
     new_names = {svc.name for svc in new.services}
     removed = [name for name in running if name not in new_names]
@@ -80,7 +81,7 @@ def plan_reload(running: Mapping[str, ServiceConfig], new: Config) -> ReloadPlan
     kept: list[KeptService] = []
     for svc in new.services:
         old = running.get(svc.name)
-        if old is not None and old.type != svc.type:
+        if old is not None and (old.type != svc.type or moves(old, svc)):
             removed.append(svc.name)
             old = None
         if old is None:
@@ -93,6 +94,17 @@ def plan_reload(running: Mapping[str, ServiceConfig], new: Config) -> ReloadPlan
         changed = old.policy != svc.policy or old.settings != svc.settings
         kept.append(KeptService(svc.name, svc, close, open_, changed))
     return ReloadPlan(tuple(removed), tuple(added), tuple(kept))
+
+
+def moves(old: ServiceConfig, new: ServiceConfig) -> bool:
+    """
+    Does a service of the same type go from worker 0 alone to every worker,
+    or back (L{socksvc.core.service.ServiceType.single_process}: chat's
+    bus)? Its listeners' sockets go to other workers, and its state is of
+    another kind: it is replaced, not reconfigured (docs/workers.md).
+    """
+    stype = types()[new.type]
+    return stype.single_process(old.settings) != stype.single_process(new.settings)
 
 
 def rehearse_plan(running: Mapping[str, ServiceInstance], plan: ReloadPlan) -> str | None:

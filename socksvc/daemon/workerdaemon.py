@@ -8,7 +8,8 @@ policies count against the tables every worker shares
 (L{socksvc.daemon.shared}), so caps and rates hold for the whole daemon; and
 its stream ports share their accept queue evenly with the other workers
 (L{socksvc.daemon.balance}). A service whose type keeps one state for every
-client (chat, C{one_process}) is served by the worker in slot 0 only. It
+client (C{one_process}: chat without a bus, smtp, pop3) is served by the
+worker in slot 0 only. It
 tells nobody but the supervisor anything (no systemd, no signals of its own:
 SIGHUP reloads are the supervisor's).
 """
@@ -93,6 +94,11 @@ def adopt_datagram(reactor: Any, fd: int, protocol: Any) -> Any:
         os.close(fd)
 
 
+def one_process(instance: ServiceInstance) -> bool:
+    """Is this instance served by worker 0 alone (its type's decision, on its settings)?"""
+    return instance.stype.single_process(instance.config.settings)
+
+
 class WorkerDaemon(DaemonService):
     """The services of one worker process (see the module doc)."""
 
@@ -116,7 +122,7 @@ class WorkerDaemon(DaemonService):
         if fd is None:
             raise ValueError(f"no shared table was handed over for service {config.name!r}")
         counts = WorkerCounts(Table.attach(fd), self.slot)
-        counts.serving = 1 if stype.one_process else self.workers
+        counts.serving = 1 if stype.single_process(config.settings) else self.workers
         self.counts[config.name] = counts
         instance = ServiceInstance(config, stype, self.reactor, self.udp_ports, self.notices, counts)
         instance.adopt = self._ports_for(instance)
@@ -124,7 +130,7 @@ class WorkerDaemon(DaemonService):
 
     def _ports_for(self, instance: ServiceInstance) -> Callable[[Listener], list[Any]]:
         def ports(listener: Listener) -> list[Any]:
-            if instance.stype.one_process and self.slot != 0:
+            if self.slot != 0 and one_process(instance):
                 return []  # served by worker 0 alone
             same = [x for x in instance.listeners() if x.spec == listener.spec]
             occurrence = same.index(listener) if listener in same else len(same)
@@ -162,7 +168,7 @@ class WorkerDaemon(DaemonService):
             for listener in instance.listeners():
                 for port in listener.ports:
                     serving = True
-                    if not instance.stype.one_process and not is_udp(port):
+                    if not one_process(instance) and not is_udp(port):
                         balance(port, counts, self.reactor)
             counts.set_live(serving)
 
@@ -188,7 +194,7 @@ class WorkerDaemon(DaemonService):
         self.workers = workers
         for instance in self.instances():
             counts = self.counts.get(str(instance.name))
-            if counts is None or instance.stype.one_process:
+            if counts is None or one_process(instance):
                 continue
             counts.serving = workers
             instance.context.policy.reconfigure(instance.context.policy.settings)  # its share of the close lines

@@ -18,6 +18,17 @@ from socksvc.config.settings import MAX_COUNT, MAX_TIMEOUT, as_bool, as_float, a
 from socksvc.core.protocols import ServiceFactory
 from socksvc.core.service import ExtraStream, ServiceContext, ServiceType
 from socksvc.services.chat import irc, web
+from socksvc.services.chat.busconfig import (
+    BusAddress,
+    BusPassword,
+    CaFile,
+    Retention,
+    parse_bus,
+    parse_ca_file,
+    parse_cluster,
+    parse_password_file,
+    parse_retention,
+)
 from socksvc.services.chat.names import look_key
 from socksvc.services.chat.protocol import ChatProtocol
 from socksvc.services.chat.sanitize import name_key, room_check
@@ -134,6 +145,69 @@ class ChatSettings:
         "web pages (origins such as https://chat.example.org) that may open the chat's WebSocket "
         "besides the chat's own page; a page from anywhere else is refused",
     )
+    bus: BusAddress | None = setting(
+        None,
+        parse_bus,
+        "the cluster's Redis: redis://[USER@]HOST[:PORT][/DB] (port 6379), rediss://... (TLS) or "
+        "unix://[USER@]/PATH.sock[?db=N]; db 0 to 10000; no password in it (bus_password_file); "
+        "empty = no bus: this chat alone, in one process. With a bus, every worker serves the chat",
+    )
+    bus_password_file: BusPassword | None = setting(
+        None,
+        parse_password_file,
+        "file holding the bus's Redis password (one line, at most 4096 bytes), read at load; empty = no AUTH",
+        path=True,
+        requires=("bus",),
+    )
+    bus_ca_file: CaFile | None = setting(
+        None,
+        parse_ca_file,
+        "PEM CA certificates a rediss:// bus's certificate must chain to; empty = the system's",
+        path=True,
+        requires=("bus",),
+    )
+    cluster: str = setting(
+        "socksvc",
+        parse_cluster,
+        "the cluster's name, 1 to 64 of A-Z a-z 0-9 _ . -: it prefixes the keys in Redis, so clusters can share one",
+        requires=("bus",),
+    )
+    bus_retention: Retention = setting(
+        Retention(lines=10_000),
+        parse_retention,
+        "how much of the bus's stream Redis keeps: lines (100 to 10_000_000), "
+        'or a time ("600s", "30m", "24h", "7d": 10 s to 30 days)',
+        requires=("bus",),
+    )
+    bus_queue: int = setting(
+        1000,
+        as_int(maximum=100_000),
+        "lines this node holds for the bus while Redis is unreachable; then they are not sent",
+        requires=("bus",),
+    )
+    node_timeout: float = setting(
+        15.0,
+        as_float(minimum=3, maximum=3600),
+        "seconds without a heartbeat after which a node's members are gone from the cluster",
+        requires=("bus",),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        # The other bus_* keys without bus: the loader refuses them (requires=).
+        if self.bus_ca_file is not None and (self.bus is None or not self.bus.tls):
+            _fail("bus_ca_file", "for a rediss:// bus only")
+
+
+def _fail(key: str, reason: str) -> None:
+    """A cross-key refusal: the config loader names C{key}."""
+    err = ValueError(reason)
+    err.key = key  # type: ignore[attr-defined]
+    raise err
+
+
+def one_process_unless_bus(settings: ChatSettings) -> bool:
+    """Without a bus the rooms are this process's: one worker serves the chat. With one, every worker is a node."""
+    return settings.bus is None
 
 
 ChatContext = ServiceContext[ChatSettings, ChatState]
@@ -168,4 +242,5 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
         "web": ExtraStream(web.make_factory, "browsers: the chat page (GET /) and its WebSocket (/ws), same rooms"),
     },
     one_process=True,
+    one_process_for=one_process_unless_bus,
 )
