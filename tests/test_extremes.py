@@ -114,7 +114,7 @@ def _custom(tmp_path: Path) -> dict[tuple[str, str], list[Any]]:
         ("smtp", "require_tls"): [False, With(True, {"tls_certificate": cert, "tls_key": key})],
         ("smtp", "hostname"): ["", "mail." + "h" * 240 + ".test"],
         ("smtp", "domains"): [[], ["example.test", *(f"d{i}.example.test" for i in range(1000))]],
-        # Nothing connects to the bus yet (issue 14): the addresses are only parsed.
+        # None of these buses exists: the chat starts, welcomes, and refuses nicknames (docs/chat-bus.md).
         # All at once, the last is rediss:// (bus_ca_file's last is a CA file).
         ("chat", "bus"): ["", "redis://127.0.0.1:1/0", "unix:///run/r.sock?db=15", "rediss://u@[::1]:65535/10000"],
         ("chat", "bus_password_file"): ["", str(password)],
@@ -304,6 +304,30 @@ async def _chat(port: int) -> None:
         b.close()
 
 
+async def _chat_bus_unreachable(port: int) -> None:
+    """
+    A chat whose bus is nowhere (every bus value here is unreachable): it
+    welcomes, and says a nickname cannot be taken until the bus is back (docs/chat-bus.md).
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    heard = bytearray()
+
+    def refused() -> bool:
+        try:
+            heard.extend(sock.recv(65536))
+        except BlockingIOError:
+            pass
+        return b"nickname refused: the chat bus is unreachable" in heard
+
+    try:
+        sock.setblocking(False)
+        sock.sendall(b"a\r\n")
+        await until(refused, 20, what=f"the bus refusal (heard {bytes(heard)[-200:]!r})")
+        assert b"-!- Welcome to socksvc chat\r\n" in heard
+    finally:
+        sock.close()
+
+
 async def serve(svc: DaemonService, host: str) -> None:
     """A real client of C{host} gets a real answer."""
     instance = svc.instance(host)
@@ -318,6 +342,8 @@ async def serve(svc: DaemonService, host: str) -> None:
     elif host == "reverse":
         line = b"ab\n" if instance.context.settings.max_line >= 2 else b"a\n"
         assert await _exchange(tcp, line, line[::-1][1:] + b"\n") == line[-2::-1] + b"\n"
+    elif host == "chat" and instance.context.settings.bus is not None:
+        await _chat_bus_unreachable(tcp)
     elif host == "chat":
         await _chat(tcp)
     elif host == "daytime":

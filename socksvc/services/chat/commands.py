@@ -124,6 +124,8 @@ def handle_line(state: ChatState, m: Member, text: str) -> None:
     """One line of decoded input from C{m} (flood control is the caller's: L{ChatState.flood_ok})."""
     if m.gone or not text.strip():
         return
+    if state.cluster is not None and state.cluster.hold(m, lambda: handle_line(state, m, text)):
+        return  # its nickname or room change is on its way through the chat bus: this waits for it
     if text.startswith("/") and not text.startswith("//"):
         run(state, m, text)
         return

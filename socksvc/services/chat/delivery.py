@@ -97,13 +97,16 @@ class Member:
         "key",
         "last_drop",
         "look",
+        "mid",
         "missed",
         "more",
         "nick",
+        "origin",
         "paused",
         "queue",
         "queued",
         "room",
+        "since",
         "stall_timer",
         "stalled",
         "state",
@@ -130,6 +133,12 @@ class Member:
         self.stall_timer: IDelayedCall | None = None
         self.gone = False
         self.held: list[bytes] | None = None
+        self.mid = 0
+        """With a bus: this member's id within its node (0: not known to the cluster yet)."""
+        self.origin: str | None = None
+        """With a bus: the node a remote member is connected to (None: this one)."""
+        self.since = 0
+        """With a bus: when it took its nickname (ms; the older of two holders keeps a name)."""
 
     def __repr__(self) -> str:
         return f"<Member {self.nick!r}>"

@@ -121,10 +121,14 @@ class PrivateSent(NamedTuple):
 
 
 class Nick(NamedTuple):
-    """The member's nickname is now NICK (OLD: the one before, or None on registering)."""
+    """
+    The member's nickname is now NICK (OLD: the one before, or None on
+    registering; WHY: "" or "nickname collision", when the cluster renamed it).
+    """
 
     nick: str
     old: str | None
+    why: str = ""
 
 
 class Entered(NamedTuple):

@@ -150,7 +150,7 @@ class Formatter:
             text = f"* {m.nick} {ev.text}" if ev.kind == ACTION and m is not None else ev.text
             return self.line(f"{CHAT_PRIVATE_SENT}*{ev.target}* {text}")
         if kind is Nick:
-            return self.notice_lines(CHAT_NICK_ACCEPTED + ev.nick)
+            return self.notice_lines(CHAT_NICK_ACCEPTED + ev.nick + (f" ({ev.why})" if ev.why else ""))
         if kind is Entered:
             room = ev.room
             size = ev.size

@@ -155,6 +155,9 @@ class IrcConnection(IrcCommands, ChatConnection):
         assert member is not None
         if member.nick is not None and command not in FREE and not self.context.state.flood_ok(member):
             return False
+        cluster = self.context.state.cluster
+        if cluster is not None and cluster.hold(member, lambda: self.dispatch(command, prefix, params)):
+            return True  # its NICK or JOIN is on its way through the chat bus: this waits for it
         self.dispatch(command, prefix, params)
         return True
 

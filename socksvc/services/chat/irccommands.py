@@ -132,9 +132,13 @@ class IrcCommands:
         member = self.member
         if self.registered or self.cap_open or self.pending_nick is None or self.username is None or member is None:
             return
-        self.state.set_nick(member, self.pending_nick)  # refused (taken meanwhile): 433, and a new NICK is awaited
-        self.pending_nick = None
-        if member.nick is None:
+        nick, self.pending_nick = self.pending_nick, None
+        # refused (taken meanwhile): 433, and a new NICK is awaited; with a bus, decided when the cluster agrees
+        self.state.set_nick(member, nick, self.registered_as)
+
+    def registered_as(self, taken: bool) -> None:
+        member = self.member
+        if not taken or self.registered or member is None or member.nick is None:
             return
         self.registered = True
         self.welcome()

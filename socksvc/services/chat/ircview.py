@@ -186,7 +186,10 @@ class IrcView:
         if kind is Nick:
             if ev.old is None or ev.old == ev.nick:
                 return b""  # registering: the welcome says it (see the IRC protocol)
-            return f":{self.mask(ev.old)} NICK :{ev.nick}".encode() + CRLF
+            changed = f":{self.mask(ev.old)} NICK :{ev.nick}".encode() + CRLF
+            if ev.why:
+                changed += lines(f":{self.server} NOTICE {ev.nick} ", f"You are now known as {ev.nick} ({ev.why})")
+            return changed
         if kind is Left:
             return self.room(ev)  # our own PART, confirmed
         if kind is RoomTopic:

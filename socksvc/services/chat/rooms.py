@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from socksvc.services.chat.cluster import Cluster
 from socksvc.services.chat.delivery import Delivery, Member, Room
 from socksvc.services.chat.events import (
     ACTION,
@@ -41,6 +42,7 @@ class RoomActions(Delivery):
     room_looks: dict[str, Room]
     lines: int
     """Lines members said (a metrics counter; the state starts it)."""
+    cluster: Cluster | None
 
     def add_room(self, room: Room) -> None:
         self.rooms[room.key] = room
@@ -114,6 +116,12 @@ class RoomActions(Delivery):
             if not stay:
                 self.error(m, f"you are already in {room.name}", "joined", room.name)
             return
+        if self.cluster is not None and m.origin is None:
+            self.cluster.join(m, room, stay)
+            return
+        self.apply_join(m, room, stay)
+
+    def apply_join(self, m: Member, room: Room, stay: bool) -> None:
         if not stay and m.room is not None:
             self.leave(m, m.room, Left(m.room.name, m.nick or ""))
         self.join_room(m, room)
@@ -132,6 +140,14 @@ class RoomActions(Delivery):
         """C{m} leaves C{room} and stays connected (an IRC PART): the room hears it, C{m} too."""
         if not m.in_room(room):
             return
+        if self.cluster is not None and m.origin is None:
+            self.cluster.part(m, room, clip(reason.strip(), REASON_MAX))
+            return
+        self.apply_part(m, room, reason)
+
+    def apply_part(self, m: Member, room: Room, reason: str) -> None:
+        if not m.in_room(room):
+            return
         left = Left(room.name, m.nick or "", clip(reason.strip(), REASON_MAX))
         with self.batch():
             self.leave(m, room, left)
@@ -142,11 +158,17 @@ class RoomActions(Delivery):
         room = room or m.room
         if room is None or m.nick is None:
             return
-        said = Said(room.name, m.nick, text, kind)
+        if self.cluster is not None and m.origin is None:
+            self.cluster.say(m, room, text, kind)
+            return
+        self.apply_say(room, m.nick, text, kind, m)
+
+    def apply_say(self, room: Room, nick: str, text: str, kind: str, sender: Member | None) -> None:
+        said = Said(room.name, nick, text, kind)
         self.lines += 1
         if room.history.maxlen:
             room.history.append((self.clock.seconds(), said))
-        self.to_room(room, said, exclude=m)
+        self.to_room(room, said, exclude=sender)
 
     def action(self, m: Member, text: str, room: Room | None = None) -> None:
         self.say(m, text, room, ACTION)
@@ -164,9 +186,15 @@ class RoomActions(Delivery):
 
     def set_topic(self, m: Member, room: Room, text: str) -> None:
         """Set C{room}'s topic to C{text} (empty: clear it), telling the room."""
+        if self.cluster is not None and m.origin is None:
+            self.cluster.topic(m, room, clip(text.strip(), REASON_MAX))
+            return
+        self.apply_topic(room, m.nick or "", text, self.clock.seconds())
+
+    def apply_topic(self, room: Room, nick: str, text: str, at: float) -> None:
         room.topic = clip(text.strip(), REASON_MAX)
-        room.topic_by, room.topic_at = m.nick or "", self.clock.seconds()
-        self.to_room(room, Topic(room.name, m.nick or "", room.topic))
+        room.topic_by, room.topic_at = nick, at
+        self.to_room(room, Topic(room.name, nick, room.topic))
 
     def who(self, m: Member, room: Room | None = None) -> None:
         room = room or m.room

@@ -29,6 +29,7 @@ from socksvc.services.chat.busconfig import (
     parse_password_file,
     parse_retention,
 )
+from socksvc.services.chat.joining import join_cluster
 from socksvc.services.chat.names import look_key
 from socksvc.services.chat.protocol import ChatProtocol
 from socksvc.services.chat.sanitize import name_key, room_check
@@ -221,6 +222,8 @@ def make_state(context: ChatContext) -> ChatState:
     """
     state = ChatState(context.settings, context.reactor, context.name)
     state.unsubscribe = context.notices.subscribe(state.post_notice)
+    if context.settings.bus is not None:
+        join_cluster(state, context.settings, context.reactor)
     return state
 
 

@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from socksvc.core.service import SHOWN, RoomStatus, ServiceStatus
+from socksvc.services.chat.cluster import Cluster
 from socksvc.services.chat.delivery import Connection, Member, Room, View
 from socksvc.services.chat.events import SAY, Bye, Nick, Private, PrivateSent, Quit, Renamed, RoomNotice
 from socksvc.services.chat.formats import Formatter
@@ -80,6 +81,8 @@ class ChatState(RoomActions):
         """The views of the other kinds of client (irc, web), made by their listeners on first use."""
         self.unsubscribe: Callable[[], None] = _nothing
         """Stops L{post_notice} being called (set when subscribed to the daemon's notice bus)."""
+        self.cluster: Cluster | None = None
+        """With a bus: this node of the cluster; members' actions become bus entries (docs/chat-bus.md)."""
         self.reconfigure(settings)
 
     # -- settings ------------------------------------------------------------
@@ -181,10 +184,20 @@ class ChatState(RoomActions):
         m.drop()
         self.members.discard(m)
 
+    def gone(self, m: Member, reason: str | None) -> None:
+        """
+        C{m}'s connection is gone: remove it, or, with a bus, stop its output
+        and tell the cluster (it leaves its rooms when the quit comes back).
+        """
+        if self.cluster is not None and m.origin is None:
+            self.cluster.depart(m, reason or "")
+        else:
+            self.remove(m, reason)
+
     def disconnected(self, m: Member, reason: str | None = "connection closed") -> None:
         """The connection went away (read side closed, reset, aborted)."""
         with self.batch():
-            self.remove(m, reason)
+            self.gone(m, reason)
 
     def kick(self, m: Member, reason: str) -> None:
         """Disconnect C{m} at once, telling it (best effort) and its room why."""
@@ -193,7 +206,7 @@ class ChatState(RoomActions):
         self.log_event("kick", "{service}: disconnecting {nick}: {reason}", nick=m.nick or "(no nick)", reason=reason)
         conn = m.conn
         last = m.render(Bye(CHAT_DISCONNECTED + reason))
-        self.remove(m, reason)
+        self.gone(m, reason)
         conn.send_last(last, reason)
 
     def stall_expired(self, m: Member) -> None:
@@ -211,7 +224,7 @@ class ChatState(RoomActions):
         self.flush()
         m.release()
         conn = m.conn
-        self.remove(m, reason or None)
+        self.gone(m, reason or None)
         conn.close("quit")
 
     def post_notice(self, room: str, text: str) -> bool:
@@ -223,12 +236,17 @@ class ChatState(RoomActions):
         found = self.rooms.get(name_key(room.removeprefix("#")))
         if found is None:
             return False
-        self.to_room(found, RoomNotice(found.name, clip(text, NOTICE_MAX)))
+        if self.cluster is not None:
+            self.cluster.announce(found.name, clip(text, NOTICE_MAX))
+        else:
+            self.to_room(found, RoomNotice(found.name, clip(text, NOTICE_MAX)))
         return True
 
     def shutdown(self) -> None:
         """The service is stopping: tell everyone, close."""
         self.unsubscribe()
+        if self.cluster is not None:
+            self.cluster.stop()
         bye = Bye(CHAT_SHUTDOWN)
         self.flush()
         self.release_held()
@@ -312,12 +330,28 @@ class ChatState(RoomActions):
         form, problem = nick_check(name, self.settings.nick_max, self.reserved, self.reserved_looks, taken)
         return form, problem, in_use
 
-    def set_nick(self, m: Member, name: str) -> None:
+    def set_nick(self, m: Member, name: str, then: Callable[[bool], None] | None = None) -> None:
+        """
+        C{m} asks for nickname C{name}: refused (one error line), or taken,
+        now or (with a bus) once the cluster agrees. C{then(taken)} is
+        called when it is decided.
+        """
         form, problem, in_use = self.check_nick(m, name)
         if problem is not None:
             self.error(m, f"nickname refused: {problem}", "nick_taken" if in_use else "nick_bad", name)
+            if then is not None:
+                then(False)
             return
-        name, key, look = form, name_key(form), look_key(form)
+        if self.cluster is not None and m.origin is None:
+            self.cluster.nick(m, form, then)
+            return
+        self.apply_nick(m, form)
+        if then is not None:
+            then(True)
+
+    def apply_nick(self, m: Member, name: str, why: str = "") -> None:
+        """C{m} is now called C{name} (checked): tell it, and its rooms."""
+        key, look = name_key(name), look_key(name)
         look = key if look == key else look  # most often the same: keep one string
         if self.nicks.get(key) is m and m.nick == name:
             self.emit(m, Nick(name, name))
@@ -332,7 +366,10 @@ class ChatState(RoomActions):
             self.nicks[key] = m
             self.emit(m, Nick(name, None))
             if m.view.auto_join:
-                self.join_room(m, self.first_room())
+                if self.cluster is not None:
+                    self.cluster.join(m, self.first_room(), False)
+                else:
+                    self.join_room(m, self.first_room())
             return
         assert m.key is not None
         if self.nicks.get(m.key) is m:
@@ -346,7 +383,7 @@ class ChatState(RoomActions):
         m.nick, m.key = name, key
         self.nicks[key] = m
         with self.batch():
-            self.emit(m, Nick(name, old))
+            self.emit(m, Nick(name, old, why))
             renamed = Renamed(old, name)
             for room in rooms:
                 if self.announces(room):
@@ -356,6 +393,9 @@ class ChatState(RoomActions):
         target = self.nicks.get(name_key(nick))
         if target is None or target.nick is None or m.nick is None:
             self.error(m, f"no such nick: {nick}", "no_nick", nick)
+            return
+        if self.cluster is not None:
+            self.cluster.priv(m, target.nick, text, kind)
             return
         self.lines += 1
         self.emit(target, Private(m.nick, target.nick, text, kind))

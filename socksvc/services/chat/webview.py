@@ -120,7 +120,10 @@ class WebView:
         if kind is PrivateSent:
             return _line({"t": "sent", "to": ev.target, "text": visible(ev.text), "kind": ev.kind})
         if kind is Nick:
-            return _line({"t": "you", "nick": ev.nick, "old": ev.old})
+            you: dict[str, Any] = {"t": "you", "nick": ev.nick, "old": ev.old}
+            if ev.why:
+                you["why"] = ev.why  # the cluster renamed it (nickname collision)
+            return _line(you)
         if kind is Entered:
             room = ev.room
             history = [

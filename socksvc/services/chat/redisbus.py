@@ -1,0 +1,350 @@
+"""
+The chat bus on Redis Streams (L{socksvc.services.chat.bus.BusLink}).
+
+Two connections to one Redis (or Valkey): one reads the stream with
+C{XREAD BLOCK} from the last id delivered, the other runs everything else
+(the scripts of L{socksvc.services.chat.redisscripts}, each one atomic
+step). Both are txredisapi's protocol over our own Twisted endpoints (TCP,
+TLS, or a UNIX socket), and reconnecting is ours: when either connection
+fails or a reply is late, both are dropped, the node is told
+(C{bus_down}), and connecting starts again with backoff; once both are up
+the node is told (C{bus_up}) and reading resumes after the last id it
+delivered, so nothing the stream still holds is missed.
+
+txredisapi imports the reactor when it is imported: it is imported here
+only inside functions that run once the daemon runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from socksvc.services.chat.bus import Beat, BusHandler, Snapshot
+from socksvc.services.chat.redisscripts import SCRIPTS
+
+CONNECT_TIMEOUT = 5.0
+REPLY_TIMEOUT = 5.0
+"""Seconds a command may wait for its reply before the link counts as lost (a cut cable sends no RST)."""
+BLOCK_MS = 1000
+READ_COUNT = 500
+BACKOFF_MAX = 5.0
+PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def ready(p: Any) -> Any:
+    """txredisapi's protocol, once it has sent AUTH and SELECT."""
+    return p.whenConnected()
+
+
+def flat_dict(flat: object) -> dict[str, str]:
+    if not isinstance(flat, list):
+        return {}
+    return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+class _Factory(Factory):
+    """What txredisapi's protocol expects of its factory, and no reconnecting of its own."""
+
+    isLazy = False
+
+    def __init__(self, password: str | None, username: str | None, db: int, reply_timeout: float | None) -> None:
+        self.password = password
+        self.username = username
+        self.db = db
+        self.reply_timeout = reply_timeout
+        self.error: str | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        import txredisapi  # imports the reactor: only once connecting
+
+        p = txredisapi.RedisProtocol(
+            charset=None,
+            replyTimeout=self.reply_timeout,
+            password=self.password,
+            dbid=self.db or None,
+            convertNumbers=False,
+            username=self.username,
+        )
+        p.factory = self
+        return p
+
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, why: str) -> None:
+        self.error = why
+
+
+class RedisBus:
+    """A L{socksvc.services.chat.bus.BusLink} on one Redis server."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        address: Any,
+        password: str | None,
+        ca: Any,
+        cluster: str,
+        node: str,
+        retention: Any,
+        node_timeout: float,
+    ) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.password = password
+        self.ca = ca
+        self.prefix = f"socksvc:{{{cluster}}}:"
+        self.node = node
+        self.retention = retention
+        self.ttl_ms = str(int(node_timeout * 1000))
+        self.up = False
+        self.last_id = "0-0"
+        self.handler: BusHandler | None = None
+        self.cmd: Any = None
+        self.reader: Any = None
+        self.shas: dict[str, str] = {}
+        self.reading = False
+        self.stopped = False
+        self.attempt = 0
+        self.retry: IDelayedCall | None = None
+        self.told_down = False
+
+    # -- connecting --------------------------------------------------------------
+
+    def endpoint(self) -> IStreamClientEndpoint:
+        a = self.address
+        if a.unix:
+            return UNIXClientEndpoint(self.reactor, a.path, timeout=CONNECT_TIMEOUT)
+        ep: IStreamClientEndpoint = HostnameEndpoint(self.reactor, a.host, a.port, timeout=CONNECT_TIMEOUT)
+        if a.tls:
+            from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust, trustRootFromCertificates
+
+            trust: Any = platformTrust()
+            if self.ca:
+                blocks = PEM_BLOCK.findall(self.ca)
+                trust = trustRootFromCertificates([Certificate.loadPEM(b) for b in blocks])
+            ep = wrapClientTLS(optionsForClientTLS(a.host, trustRoot=trust), ep)
+        return ep
+
+    def start(self, handler: BusHandler) -> None:
+        self.handler = handler
+        self.connect()
+
+    def connect(self) -> None:
+        self.retry = None
+        if self.stopped:
+            return
+        a = self.address
+        factories = [
+            _Factory(self.password, a.username, a.db, REPLY_TIMEOUT),
+            _Factory(self.password, a.username, a.db, None),
+        ]
+        ds: list[Deferred[Any]] = [self.endpoint().connect(f) for f in factories]
+        cmd_d, reader_d = (d.addCallback(ready) for d in ds)
+        state: dict[str, Any] = {}
+
+        def got(p: Any, which: str) -> None:
+            state[which] = p
+            p.whenDisconnected().addCallback(lambda _: self.lost(p, "connection lost"))
+            if len(state) == 2:
+                self.connected(state["cmd"], state["reader"])
+
+        def failed(f: Failure, which: str) -> None:
+            if "failed" in state:
+                return
+            state["failed"] = True
+            for p in state.values():
+                if p is not True and getattr(p, "transport", None) is not None:
+                    p.transport.abortConnection()
+            why = factories[0].error or factories[1].error or f.getErrorMessage()
+            self.down(why)
+
+        cmd_d.addCallbacks(got, failed, callbackArgs=("cmd",), errbackArgs=("cmd",))
+        reader_d.addCallbacks(got, failed, callbackArgs=("reader",), errbackArgs=("reader",))
+
+    def connected(self, cmd: Any, reader: Any) -> None:
+        if self.stopped:
+            cmd.transport.loseConnection()
+            reader.transport.loseConnection()
+            return
+        self.cmd, self.reader = cmd, reader
+        self.shas = {}
+        loads = [cmd.execute_command("SCRIPT", "LOAD", body) for body in SCRIPTS.values()]
+        from twisted.internet.defer import gatherResults
+
+        d = gatherResults(loads, consumeErrors=True)
+
+        def loaded(shas: list[object]) -> None:
+            self.shas = dict(zip(SCRIPTS, (text(s) for s in shas), strict=True))
+            self.up = True
+            self.attempt = 0
+            self.told_down = False
+            assert self.handler is not None
+            self.handler.bus_up()
+
+        def failed(f: Failure) -> None:
+            self.lost(cmd, f.getErrorMessage())
+
+        d.addCallbacks(loaded, failed)
+
+    def lost(self, p: Any, why: str) -> None:
+        if p is not self.cmd and p is not self.reader:
+            return
+        for q in (self.cmd, self.reader):
+            if q is not None and q.transport is not None and q is not p:
+                q.transport.abortConnection()
+        self.cmd = self.reader = None
+        self.reading = False
+        self.down(why)
+
+    def down(self, why: str) -> None:
+        was_up, self.up = self.up, False
+        if self.stopped:
+            return
+        if (was_up or not self.told_down) and self.handler is not None:
+            self.told_down = True
+            self.handler.bus_down(why)
+        if self.retry is None:
+            self.attempt += 1
+            delay = min(BACKOFF_MAX, 0.1 * 2 ** min(self.attempt, 10))
+            self.retry = self.reactor.callLater(delay, self.connect)
+
+    def stop(self) -> Deferred[None]:
+        self.stopped = True
+        self.up = False
+        if self.retry is not None and self.retry.active():
+            self.retry.cancel()
+        self.retry = None
+        for p in (self.cmd, self.reader):
+            if p is not None and p.transport is not None:
+                p.transport.loseConnection()
+        self.cmd = self.reader = None
+        return succeed(None)
+
+    # -- reading -----------------------------------------------------------------
+
+    def read(self) -> None:
+        if self.reading or not self.up or self.reader is None:
+            return
+        self.reading = True
+        self._read(self.reader)
+
+    def _read(self, reader: Any) -> None:
+        if reader is not self.reader or not self.reading:
+            return
+        key = self.prefix + "log"
+        d = reader.execute_command(
+            "XREAD", "COUNT", str(READ_COUNT), "BLOCK", str(BLOCK_MS), "STREAMS", key, self.last_id
+        )
+        d.addCallbacks(self._got, self._read_failed, callbackArgs=(reader,), errbackArgs=(reader,))
+
+    def _got(self, reply: Any, reader: Any) -> None:
+        if reader is not self.reader:
+            return
+        if isinstance(reply, list) and reply:
+            stream = reply[0]
+            raw = stream[1] if isinstance(stream, list) and len(stream) == 2 else []
+            entries: list[tuple[str, Sequence[object]]] = []
+            for item in raw if isinstance(raw, list) else []:
+                if isinstance(item, list) and len(item) == 2:
+                    entries.append((text(item[0]), item[1] if isinstance(item[1], list) else []))
+            if entries:
+                self.last_id = entries[-1][0]
+                assert self.handler is not None
+                self.handler.bus_entries(entries)
+        self.reactor.callLater(0, self._read, reader)
+
+    def _read_failed(self, failure: Failure, reader: Any) -> None:
+        if reader is self.reader:
+            self.lost(reader, failure.getErrorMessage())
+
+    # -- commands ----------------------------------------------------------------
+
+    def script(self, name: str, *args: str) -> Deferred[Any]:
+        cmd = self.cmd
+        if cmd is None or not self.up:
+            from twisted.internet.defer import fail
+
+            return fail(ConnectionError("the chat bus is not connected"))
+        d: Deferred[Any] = cmd.execute_command("EVALSHA", self.shas[name], "0", self.prefix, *args)
+
+        def failed(f: Failure) -> Any:
+            if "NOSCRIPT" in f.getErrorMessage() and self.cmd is cmd:  # Redis restarted under us
+                return cmd.execute_command("EVAL", SCRIPTS[name], "0", self.prefix, *args)
+            if type(f.value).__name__ in ("ConnectionError", "TimeoutError"):
+                return Failure(ConnectionError(f.getErrorMessage()))
+            return f
+
+        d.addErrback(failed)
+        return d
+
+    def publish(self, fields: list[str], hash_op: str, hash_key: str, hash_value: str) -> Deferred[str]:
+        r = self.retention
+        maxlen = str(r.lines) if r.lines else "0"
+        age = str(int(r.seconds * 1000)) if not r.lines else "0"
+        return self.script("publish", self.node, maxlen, age, hash_op, hash_key, hash_value, *fields).addCallback(text)
+
+    def claim(self, look: str, value: str) -> Deferred[str | None]:
+        d = self.script("claim", look, value, self.ttl_ms)
+        return d.addCallback(lambda r: None if r is None else text(r))
+
+    def release(self, look: str, value: str) -> Deferred[None]:
+        return self.script("release", look, value).addCallbacks(lambda _: None, lambda _: None)
+
+    def beat(self, leases: dict[str, str], nodes: Sequence[str]) -> Deferred[Beat]:
+        flat = [x for pair in leases.items() for x in pair]
+        d = self.script("beat", self.node, self.ttl_ms, str(len(leases)), *flat, *nodes)
+
+        def parse(r: Any) -> Beat:
+            clashes = flat_dict(r[0])
+            dead = [text(n) for n in r[1]] if isinstance(r[1], list) else []
+            retaken = [text(x) for x in r[4]] if len(r) > 4 and isinstance(r[4], list) else []
+            return Beat(clashes, dead, int(text(r[2]) or 0), text(r[3]) == "1", retaken)
+
+        return d.addCallback(parse)
+
+    def snapshot(self) -> Deferred[Snapshot]:
+        def parse(r: Any) -> Snapshot:
+            nodes = r[2] if isinstance(r[2], list) else []
+            members = {text(nodes[i]): flat_dict(nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)}
+            return Snapshot(text(r[0]), int(text(r[1]) or 0), members, flat_dict(r[3]))
+
+        return self.script("snapshot").addCallback(parse)
+
+    def tail(self, count: int) -> Deferred[list[tuple[str, Sequence[object]]]]:
+        cmd = self.cmd
+        if cmd is None:
+            from twisted.internet.defer import fail
+
+            return fail(ConnectionError("the chat bus is not connected"))
+        d = cmd.execute_command("XREVRANGE", self.prefix + "log", "+", "-", "COUNT", str(max(1, count)))
+
+        def parse(r: Any) -> list[tuple[str, Sequence[object]]]:
+            out: list[tuple[str, Sequence[object]]] = [
+                (text(i[0]), i[1]) for i in r if isinstance(i, list) and len(i) == 2 and isinstance(i[1], list)
+            ]
+            out.reverse()
+            return out
+
+        parsed: Deferred[list[tuple[str, Sequence[object]]]] = d.addCallback(parse)
+        return parsed
+
+    def forget(self, node: str) -> Deferred[None]:
+        return self.script("forget", node, "").addCallbacks(lambda _: None, lambda _: None)
+
+    def leave(self) -> Deferred[None]:
+        return self.script("forget", self.node, "leave").addCallbacks(lambda _: None, lambda _: None)
