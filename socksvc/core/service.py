@@ -173,6 +173,13 @@ class ServiceType(Generic[S, T]):
     settings (chat: one process unless C{bus} is set; with a bus every
     worker is a node of the cluster).
     """
+    replaced_for: Callable[[S, S], bool] | None = None
+    """
+    When given, says whether a reload from the first settings to the second
+    must replace the service (a new state) rather than reconfigure it (chat:
+    another bus, cluster or bus credentials: the node leaves one cluster and
+    joins another).
+    """
     policy_defaults: Mapping[str, Any] = attrs.field(factory=dict)
     """
     Policy keys whose default differs for this type (chat: max_connections), as typed
@@ -193,6 +200,12 @@ class ServiceType(Generic[S, T]):
         if self.one_process_for is not None:
             return self.one_process_for(settings)
         return self.one_process
+
+    def replaced(self, old: S, new: S) -> bool:
+        """Does a reload from C{old} to C{new} settings replace the service? (placement, or C{replaced_for})"""
+        if self.single_process(old) != self.single_process(new):
+            return True
+        return self.replaced_for is not None and self.replaced_for(old, new)
 
     def serves(self, kind: str) -> bool:
         """Can this type take a listen spec of C{kind} ("stream", "datagram"; "inherited" may be either)?"""

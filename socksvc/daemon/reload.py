@@ -100,11 +100,11 @@ def moves(old: ServiceConfig, new: ServiceConfig) -> bool:
     """
     Does a service of the same type go from worker 0 alone to every worker,
     or back (L{socksvc.core.service.ServiceType.single_process}: chat's
-    bus)? Its listeners' sockets go to other workers, and its state is of
-    another kind: it is replaced, not reconfigured (docs/workers.md).
+    bus), or must it start afresh (L{socksvc.core.service.ServiceType.replaced}:
+    chat's bus changed)? Then it is replaced, not reconfigured (docs/workers.md).
     """
     stype = types()[new.type]
-    return stype.single_process(old.settings) != stype.single_process(new.settings)
+    return stype.replaced(old.settings, new.settings)
 
 
 def rehearse_plan(running: Mapping[str, ServiceInstance], plan: ReloadPlan) -> str | None:

@@ -373,6 +373,20 @@ class Cluster:
         m.stall_timer = None
         self.publish(QUIT, m, "del", str(m.mid), "", nick=m.nick or "", why=reason)
 
+    def counters(self) -> dict[str, int]:
+        """The bus's figures for the chat's status (metrics: docs/metrics.md)."""
+        nodes = len(self.replica.by_node) + 1 if self.replica is not None else 1
+        return {
+            "chat_lines_dropped_bus_full": self.lines_not_sent,
+            "chat_bus_up": int(self.up),
+            "chat_bus_nodes": nodes,
+            "chat_bus_lines_held": self.lines_held,
+            "chat_bus_lines_lost": self.lines_lost,
+            "chat_bus_entries_dropped": self.entries_bad,
+            "chat_bus_collisions": self.collisions,
+            "chat_bus_queued": len(self.held),
+        }
+
     # -- life --------------------------------------------------------------------
 
     def tell_all(self, text: str) -> None:

@@ -60,6 +60,7 @@ class _Factory(Factory):
     """What txredisapi's protocol expects of its factory, and no reconnecting of its own."""
 
     isLazy = False
+    noisy = False
 
     def __init__(self, password: str | None, username: str | None, db: int, reply_timeout: float | None) -> None:
         self.password = password

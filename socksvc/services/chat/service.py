@@ -206,6 +206,20 @@ def _fail(key: str, reason: str) -> None:
     raise err
 
 
+def another_bus(old: ChatSettings, new: ChatSettings) -> bool:
+    """
+    A reload that changes which cluster this chat is a node of (its bus, its
+    credentials, the cluster's name) replaces the service: members reconnect
+    and register in the new cluster (docs/chat-bus.md).
+    """
+    return (old.bus, old.bus_password_file, old.bus_ca_file, old.cluster) != (
+        new.bus,
+        new.bus_password_file,
+        new.bus_ca_file,
+        new.cluster,
+    )
+
+
 def one_process_unless_bus(settings: ChatSettings) -> bool:
     """Without a bus the rooms are this process's: one worker serves the chat. With one, every worker is a node."""
     return settings.bus is None
@@ -246,4 +260,5 @@ SERVICE_TYPE: ServiceType[ChatSettings, ChatState] = ServiceType(
     },
     one_process=True,
     one_process_for=one_process_unless_bus,
+    replaced_for=another_bus,
 )

@@ -270,6 +270,8 @@ class ChatState(RoomActions):
             "chat_lines_dropped_too_long": self.lines_too_long,
             "chat_lines_dropped_stalled": self.lines_missed,
         }
+        if self.cluster is not None:
+            counters.update(self.cluster.counters())
         largest = heapq.nlargest(SHOWN, self.rooms.values(), key=lambda r: len(r.members))
         rooms = tuple(RoomStatus(r.name, len(r.members), visible(r.topic)) for r in largest)
         names = tuple(m.nick or "" for m in itertools.islice(self.nicks.values(), SHOWN))
