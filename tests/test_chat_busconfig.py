@@ -396,8 +396,13 @@ def test_adding_or_removing_a_bus_replaces_the_chat_service() -> None:
     for before, after in ((old, new), (new, old)):
         plan = plan_reload({svc.name: svc for svc in before.services}, after)
         assert plan.removed == ("chat",) and [svc.name for svc in plan.added] == ["chat"]
-    # Another bus, or another bus setting: reconfigured in place.
-    plan = plan_reload({svc.name: svc for svc in new.services}, _config('bus = "redis://other"\nbus_queue = 5\n'))
+    # Another bus (or cluster, or credentials): the node leaves one cluster for another, a new chat.
+    plan = plan_reload({svc.name: svc for svc in new.services}, _config('bus = "redis://other"\n'))
+    assert plan.removed == ("chat",) and [svc.name for svc in plan.added] == ["chat"]
+    plan = plan_reload({svc.name: svc for svc in new.services}, _config(BUS + 'cluster = "two"\n'))
+    assert plan.removed == ("chat",)
+    # Another bus setting of the same cluster: reconfigured in place.
+    plan = plan_reload({svc.name: svc for svc in new.services}, _config(BUS + "bus_queue = 5\n"))
     assert plan.removed == () and plan.added == () and [k.options_changed for k in plan.kept] == [False, False, True]
 
 
