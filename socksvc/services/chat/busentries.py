@@ -102,6 +102,13 @@ def _name(value: str, limit: int, what: str) -> str:
     return value
 
 
+def check_name(value: object, room: bool = False) -> str:
+    """A nickname (or, C{room}, a room name) read off the bus, checked as a client's would be."""
+    if not isinstance(value, str):
+        raise BadEntry("a name is not text")
+    return _name(value, ROOM_MAX if room else NAME_MAX, "room name" if room else "nickname")
+
+
 def _number(value: str | None, what: str) -> int:
     if value is None or not NUMBER_RE.fullmatch(value):
         raise BadEntry(f"bad {what}")

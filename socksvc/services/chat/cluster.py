@@ -34,6 +34,7 @@ from socksvc.services.chat.busentries import ANNOUNCE, COLLISION, JOIN, NICK, PA
 from socksvc.services.chat.delivery import Member, Room
 from socksvc.services.chat.events import Notice
 from socksvc.services.chat.names import look_key
+from socksvc.services.chat.sanitize import clip, visible
 
 log = Logger(namespace="socksvc")
 
@@ -127,8 +128,10 @@ class Cluster:
         if m not in self.waiting:
             return False
         queue = self.backlog.setdefault(m, deque())
-        if len(queue) < self.settings.flood_burst * 4 + 16:  # beyond: flood control would have dropped them
+        if len(queue) < self.settings.flood_burst * 4 + 16:
             queue.append(then)
+        else:  # a client that sends this much before its own join comes back: dropped as flooding
+            self.state.lines_flooded += 1
         return True
 
     def wait(self, m: Member) -> None:
@@ -252,7 +255,7 @@ class Cluster:
             self.done(m)
             return
         if holder is not None:
-            taken = lease_parts(holder)[3]
+            taken = visible(clip(lease_parts(holder)[3], 64))  # what Redis holds is not trusted either
             text = f"{form} is taken" if taken == form else f'"{form}" looks like "{taken}", which is in use'
             if why:
                 self.save(m, again=True)  # a collision rename: try the next name

@@ -29,6 +29,7 @@ from socksvc.services.chat.busentries import (
     COLLISION,
     JOIN,
     NICK,
+    NODE_RE,
     PART,
     PRIV,
     QUIT,
@@ -36,6 +37,7 @@ from socksvc.services.chat.busentries import (
     TOPIC,
     BadEntry,
     Entry,
+    check_name,
     decode,
     pairs,
 )
@@ -198,13 +200,15 @@ class Replica:
                 continue
             m = self.remote.get((node, mid))
             try:
+                check_name(nick)
+                if not NODE_RE.fullmatch(node) or mid >= 1 << 63:
+                    raise BadEntry("bad node id or member id")
                 if m is None or m.nick != nick:
                     m = self.registered(node, mid, since, nick, m)
                 if m is None:
                     continue
                 for name in rooms[:100]:
-                    if isinstance(name, str):
-                        self.enter(m, name, stay=True)
+                    self.enter(m, check_name(name, room=True), stay=True)
             except BadEntry:
                 self.cluster.entries_bad += 1
         for room_key, text in snap.topics.items():
@@ -213,9 +217,9 @@ class Replica:
                 record = json.loads(text)
                 if room is not None and isinstance(record.get("text"), str):
                     room.topic = clip(record["text"], 200)
-                    room.topic_by = clip(str(record.get("by", "")), 64)
+                    room.topic_by = check_name(record.get("by", "")) if record.get("by") else ""
                     room.topic_at = float(record.get("at", 0)) / 1000
-            except (ValueError, TypeError, AttributeError):
+            except (ValueError, TypeError, AttributeError):  # BadEntry is a ValueError
                 self.cluster.entries_bad += 1
 
     def reannounce(self, members: list[Member] | None = None) -> None:

@@ -165,7 +165,8 @@ class RoomActions(Delivery):
 
     def apply_say(self, room: Room, nick: str, text: str, kind: str, sender: Member | None) -> None:
         said = Said(room.name, nick, text, kind)
-        self.lines += 1
+        if sender is not None and sender.origin is None:  # with a bus, a line counts where it was said
+            self.lines += 1
         if room.history.maxlen:
             room.history.append((self.clock.seconds(), said))
         self.to_room(room, said, exclude=sender)
