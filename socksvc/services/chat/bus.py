@@ -123,6 +123,7 @@ class _Remote:
 
 class _RemoteView:
     auto_join = False
+    kind = "remote"  # IRC's WHO and WHOIS: "remote client" (a member of another node)
     wrap: Callable[[bytes], bytes] | None = None
 
     def room(self, ev: Any) -> bytes:
