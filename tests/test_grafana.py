@@ -1,7 +1,8 @@
 """
 The Grafana dashboard (etc/grafana/socksvc-dashboard.json): every query
 names metrics the daemon exposes, with labels they carry (read from a real
-exposition after the scripted sequence of tests/test_metrics.py).
+exposition after the scripted sequence of tests/test_metrics.py, its chat
+given a bus's counters).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from socksvc.daemon import metrics
 from socksvc.daemon.service import DaemonService
-from tests.support.metrics import scripted
+from tests.support.metrics import scripted, with_bus
 
 DASHBOARD = pathlib.Path(__file__).resolve().parent.parent / "etc" / "grafana" / "socksvc-dashboard.json"
 SCRAPE_LABELS = {"instance", "job"}
@@ -92,6 +93,7 @@ def test_the_dashboard_is_a_grafana_dashboard() -> None:
 
 
 def test_every_query_names_a_metric_that_exists(scripted: DaemonService) -> None:
+    with_bus(scripted)  # chat's bus families have samples only with a bus
     have = exposed(scripted)
     board = json.loads(DASHBOARD.read_text())
     exprs = queries(board)

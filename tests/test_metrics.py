@@ -8,6 +8,9 @@ workers.
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import pytest
 
 from socksvc.daemon import figures, metrics
@@ -90,6 +93,13 @@ def test_names_and_types_by_prometheus_clients_parsers(scripted: DaemonService) 
         "socksvc_chat_rooms": "gauge",
         "socksvc_chat_lines": "counter",
         "socksvc_chat_lines_dropped": "counter",
+        "socksvc_chat_bus_up": "gauge",
+        "socksvc_chat_bus_nodes": "gauge",
+        "socksvc_chat_bus_queued": "gauge",
+        "socksvc_chat_bus_lines_held": "counter",
+        "socksvc_chat_bus_lines_lost": "counter",
+        "socksvc_chat_bus_entries_dropped": "counter",
+        "socksvc_chat_bus_collisions": "counter",
     }
     for accept in (None, "application/openmetrics-text; version=1.0.0"):
         m = scrape(scripted, accept)
@@ -187,3 +197,9 @@ def test_merge_sums_workers_figures(scripted: DaemonService) -> None:
     assert echo["duration"]["counts"][5] == 2
     assert merged["chat"]["chat"]["lines"] == 6
     assert echo["listeners"] == next(s for s in one if s["name"] == "echo")["listeners"]
+
+
+def test_every_family_is_in_the_docs_table() -> None:
+    docs = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "observability.md").read_text()
+    rows = set(re.findall(r"^\| `(socksvc_\w+)` \|", docs, re.MULTILINE))
+    assert rows == set(metrics.METRIC_NAMES)

@@ -87,6 +87,7 @@ def test_status_page_live_and_escaped(browser: Browser) -> None:
             topic = page.text_content('[data-service="chat"] [data-figure="room_list"] td:nth-child(3)')
             assert topic == TOPIC
             assert figure(page, "chat", "names") == "img.src-x_onerror"
+            assert page.locator('[data-service="chat"] [data-figure="bus"]').count() == 0, "no bus"
             assert page.locator("main img, main script, main b").count() == 0
             if os.environ.get("SOCKSVC_SCREENSHOT"):
                 page.screenshot(path=os.environ["SOCKSVC_SCREENSHOT"], full_page=True)
@@ -110,6 +111,7 @@ def test_names_the_server_would_refuse_still_show_as_text(browser: Browser) -> N
         chat["chat"]["names"] = [XSS, '"><svg onload=alert(4)>', "</td></tr><tr><td>x"]
         chat["chat"]["room_list"] = [{"name": "<script>alert(3)</script>", "members": 1, "topic": XSS}]
         chat["listeners"] = ["<iframe src=javascript:alert(5)>"]
+        chat["chat"]["bus"] = {"up": 0, "linked": 1, "nodes": 3, "queued": 2}  # one of two workers linked
         body = json.dumps(figures)
         page.route(
             "**/status.json", lambda route: route.fulfill(status=200, content_type="application/json", body=body)
@@ -120,6 +122,7 @@ def test_names_the_server_would_refuse_still_show_as_text(browser: Browser) -> N
         assert names == chat["chat"]["names"]
         assert page.text_content('[data-service="chat"] [data-figure="room_list"] td') == "<script>alert(3)</script>"
         assert page.text_content('[data-service="chat"] .listeners') == "<iframe src=javascript:alert(5)>"
+        assert figure(page, "chat", "bus") == "down in some workers (1 linked), 3 nodes, 2 queued"
         assert page.locator("main img, main svg, main script, main iframe").count() == 0
     assert browser.dialogs == []
     assert browser.errors() == []

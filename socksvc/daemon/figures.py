@@ -12,10 +12,11 @@ sends its own and the supervisor serves L{merge_services} of them.
 
 from __future__ import annotations
 
+import operator
 import os
 import resource
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -37,6 +38,8 @@ REFUSAL_CODES: Mapping[str, str] = {
 
 UDP_PREFIX = "udp_dropped_"
 CHAT_PREFIX = "chat_lines_dropped_"
+BUS_PREFIX = "chat_bus_"
+"""A chat with a bus (issue 14): its figures, under the chat's C{bus} (docs/observability.md)."""
 
 
 def version() -> str:
@@ -101,6 +104,10 @@ def service_figures(instance: Any) -> Figures:
             "room_list": [{"name": r.name, "members": r.members, "topic": r.topic} for r in status.rooms],
             "names": list(status.names),
         }
+        bus = {k[len(BUS_PREFIX) :]: counters.pop(k) for k in list(counters) if k.startswith(BUS_PREFIX)}
+        if bus:
+            bus["linked"] = bus.get("up", 0)  # workers whose link is up: summed over workers, up is the least
+            out["chat"]["bus"] = bus
     out["counters"] = counters
     return out
 
@@ -177,7 +184,10 @@ def merge_services(per_worker: Iterable[list[Figures]]) -> list[Figures]:
     Every worker's service figures summed by service name: counts, bytes,
     refusals, drops and durations add up (C{peak} is then the sum of the
     workers' peaks: an upper bound); names, types and room lists come from
-    the first worker that has the service, listeners are the union.
+    the first worker that has the service, listeners are the union. A chat
+    with a bus is the exception: its members, rooms and lines are the
+    cluster's as each worker sees them, and its bus figures merge as
+    L{_BUS_MERGE} says.
     """
     merged: dict[str, Figures] = {}
     for services in per_worker:
@@ -191,10 +201,39 @@ def merge_services(per_worker: Iterable[list[Figures]]) -> list[Figures]:
             have["refused"] = _add(have["refused"], svc["refused"])
             have["duration"] = _merge_duration(have["duration"], svc["duration"])
             have["listeners"] += [x for x in svc["listeners"] if x not in have["listeners"]]
-            for part in ("udp", "chat", "counters"):
+            for part in ("udp", "counters"):
                 if part in svc:
                     have[part] = _add(have.get(part, {}), svc[part])
+            if "chat" in svc:
+                have["chat"] = _merge_chat(have.get("chat", {}), svc["chat"])
     return list(merged.values())
+
+
+_CLUSTER_WIDE = ("members", "rooms", "lines")
+"""
+With a bus every worker is a node that sees the whole cluster's roster and
+applies every room line: these are the largest worker's, not a sum.
+"""
+_BUS_MERGE: Mapping[str, Callable[[int, int], int]] = {
+    "up": min,  # 1 only while every worker's link is up (linked: how many are)
+    "nodes": max,  # every worker sees the same cluster
+    "lines_lost": max,  # every worker reads the same stream: a gap is seen by each
+    "entries_dropped": max,  # likewise a malformed entry
+}
+"""How a bus figure merges over workers; the others (linked, queued, lines_held, collisions) add up."""
+
+
+def _merge_chat(a: Figures, b: Figures) -> Figures:
+    out: Figures = _add({k: v for k, v in a.items() if k != "bus"}, {k: v for k, v in b.items() if k != "bus"})
+    if "bus" not in a and "bus" not in b:
+        return out
+    for key in _CLUSTER_WIDE:
+        out[key] = max(a.get(key, 0), b.get(key, 0))
+    bus = dict(a.get("bus", {}))
+    for k, v in b.get("bus", {}).items():
+        bus[k] = _BUS_MERGE.get(k, operator.add)(bus[k], v) if k in bus else v
+    out["bus"] = bus
+    return out
 
 
 def _merge_duration(a: Figures, b: Figures) -> Figures:

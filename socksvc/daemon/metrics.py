@@ -51,8 +51,27 @@ METRIC_NAMES = (
     "socksvc_chat_rooms",
     "socksvc_chat_lines_total",
     "socksvc_chat_lines_dropped_total",
+    "socksvc_chat_bus_up",
+    "socksvc_chat_bus_nodes",
+    "socksvc_chat_bus_queued",
+    "socksvc_chat_bus_lines_held_total",
+    "socksvc_chat_bus_lines_lost_total",
+    "socksvc_chat_bus_entries_dropped_total",
+    "socksvc_chat_bus_collisions_total",
 )
 """Every family the collector makes (names as exposed; counters end in _total)."""
+
+
+BUS_FAMILIES = (
+    ("up", "socksvc_chat_bus_up", "1 while the chat bus is reachable (with workers: by every worker)"),
+    ("nodes", "socksvc_chat_bus_nodes", "Chat nodes on the bus this node sees, itself included"),
+    ("queued", "socksvc_chat_bus_queued", "Chat bus entries waiting to be sent now"),
+    ("lines_held", "socksvc_chat_bus_lines_held_total", "Chat lines held while the bus was unreachable"),
+    ("lines_lost", "socksvc_chat_bus_lines_lost_total", "Chat lines this node learnt it missed (gone from the bus)"),
+    ("entries_dropped", "socksvc_chat_bus_entries_dropped_total", "Malformed chat bus entries dropped"),
+    ("collisions", "socksvc_chat_bus_collisions_total", "Chat members renamed for a nickname collision"),
+)
+"""A chat bus's figures (the chat's C{bus} figures key, family, help): only chats with a bus have samples."""
 
 
 def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
@@ -92,6 +111,7 @@ class SocksvcCollector(Collector):
         yield from self._connections(services)
         yield from self._udp(services)
         yield from self._chat(services)
+        yield from self._bus(services)
 
     def _connections(self, services: list[Figures]) -> Iterator[Metric]:
         open_ = GaugeMetricFamily("socksvc_connections", "Connections open now", labels=["service"])
@@ -154,7 +174,7 @@ class SocksvcCollector(Collector):
         dropped = _counter(
             "socksvc_chat_lines_dropped_total",
             "Chat lines dropped: flood (flood control), too_long (over max_line), stalled (not sent to a member "
-            "that stopped reading, one per member)",
+            "that stopped reading, one per member), bus_full (the chat bus unreachable and its queue full)",
             ["service", "reason"],
         )
         for svc in services:
@@ -167,6 +187,21 @@ class SocksvcCollector(Collector):
             for reason, n in sorted(chat["dropped"].items()):
                 dropped.add_metric([svc["name"], reason], n)
         yield from (members, rooms, lines, dropped)
+
+    def _bus(self, services: list[Figures]) -> Iterator[Metric]:
+        families: list[tuple[str, GaugeMetricFamily | CounterMetricFamily]] = []
+        for key, name, doc in BUS_FAMILIES:
+            if name.endswith("_total"):
+                families.append((key, _counter(name, doc, ["service"])))
+            else:
+                families.append((key, GaugeMetricFamily(name, doc, labels=["service"])))
+        for svc in services:
+            bus = (svc.get("chat") or {}).get("bus")
+            if bus is None:
+                continue
+            for key, family in families:
+                family.add_metric([svc["name"]], bus.get(key, 0))
+        yield from (family for _, family in families)
 
 
 def registry(figures: Callable[[], Figures]) -> CollectorRegistry:

@@ -184,6 +184,13 @@ JS = b"""'use strict';
     return sec;
   }
 
+  // A chat with a bus: up (with workers, every worker's link) or down, nodes seen, entries waiting.
+  function bus(b) {
+    const state = b.up ? 'up' : (b.linked ? 'down in some workers (' + num(b.linked) + ' linked)' : 'down');
+    return ['Bus', state + ', ' + num(b.nodes) + ' node' + (b.nodes === 1 ? '' : 's') + ', ' +
+      num(b.queued) + ' queued', 'bus', b.up ? 'ok' : 'bad'];
+  }
+
   function chat(sec, c, r) {
     sec.append(el('h3', null, 'Chat'));
     sec.append(facts([
@@ -191,7 +198,7 @@ JS = b"""'use strict';
       ['Rooms', num(c.rooms), 'rooms'],
       ['Lines', num(c.lines) + perSecond(r.chat_lines, dec), 'lines'],
       ['Dropped', reasons(c.dropped), 'chat_dropped'],
-    ]));
+    ].concat(c.bus ? [bus(c.bus)] : [])));
     if (c.room_list && c.room_list.length) {
       const rows = c.room_list.map((room) => [room.name, num(room.members), room.topic]);
       const t = table(['Room', 'Members', 'Topic'], rows, [false, true, false]);

@@ -7,9 +7,10 @@ to scrape it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import attrs
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,6 +48,30 @@ max_line = 16
 """
 
 DONE = Failure(ConnectionDone())
+
+BUS = {
+    "chat_lines_dropped_bus_full": 4,
+    "chat_bus_up": 1,
+    "chat_bus_nodes": 3,
+    "chat_bus_lines_held": 7,
+    "chat_bus_lines_lost": 2,
+    "chat_bus_entries_dropped": 1,
+    "chat_bus_collisions": 5,
+    "chat_bus_queued": 6,
+}
+"""The counters a chat with a bus adds to its status (socksvc.services.chat.cluster.Cluster.counters)."""
+
+
+def with_bus(daemon: DaemonService, service: str = "chat", counters: Mapping[str, int] = BUS) -> None:
+    """Chat C{service}'s status gets C{counters} too, as if it had a bus."""
+    state = daemon.instance(service).context.state
+    real = state.status
+
+    def status() -> Any:
+        got = real()
+        return attrs.evolve(got, counters={**got.counters, **counters})
+
+    state.status = status
 
 
 def start(text: str = CONFIG) -> DaemonService:
