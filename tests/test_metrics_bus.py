@@ -76,7 +76,7 @@ def test_without_a_bus_the_bus_families_have_no_sample(scripted: DaemonService) 
 
 
 def test_summed_over_workers(scripted: DaemonService) -> None:
-    """Counts of this node's own add up; the cluster's (nodes, members, lines...) are the largest; up is the least."""
+    """Counts of this node's own (lines among them) add up; the cluster's (nodes, members, rooms) are the largest."""
     with_bus(scripted)
     one = figures.daemon_figures(scripted)["services"]
     two = copy.deepcopy(one)
@@ -95,7 +95,7 @@ def test_summed_over_workers(scripted: DaemonService) -> None:
         "collisions": 15,
         "queued": 18,
     }
-    assert chat["members"] == 5 and chat["rooms"] == 1 and chat["lines"] == 3
+    assert chat["members"] == 5 and chat["rooms"] == 1 and chat["lines"] == 9  # lines count where said: summed
     assert chat["dropped"]["bus_full"] == 12 and chat["dropped"]["stalled"] == 6
     assert "bus" not in merged["chat2"]["chat"] and merged["chat2"]["chat"]["lines"] == 3  # no bus: summed
     assert next(s for s in one if s["name"] == "chat")["chat"]["bus"] == FIGURES, "the workers' figures stay"

@@ -185,8 +185,8 @@ def merge_services(per_worker: Iterable[list[Figures]]) -> list[Figures]:
     refusals, drops and durations add up (C{peak} is then the sum of the
     workers' peaks: an upper bound); names, types and room lists come from
     the first worker that has the service, listeners are the union. A chat
-    with a bus is the exception: its members, rooms and lines are the
-    cluster's as each worker sees them, and its bus figures merge as
+    with a bus is the exception: its members and rooms are the cluster's
+    as each worker sees them (the largest is kept), and its bus figures merge as
     L{_BUS_MERGE} says.
     """
     merged: dict[str, Figures] = {}
@@ -209,10 +209,11 @@ def merge_services(per_worker: Iterable[list[Figures]]) -> list[Figures]:
     return list(merged.values())
 
 
-_CLUSTER_WIDE = ("members", "rooms", "lines")
+_CLUSTER_WIDE = ("members", "rooms")
 """
-With a bus every worker is a node that sees the whole cluster's roster and
-applies every room line: these are the largest worker's, not a sum.
+With a bus every worker is a node that sees the whole cluster's roster:
+these are the largest worker's, not a sum. Lines count on the node where
+they were said, so they add up like the rest.
 """
 _BUS_MERGE: Mapping[str, Callable[[int, int], int]] = {
     "up": min,  # 1 only while every worker's link is up (linked: how many are)

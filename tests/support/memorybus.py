@@ -209,7 +209,8 @@ class MemoryBus:
                 retaken.append(look)
             else:
                 clashes[look] = cur
-        return succeed(Beat(clashes, [n for n in nodes if not hub.alive(n)], hub.seq, was, retaken))
+        live = sum(1 for n in hub.nodes if hub.alive(n))
+        return succeed(Beat(clashes, [n for n in nodes if not hub.alive(n)], hub.seq, was, retaken, live))
 
     def snapshot(self) -> Deferred[Snapshot]:
         bad = self._check()

@@ -47,6 +47,8 @@ class Beat(NamedTuple):
     """False when this node's own heartbeat had expired (others took it for dead)."""
     retaken: list[str]
     """Look keys of leases this node took back from a newer holder (it is renamed; nodes that missed ours learn it)."""
+    nodes: int
+    """Nodes with a heartbeat now, this one included."""
 
 
 class BusHandler(Protocol):

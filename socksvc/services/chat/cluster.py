@@ -378,7 +378,7 @@ class Cluster:
 
     def counters(self) -> dict[str, int]:
         """The bus's figures for the chat's status (metrics: docs/metrics.md)."""
-        nodes = len(self.replica.by_node) + 1 if self.replica is not None else 1
+        nodes = max(self.replica.nodes, len(self.replica.by_node) + 1) if self.replica is not None else 1
         return {
             "chat_lines_dropped_bus_full": self.lines_not_sent,
             "chat_bus_up": int(self.up),

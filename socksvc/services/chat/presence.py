@@ -55,6 +55,8 @@ class Presence:
         self.seen: dict[str, int] = {}
         """The last node sequence applied from each node (a resent entry is applied once)."""
         self.q = 0
+        self.nodes = 1
+        """Nodes with a heartbeat at the last one of ours, this one included."""
         self.again: dict[Member, int] = {}
         """Members to announce again at the next heartbeats (their name was taken back from a newer holder)."""
         self.timer: IDelayedCall | None = None
@@ -190,6 +192,7 @@ class Presence:
                 c.publish(JOIN, m, "set", str(m.mid), c.record(m, m.nick, rooms), nick=m.nick, room=name, stay="1")
 
     def beaten(self, beat: Beat) -> None:
+        self.nodes = beat.nodes
         if self.again:
             # by now the newer holder has been renamed: the nodes that refused ours take it now
             self.reannounce(list(self.again))
@@ -221,6 +224,8 @@ class Presence:
         """
         self.state.log_event("bus_reset", "{service}: the chat bus lost its data; resynchronising")
         self.q = 0
+        self.nodes = 1
+        """Nodes with a heartbeat at the last one of ours, this one included."""
         if rewind:
             self.link.last_id = "0-0"
         self.cluster.tell_all("the chat bus restarted and lost its data: some lines may not have been delivered")

@@ -314,7 +314,8 @@ class RedisBus:
             clashes = flat_dict(r[0])
             dead = [text(n) for n in r[1]] if isinstance(r[1], list) else []
             retaken = [text(x) for x in r[4]] if len(r) > 4 and isinstance(r[4], list) else []
-            return Beat(clashes, dead, int(text(r[2]) or 0), text(r[3]) == "1", retaken)
+            live = int(text(r[5])) if len(r) > 5 else 1
+            return Beat(clashes, dead, int(text(r[2]) or 0), text(r[3]) == "1", retaken, live)
 
         return d.addCallback(parse)
 

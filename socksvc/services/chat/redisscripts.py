@@ -81,7 +81,7 @@ BEAT = (
     _OLDER
     + """
 -- ARGV: prefix, node, ttl ms, number of leases, then look/value pairs, then node ids to check.
--- Returns {clashes (look, holder, ...), dead nodes, seq, was alive (1/0), retaken looks}.
+-- Returns {clashes (look, holder, ...), dead nodes, seq, was alive (1/0), retaken looks, live nodes}.
 local p, node, ttl = ARGV[1], ARGV[2], ARGV[3]
 local alive = redis.call('EXISTS', p .. 'node:' .. node)
 redis.call('SET', p .. 'node:' .. node, '1', 'PX', ttl)
@@ -106,7 +106,11 @@ local dead = {}
 for i = 5 + 2 * n, #ARGV do
   if redis.call('EXISTS', p .. 'node:' .. ARGV[i]) == 0 then table.insert(dead, ARGV[i]) end
 end
-return {clashes, dead, redis.call('GET', p .. 'seq') or '0', alive, retaken}
+local live = 0
+for _, other in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+  live = live + redis.call('EXISTS', p .. 'node:' .. other)
+end
+return {clashes, dead, redis.call('GET', p .. 'seq') or '0', alive, retaken, live}
 """
 )
 
