@@ -7,8 +7,9 @@ anything: the parsers only check what a config says, at load time, so
 C{--check} reports a wrong address, an unreadable password or CA file.
 
  - L{parse_bus}: C{redis://[USER@]HOST[:PORT][/DB]} (TCP),
-   C{rediss://...} (TLS), C{unix://[USER@]/PATH.sock[?db=N]} into a
-   L{BusAddress}; "" is no bus. A password in the URL is refused (it would
+   C{rediss://...} (TLS), C{unix://[USER@]/PATH.sock[?db=N]},
+   C{redis+sentinel://[USER@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]}
+   (the primary Sentinel names) into a L{BusAddress}; "" is no bus. A password in the URL is refused (it would
    be shown wherever the URL is): it goes in C{bus_password_file}.
  - L{parse_password_file}: the password, read now (L{BusPassword}: never in
    a repr, a log line or an error).
@@ -43,7 +44,13 @@ MAX_RETENTION_LINES = 10_000_000
 MIN_RETENTION_SECONDS = 10
 MAX_RETENTION_SECONDS = 30 * 86400
 
-SHAPES = "give redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix:///PATH.sock[?db=N]"
+SHAPES = (
+    "give redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB], unix:///PATH.sock[?db=N] "
+    "or redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]"
+)
+SENTINEL_PORT = 26379
+MAX_SENTINELS = 16
+_SERVICE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 NO_PASSWORD = "no password in the bus URL (it would show wherever the URL does): put it in bus_password_file"
 
 _USER = r"[A-Za-z0-9._~-]+"
@@ -70,6 +77,10 @@ class BusAddress:
     db: int = 0
     username: str | None = None
     """The Redis ACL user (AUTH username password), not secret; None: AUTH with the password alone."""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    """Sentinels to ask where the primary of C{service} is (then C{host} and C{port} are unused)."""
+    service: str = ""
+    """The Sentinel service (master) name."""
 
     @property
     def unix(self) -> bool:
@@ -78,6 +89,9 @@ class BusAddress:
     def describe(self) -> str:
         """The address as a URL for log lines: it has no secret (L{parse_bus} gives this address back)."""
         user = f"{self.username}@" if self.username else ""
+        if self.sentinels:
+            hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
+            return f"redis+sentinel://{user}{hosts}/{self.service}" + (f"/{self.db}" if self.db else "")
         if self.unix:
             return f"unix://{user}{self.path}" + (f"?db={self.db}" if self.db else "")
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -141,6 +155,32 @@ def _refuse_password(scheme: str, rest: str) -> None:
         raise SecretError(NO_PASSWORD)
 
 
+def _sentinel(rest: str) -> BusAddress:
+    """C{[USER@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]} after C{redis+sentinel://}."""
+    if "?" in rest or "#" in rest:
+        raise ValueError("a redis+sentinel:// bus has no ?query or #fragment; give the db as /SERVICE/DB")
+    user, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
+    if at and not re.fullmatch(_USER, user):
+        raise ValueError("not a user name before @")
+    hosts, slash, tail = rest.partition("/")
+    service, _, db_text = tail.partition("/")
+    if not slash or not _SERVICE.fullmatch(service):
+        raise ValueError("give the Sentinel service's name: redis+sentinel://HOST[:PORT][,...]/SERVICE[/DB]")
+    sentinels: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        match = _TCP.fullmatch(part)
+        if match is None or match["user"] is not None or match["db"] is not None:
+            raise ValueError(f"not a Sentinel address: give HOST[:PORT]; {SHAPES}")
+        port = SENTINEL_PORT if match["port"] is None else _number(match["port"], "the port", 1, 65535)
+        sentinels.append((_host(match["host"]), port))
+    if len(sentinels) > MAX_SENTINELS:
+        raise ValueError(f"{len(sentinels)} Sentinels; at most {MAX_SENTINELS}")
+    db = _number(db_text, "db", 0, MAX_DB) if db_text else 0
+    if user and len(user) > MAX_USERNAME:
+        raise ValueError(f"the user name is over {MAX_USERNAME} characters")
+    return BusAddress(False, "", 0, "", db, user or None, tuple(sentinels), service)
+
+
 def parse_bus(value: Any) -> BusAddress | None:
     """The C{bus} key: "" (no bus) or a Redis URL (see the module doc); ValueError says what is wrong in one line."""
     if not isinstance(value, str):
@@ -155,6 +195,8 @@ def parse_bus(value: Any) -> BusAddress | None:
     if not sep:
         raise ValueError(f"not a bus URL; {SHAPES}")
     _refuse_password(scheme, rest)
+    if scheme == "redis+sentinel":
+        return _sentinel(rest)
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"unknown scheme {scheme[:16]!r}; {SHAPES}")
     if "#" in rest:

@@ -126,11 +126,11 @@ class RedisBus:
 
     # -- connecting --------------------------------------------------------------
 
-    def endpoint(self) -> IStreamClientEndpoint:
+    def endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         a = self.address
         if a.unix:
             return UNIXClientEndpoint(self.reactor, a.path, timeout=CONNECT_TIMEOUT)
-        ep: IStreamClientEndpoint = HostnameEndpoint(self.reactor, a.host, a.port, timeout=CONNECT_TIMEOUT)
+        ep: IStreamClientEndpoint = HostnameEndpoint(self.reactor, host, port, timeout=CONNECT_TIMEOUT)
         if a.tls:
             from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust, trustRootFromCertificates
 
@@ -149,12 +149,41 @@ class RedisBus:
         self.retry = None
         if self.stopped:
             return
+        if not self.address.sentinels:
+            self.connect_to(self.address.host, self.address.port)
+            return
+        d = Deferred.fromCoroutine(self.find_primary())
+        d.addCallbacks(lambda where: self.connect_to(*where), lambda f: self.down(f.getErrorMessage()))
+
+    async def find_primary(self) -> tuple[str, int]:
+        """Ask the Sentinels, in turn, where the primary of the service is now."""
+        a = self.address
+        why = "no Sentinel answered"
+        for host, port in a.sentinels:
+            p: Any = None
+            try:
+                p = await self.endpoint(host, port).connect(_Factory(None, None, 0, REPLY_TIMEOUT))
+                await p.whenConnected()
+                reply = await p.execute_command("SENTINEL", "get-master-addr-by-name", a.service)
+                if isinstance(reply, list) and len(reply) == 2:
+                    return text(reply[0]), int(text(reply[1]))
+                why = f"Sentinel {host}:{port} does not know {a.service!r}"
+            except Exception as e:  # a Sentinel down or confused: ask the next
+                why = f"Sentinel {host}:{port}: {e}"
+            finally:
+                if p is not None and p.transport is not None:
+                    p.transport.loseConnection()
+        raise ConnectionError(why)
+
+    def connect_to(self, host: str, port: int) -> None:
+        if self.stopped:
+            return
         a = self.address
         factories = [
             _Factory(self.password, a.username, a.db, REPLY_TIMEOUT),
             _Factory(self.password, a.username, a.db, None),
         ]
-        ds: list[Deferred[Any]] = [self.endpoint().connect(f) for f in factories]
+        ds: list[Deferred[Any]] = [self.endpoint(host, port).connect(f) for f in factories]
         cmd_d, reader_d = (d.addCallback(ready) for d in ds)
         state: dict[str, Any] = {}
 
@@ -185,12 +214,14 @@ class RedisBus:
         self.cmd, self.reader = cmd, reader
         self.shas = {}
         loads = [cmd.execute_command("SCRIPT", "LOAD", body) for body in SCRIPTS.values()]
+        if self.address.sentinels:  # what a Sentinel named may have been demoted since: it must be the primary
+            loads.append(cmd.execute_command("ROLE").addCallback(self._primary))
         from twisted.internet.defer import gatherResults
 
         d = gatherResults(loads, consumeErrors=True)
 
         def loaded(shas: list[object]) -> None:
-            self.shas = dict(zip(SCRIPTS, (text(s) for s in shas), strict=True))
+            self.shas = dict(zip(SCRIPTS, (text(s) for s in shas[: len(SCRIPTS)]), strict=True))
             self.up = True
             self.attempt = 0
             self.told_down = False
@@ -201,6 +232,11 @@ class RedisBus:
             self.lost(cmd, f.getErrorMessage())
 
         d.addCallbacks(loaded, failed)
+
+    @staticmethod
+    def _primary(role: Any) -> None:
+        if not (isinstance(role, list) and role and text(role[0]) == "master"):
+            raise ConnectionError("the server the Sentinels named is not the primary (a failover under way?)")
 
     def lost(self, p: Any, why: str) -> None:
         if p is not self.cmd and p is not self.reader:
@@ -286,6 +322,9 @@ class RedisBus:
         def failed(f: Failure) -> Any:
             if "NOSCRIPT" in f.getErrorMessage() and self.cmd is cmd:  # Redis restarted under us
                 return cmd.execute_command("EVAL", SCRIPTS[name], "0", self.prefix, *args)
+            if "READONLY" in f.getErrorMessage():  # demoted to a replica (a failover): find the primary again
+                self.lost(cmd, "the Redis server became a replica")
+                return Failure(ConnectionError(f.getErrorMessage()))
             if type(f.value).__name__ in ("ConnectionError", "TimeoutError"):
                 return Failure(ConnectionError(f.getErrorMessage()))
             return f

@@ -149,8 +149,9 @@ class ChatSettings:
     bus: BusAddress | None = setting(
         None,
         parse_bus,
-        "the cluster's Redis: redis://[USER@]HOST[:PORT][/DB] (port 6379), rediss://... (TLS) or "
-        "unix://[USER@]/PATH.sock[?db=N]; db 0 to 10000; no password in it (bus_password_file); "
+        "the cluster's Redis: redis://[USER@]HOST[:PORT][/DB] (port 6379), rediss://... (TLS), "
+        "unix://[USER@]/PATH.sock[?db=N], or redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB] "
+        "(the primary Sentinel names; port 26379); db 0 to 10000; no password in it (bus_password_file); "
         "empty = no bus: this chat alone, in one process. With a bus, every worker serves the chat",
     )
     bus_password_file: BusPassword | None = setting(
