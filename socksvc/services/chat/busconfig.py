@@ -157,8 +157,8 @@ def _refuse_password(scheme: str, rest: str) -> None:
 
 def _sentinel(rest: str) -> BusAddress:
     """C{[USER@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]} after C{redis+sentinel://}."""
-    if "?" in rest or "#" in rest:
-        raise ValueError("a redis+sentinel:// bus has no ?query or #fragment; give the db as /SERVICE/DB")
+    if "?" in rest or "#" in rest:  # it may hold ?password=: the line names the key, not the value
+        raise SecretError("a redis+sentinel:// bus has no ?query or #fragment; give the db as /SERVICE/DB")
     user, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
     if at and not re.fullmatch(_USER, user):
         raise ValueError("not a user name before @")
