@@ -326,7 +326,10 @@ def test_numbers_at_both_ends(key: str, low: float, high: float, below: float, a
 # -- the URL parser under hypothesis ----------------------------------------------------------------------
 
 
-@given(st.text(max_size=80) | st.from_regex(r"(redis|rediss|unix)://[@:/?=#\[\]a-z0-9._~-]{0,40}", fullmatch=True))
+URLISH = r"(redis|rediss|unix|redis\+sentinel)://[@:/?=#,\[\]a-z0-9._~-]{0,40}"
+
+
+@given(st.text(max_size=80) | st.from_regex(URLISH, fullmatch=True))
 def test_parse_bus_only_ever_raises_value_error(text: str) -> None:
     try:
         address = parse_bus(text)
