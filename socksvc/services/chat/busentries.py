@@ -18,6 +18,8 @@ script adds (a gap is lines lost), and per type:
 
   - nick: C{nick}, C{old} ("" on registering), C{since} (ms), C{why} ("" or "collision")
   - join: C{nick}, C{room}, C{stay} ("1": an IRC client adds the room; "": moves there)
+  - nick and join may carry C{again} ("1"): the member is announced again for
+    nodes that missed it (Redis lost it, a collision); its own node ignores it
   - part: C{nick}, C{room}, C{why}
   - quit: C{nick}, C{why}
   - say: C{nick}, C{room}, C{text}, C{kind} (say, action, notice)
@@ -71,6 +73,8 @@ class Entry(NamedTuple):
     to: str = ""
     stay: bool = False
     since: int = 0
+    again: bool = False
+    """Said again (Redis lost it, or a collision): for nodes that missed it; its own node has it already."""
 
     @property
     def member(self) -> tuple[str, int]:
@@ -172,4 +176,5 @@ def decode(rid: str, f: Mapping[str, str]) -> Entry:
         raise BadEntry("no text")
     why = _text(f.get("why"), "reason")
     since = _number(f["since"], "since") if "since" in f else 0
-    return Entry(rid, t, node, mid, s, q, nick, room, text, kind, old, why, to, f.get("stay") == "1", since)
+    stay, again = f.get("stay") == "1", f.get("again") == "1"
+    return Entry(rid, t, node, mid, s, q, nick, room, text, kind, old, why, to, stay, since, again)

@@ -57,6 +57,9 @@ class Presence:
         self.q = 0
         self.nodes = 1
         """Nodes with a heartbeat at the last one of ours, this one included."""
+        self.beats = 0
+        self.grace_until = 0.0
+        """Until then a missing heartbeat proves nothing (Redis lost them all; each node beats again soon)."""
         self.again: dict[Member, int] = {}
         """Members to announce again at the next heartbeats (their name was taken back from a newer holder)."""
         self.timer: IDelayedCall | None = None
@@ -187,12 +190,19 @@ class Presence:
             if m.conn is REMOTE or m.nick is None:
                 continue
             rooms = [r.name for r in m.rooms()]
-            c.publish(NICK, m, "set", str(m.mid), c.record(m, m.nick, rooms), nick=m.nick, since=str(m.since))
+            c.publish(
+                NICK, m, "set", str(m.mid), c.record(m, m.nick, rooms), nick=m.nick, since=str(m.since), again="1"
+            )
             for name in rooms:
-                c.publish(JOIN, m, "set", str(m.mid), c.record(m, m.nick, rooms), nick=m.nick, room=name, stay="1")
+                c.publish(
+                    JOIN, m, "set", str(m.mid), c.record(m, m.nick, rooms), nick=m.nick, room=name, stay="1", again="1"
+                )
 
     def beaten(self, beat: Beat) -> None:
         self.nodes = beat.nodes
+        if not beat.was_alive and self.beats:  # our heartbeat was gone: Redis lost them all, or we were away
+            self.grace_until = self.clock.seconds() + self.state.settings.node_timeout
+        self.beats += 1
         if self.again:
             # by now the newer holder has been renamed: the nodes that refused ours take it now
             self.reannounce(list(self.again))
@@ -202,8 +212,9 @@ class Presence:
             m = self.cluster.local.get(int(value.split("|")[1])) if value is not None else None
             if m is not None:
                 self.again[m] = 2
-        for node in beat.dead:
-            self.node_gone(node)
+        if self.clock.seconds() >= self.grace_until:
+            for node in beat.dead:
+                self.node_gone(node)
         if beat.seq < self.q:
             self.reset(rewind=True)
         elif not beat.was_alive:
@@ -224,8 +235,7 @@ class Presence:
         """
         self.state.log_event("bus_reset", "{service}: the chat bus lost its data; resynchronising")
         self.q = 0
-        self.nodes = 1
-        """Nodes with a heartbeat at the last one of ours, this one included."""
+        self.grace_until = self.clock.seconds() + self.state.settings.node_timeout
         if rewind:
             self.link.last_id = "0-0"
         self.cluster.tell_all("the chat bus restarted and lost its data: some lines may not have been delivered")

@@ -112,6 +112,8 @@ class Replica(Presence):
         m = self.member(e)
         local = e.node == c.node
         t = e.t
+        if local and e.again:
+            return  # announced again for other nodes: this one has it
         if t == NICK:
             self.nick(e, m, local)
         elif t == JOIN:
@@ -203,7 +205,7 @@ class Replica(Presence):
             rooms = [r.name for r in m.rooms()]
             for name in rooms:
                 record = c.record(m, e.nick, rooms)
-                c.publish(JOIN, m, "set", str(m.mid), record, nick=e.nick, room=name, stay="1")
+                c.publish(JOIN, m, "set", str(m.mid), record, nick=e.nick, room=name, stay="1", again="1")
         if old is not None and look_key(old) != look:
             value = c.leases.get(look_key(old))
             if value is not None and value.split("|")[1] == str(m.mid):
