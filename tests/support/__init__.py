@@ -19,7 +19,8 @@ another test module, tests/test_architecture.py checks):
 - L{tests.support.tls}: a self-signed key and certificate.
 - L{tests.support.redis}: a real redis-server (temp dir, no persistence), the
   C{redis_server} fixture, a tiny blocking RESP client for checks;
-- L{tests.support.netns}: a L{Lab} of hosts in network namespaces on one bridge.
+- L{tests.support.netns}: a L{Lab} of hosts in network namespaces on one bridge;
+- L{tests.support.chathosts}: chat nodes on a lab's hosts (bus set), line clients, a socket made in a namespace.
 
 - L{context}: a ServiceContext for unit tests, on a fake clock.
 - L{connect}: a service protocol wired to a StringTransport, as the factory would.
@@ -244,12 +245,15 @@ def start_daemon(
     ready: bool = True,
     env: dict[str, str] | None = None,
     twistd_args: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> Daemon:
     """
     Start `twistd -n socksvc` on C{config_text} (None: the embedded default);
-    C{args} go after C{socksvc}, C{twistd_args} (e.g. C{--reactor}) before it.
+    C{args} go after C{socksvc}, C{twistd_args} (e.g. C{--reactor}) before it;
+    C{prefix} runs it under a command that execs it (e.g.
+    L{tests.support.netns.Lab.exec_prefix}, so C{proc} is twistd itself).
     """
-    cmd = [TWISTD, "--nodaemon", "--pidfile=", *twistd_args, "socksvc"]
+    cmd = [*prefix, TWISTD, "--nodaemon", "--pidfile=", *twistd_args, "socksvc"]
     path = None
     if config_text is not None:
         fd, path = tempfile.mkstemp(suffix=".toml", prefix="socksvc-test-")
