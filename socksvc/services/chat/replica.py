@@ -107,6 +107,12 @@ class Replica:
             d = self.link.beat(dict(self.cluster.leases), list(self.by_node))
             d.addCallbacks(self.beaten, self._ignore)
 
+    def beat_now(self) -> None:
+        """The next heartbeat at once (the timer starts over from it)."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.tick()
+
     def _ignore(self, failure: Failure) -> None:
         pass  # a failed heartbeat: the link reports the outage itself
 
@@ -170,6 +176,10 @@ class Replica:
         self.link.last_id = snap.last_id
         first = not self.cluster.ready
         self.cluster.ready = True
+        if first:
+            # Beat now, before any entry of this node's: until its key exists other nodes
+            # take its members for a dead node's ("has quit (node timed out)").
+            self.beat_now()
         self.link.read()
         if not first or self.cluster.local:
             self.reannounce()
