@@ -344,7 +344,8 @@ def test_bus_benchmark_quick_run(tmp_path: Path) -> None:
     assert "used_memory per 10,000 lines retained" in redis_cases
     assert any(c.startswith("commands/line") for c in redis_cases)
     for r in result["rows"]:
-        assert runner.check_row(r) is None and r["value"] > 0, r
+        assert runner.check_row(r) is None, r
+        assert r["value"] > 0 or r["bench"].endswith(" cpu"), r  # a tiny run may hold no CPU tick
     assert any(n.startswith("bus: fan-out, bus/no bus per pair") for n in result["notes"])
 
 
