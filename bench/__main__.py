@@ -29,8 +29,11 @@ from bench import harness
 BENCHMARKS = ("echo", "greeting", "udp", "chat", "classic", "mail", "chatmix")
 ON_REQUEST = ("workers",)
 """Benchmarks run only when asked for (C{--workers N}, or C{--only workers})."""
-OPTIONAL = ("attack",)
-"""Run only when named with --only (attack: fairness under a flood, not a comparison)."""
+OPTIONAL = ("attack", "bus")
+"""
+Run only when named with --only (attack: fairness under a flood, not a
+comparison; bus: needs redis-server, and compares socksvc with itself).
+"""
 DEFAULT_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "latest.json")
 ROW_KEYS: dict[str, type | tuple[type, ...]] = {
     "bench": str,
@@ -222,6 +225,9 @@ def run_one(name: str, quick: bool) -> tuple[list[dict[str, Any]], str | None]:
         return [], f"{name}: cannot import bench/{name}.py: {_why(e)}"
     try:
         got = module.run(quick)
+    except harness.Skipped as e:
+        print(f"{name}: {e}; skipped", flush=True)
+        return [], None
     except Exception as e:
         return [], f"{name}: failed: {_why(e)}"
     for line in getattr(module, "NOTES", None) or []:  # a module's own notes (e.g. bench/chat.py's)

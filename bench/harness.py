@@ -49,6 +49,10 @@ class BenchError(Exception):
     """A server or a client could not do its part; the message is one line."""
 
 
+class Skipped(Exception):
+    """A benchmark cannot run here (a system tool is missing): one line why; not a failure."""
+
+
 def note(line: str) -> None:
     if line not in NOTES:
         NOTES.append(line)

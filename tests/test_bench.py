@@ -314,3 +314,46 @@ def test_socksvc_server_names() -> None:
     assert harness.socksvc_workers("uvloop-w2") is None
     assert "workers = 3" in harness.socksvc_config("echo", "tcp", 3)
     assert "[daemon]" not in harness.socksvc_config("echo", "tcp", 1)
+
+
+# -- the chat bus benchmark ----------------------------------------------------------------
+
+
+def test_bus_benchmark_quick_run(tmp_path: Path) -> None:
+    from bench import busredis
+
+    if busredis.server_path() is None:
+        pytest.skip("redis-server not installed")
+    out = tmp_path / "bus.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "bus", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmarks"] == ["bus"]
+    by = {(r["bench"], r["case"], r["server"]): r for r in result["rows"]}
+    for bench in ("chat bus fan-out", "chat bus fan-out cpu"):
+        assert {s for (b, _, s) in by if b == bench} == {"socksvc", "no bus"}, (bench, result["notes"])
+    for p in ("p50", "p99"):
+        assert {s for (b, c, s) in by if b == "chat bus latency" and c.startswith(p)} == {"socksvc", "no bus"}
+    redis_cases = {c for (b, c, _) in by if b == "chat bus redis"}
+    assert "used_memory per 10,000 lines retained" in redis_cases
+    assert any(c.startswith("commands/line") for c in redis_cases)
+    for r in result["rows"]:
+        assert runner.check_row(r) is None, r
+        assert r["value"] > 0 or r["bench"].endswith(" cpu"), r  # a tiny run may hold no CPU tick
+    assert any(n.startswith("bus: fan-out, bus/no bus per pair") for n in result["notes"])
+
+
+def test_a_benchmark_that_cannot_run_here_is_skipped_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import bus
+
+    monkeypatch.setattr(bus, "server_path", lambda: None)
+    assert runner.run_one("bus", True) == ([], None)
+    assert capsys.readouterr().out == "bus: redis-server is not installed; skipped\n"

@@ -6,8 +6,13 @@ crosses a real Redis is in test_chat_bus_redis.py.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from socksvc.services.chat.busentries import encode
 from tests.support.chatbus import Node, cluster, settle
+from tests.support.memorybus import MemoryBus
 
 
 def said(lines: list[str]) -> list[str]:
@@ -293,3 +298,26 @@ def test_disconnect_mid_registration_leaves_nothing() -> None:
     assert not b.cluster.leases
     alice = a.connect("ghost")
     assert "-!- You are now known as ghost" in alice.lines()
+
+
+def test_a_new_node_s_members_are_not_taken_for_a_dead_node_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub, (a,) = cluster(1)
+    alice = a.connect("alice")
+    hub.clock.advance(a.state.settings.node_timeout / 10)  # b comes up between two of a's heartbeats
+    connect = MemoryBus.start
+
+    def takes_a_moment(link: MemoryBus, handler: Any) -> None:  # as Redis does: not up on the first turn
+        hub.clock.callLater(0.01, connect, link, handler)
+
+    monkeypatch.setattr(MemoryBus, "start", takes_a_moment)
+    b = Node(hub, "node1")
+    hub.clock.advance(0.01)
+    settle(hub.clock)
+    b.connect("bob")
+    for _ in range(3):
+        hub.clock.advance(a.state.settings.node_timeout / 5)
+        settle(hub.clock)
+    lines = alice.lines()
+    assert "-!- bob has joined lobby" in lines
+    assert not [x for x in lines if "bob has quit" in x]
+    assert a.who(alice) == ["alice", "bob"]

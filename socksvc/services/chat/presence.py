@@ -83,6 +83,12 @@ class Presence:
             d = self.link.beat(dict(self.cluster.leases), list(self.by_node))
             d.addCallbacks(self.beaten, self._ignore)
 
+    def beat_now(self) -> None:
+        """The next heartbeat at once (the timer starts over from it)."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.tick()
+
     def _ignore(self, failure: Failure) -> None:
         pass  # a failed heartbeat: the link reports the outage itself
 
@@ -133,6 +139,10 @@ class Presence:
         self.link.last_id = snap.last_id
         first = not self.cluster.ready
         self.cluster.ready = True
+        if first:
+            # Beat now, before any entry of this node's: until its key exists other nodes
+            # take its members for a dead node's ("has quit (node timed out)").
+            self.beat_now()
         self.link.read()
         if not first or self.cluster.local:
             self.reannounce()
@@ -217,7 +227,7 @@ class Presence:
                 self.node_gone(node)
         if beat.seq < self.q:
             self.reset(rewind=True)
-        elif not beat.was_alive:
+        elif not beat.was_alive and self.beats > 1:  # the first beat of all finds no key, of course
             self.reannounce()
         for look in beat.clashes:
             value = self.cluster.leases.pop(look, None)
