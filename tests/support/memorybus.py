@@ -160,18 +160,20 @@ class MemoryBus:
             self.hub.links.remove(self)
         return succeed(None)
 
-    def publish(self, fields: list[str], hash_op: str, hash_key: str, hash_value: str) -> Deferred[str]:
+    def publish(self, entries: list[tuple[list[str], str, str, str]]) -> Deferred[list[str]]:
         bad = self._check()
         if bad is not None:
             return bad
-        rid = self.hub.add(fields)
-        if hash_op == "set":
-            self.hub.members.setdefault(self.node, {})[hash_key] = hash_value
-        elif hash_op == "del":
-            self.hub.members.get(self.node, {}).pop(hash_key, None)
-        elif hash_op == "topic":
-            self.hub.topics[hash_key] = hash_value
-        return succeed(rid)
+        ids = []
+        for fields, hash_op, hash_key, hash_value in entries:
+            ids.append(self.hub.add(fields))
+            if hash_op == "set":
+                self.hub.members.setdefault(self.node, {})[hash_key] = hash_value
+            elif hash_op == "del":
+                self.hub.members.get(self.node, {}).pop(hash_key, None)
+            elif hash_op == "topic":
+                self.hub.topics[hash_key] = hash_value
+        return succeed(ids)
 
     def claim(self, look: str, value: str) -> Deferred[str | None]:
         bad = self._check()

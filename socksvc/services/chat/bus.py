@@ -80,12 +80,13 @@ class BusLink(Protocol):
     def stop(self) -> Deferred[None]:
         """Disconnect for good."""
 
-    def publish(self, fields: list[str], hash_op: str, hash_key: str, hash_value: str) -> Deferred[str]:
+    def publish(self, entries: list[tuple[list[str], str, str, str]]) -> Deferred[list[str]]:
         """
-        XADD one entry (adding its cluster sequence C{q}) and, in the same
-        step, C{hash_op} ("set" or "del", or "" for nothing) C{hash_key} in
-        this node's presence hash, or ("topic") in the topics hash. Fires with
-        the entry's id.
+        XADD entries (fields, hash op, hash key, hash value), in order, in one
+        step, each with its cluster sequence C{q}; for each, in the same step,
+        its hash op ("set" or "del", or "" for nothing) on the hash key in this
+        node's presence hash, or ("topic") in the topics hash. Fires with the
+        entries' ids.
         """
 
     def claim(self, look: str, value: str) -> Deferred[str | None]:

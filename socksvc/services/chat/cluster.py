@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -39,6 +40,8 @@ from socksvc.services.chat.sanitize import clip, visible
 log = Logger(namespace="socksvc")
 
 UNREACHABLE = "the chat bus is unreachable"
+BATCH = 256
+"""Entries published in one step at most."""
 LINE_TYPES = frozenset({SAYS, PRIV, TOPIC, ANNOUNCE})
 
 
@@ -89,6 +92,9 @@ class Cluster:
         self.local: dict[int, Member] = {}
         """This node's members the cluster knows (registered), by member id."""
         self.unacked: dict[int, Pending] = {}
+        self.outbox: list[Pending] = []
+        """Entries of this reactor turn, published together at its end."""
+        self.flushing: IDelayedCall | None = None
         self.held: deque[Pending] = deque()
         self.held_lines = 0
         self.waiting: dict[Member, int] = {}
@@ -163,7 +169,9 @@ class Cluster:
         mid = m.mid if m is not None else 0
         p = Pending(self.s, encode(t, self.node, mid, self.s, **fields), hash_op, hash_key, hash_value, t in LINE_TYPES)
         if self.up:
-            self.send(p)
+            self.outbox.append(p)
+            if self.flushing is None:  # what this reactor turn publishes goes in one step (one read brings it back)
+                self.flushing = self.clock.callLater(0, self.flush_out)
         else:
             self.held.append(p)
             if p.line:
@@ -171,35 +179,48 @@ class Cluster:
                 self.lines_held += 1
         return p
 
-    def send(self, p: Pending) -> None:
-        self.unacked[p.s] = p
-        d = self.link.publish(p.fields, p.hash_op, p.hash_key, p.hash_value)
-        d.addCallbacks(self._acked, self._failed, callbackArgs=(p.s,), errbackArgs=(p.s,))
+    def flush_out(self) -> None:
+        self.flushing = None
+        out, self.outbox = self.outbox, []
+        if not self.up:  # gone meanwhile: sent again, before what is held, when the bus is back
+            self.unacked.update((p.s, p) for p in out)
+            return
+        self.send(out)
 
-    def _acked(self, rid: str, s: int) -> None:
-        self.unacked.pop(s, None)
+    def send(self, items: list[Pending]) -> None:
+        for start in range(0, len(items), BATCH):
+            batch = items[start : start + BATCH]
+            for p in batch:
+                self.unacked[p.s] = p
+            d = self.link.publish([(p.fields, p.hash_op, p.hash_key, p.hash_value) for p in batch])
+            sent = [p.s for p in batch]
+            d.addCallbacks(self._acked, self._failed, callbackArgs=(sent,), errbackArgs=(sent,))
 
-    def _failed(self, failure: Failure, s: int) -> None:
-        if not failure.check(
-            ConnectionError
-        ):  # the link's own failures are ConnectionErrors  # refused by Redis itself: resending would not help
+    def _acked(self, rids: list[str], sent: list[int]) -> None:
+        for s in sent:
             self.unacked.pop(s, None)
+
+    def _failed(self, failure: Failure, sent: list[int]) -> None:
+        if not failure.check(ConnectionError):  # refused by Redis itself (the link's own failures are ConnectionErrors)
+            for s in sent:  # resending would not help
+                self.unacked.pop(s, None)
             self.state.log_event(
-                "bus_error", "{service}: the chat bus refused an entry: {why}", why=failure.getErrorMessage()
+                "bus_error", "{service}: the chat bus refused entries: {why}", why=failure.getErrorMessage()
             )
-        # a lost connection: it stays unacked and is sent again when the bus is back (duplicates are dropped by s)
+        # a lost connection: they stay unacked and are sent again when the bus is back (duplicates are dropped by s)
 
     def flush_held(self) -> None:
         """The bus is back: send again what may not have arrived, then what waited."""
         again = sorted(self.unacked.values(), key=lambda p: p.s)
         self.unacked.clear()
-        for p in again:
-            self.send(p)
-        while self.held and self.up:
-            p = self.held.popleft()
-            if p.line:
-                self.held_lines -= 1
-            self.send(p)
+        if self.flushing is not None and self.flushing.active():
+            self.flushing.cancel()
+        self.flushing = None
+        waiting, self.outbox = self.outbox, []
+        held = list(self.held)
+        self.held.clear()
+        self.held_lines = 0
+        self.send(again + waiting + held)
         if self.told:
             told, self.told = self.told, set()
             for m in told:

@@ -21,14 +21,17 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socksvc.services.chat.bus import Beat, BusHandler, Snapshot
 from socksvc.services.chat.redisscripts import SCRIPTS
+
+log = Logger(namespace="socksvc")
 
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 5.0
@@ -36,6 +39,8 @@ REPLY_TIMEOUT = 5.0
 BLOCK_MS = 1000
 READ_COUNT = 500
 BACKOFF_MAX = 5.0
+QUIET = 30.0
+"""Seconds between the lines that say the bus is still unreachable."""
 PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
@@ -43,6 +48,20 @@ def text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def call(p: Any, *args: str) -> Deferred[Any]:
+    """
+    One command on connection C{p}: txredisapi raises at once on a
+    connection that has gone, and that must be a failed Deferred here (a
+    ConnectionError, like every failure of the link), never an exception in
+    the middle of a chat action.
+    """
+    try:
+        d: Deferred[Any] = p.execute_command(*args)
+    except Exception as e:
+        return fail(ConnectionError(f"{type(e).__name__}: {e}"))
+    return d
 
 
 def ready(p: Any) -> Any:
@@ -122,6 +141,7 @@ class RedisBus:
         self.stopped = False
         self.attempt = 0
         self.retry: IDelayedCall | None = None
+        self.quiet_until = 0.0
         self.told_down = False
 
     # -- connecting --------------------------------------------------------------
@@ -164,7 +184,7 @@ class RedisBus:
             try:
                 p = await self.endpoint(host, port).connect(_Factory(None, None, 0, REPLY_TIMEOUT))
                 await p.whenConnected()
-                reply = await p.execute_command("SENTINEL", "get-master-addr-by-name", a.service)
+                reply = await call(p, "SENTINEL", "get-master-addr-by-name", a.service)
                 if isinstance(reply, list) and len(reply) == 2:
                     return text(reply[0]), int(text(reply[1]))
                 why = f"Sentinel {host}:{port} does not know {a.service!r}"
@@ -188,10 +208,19 @@ class RedisBus:
         state: dict[str, Any] = {}
 
         def got(p: Any, which: str) -> None:
+            if "failed" in state or self.stopped:  # the other one failed (or went) first: this one goes too
+                p.transport.abortConnection()
+                return
             state[which] = p
-            p.whenDisconnected().addCallback(lambda _: self.lost(p, "connection lost"))
+            p.whenDisconnected().addCallback(lambda _: gone(p))
             if len(state) == 2:
                 self.connected(state["cmd"], state["reader"])
+
+        def gone(p: Any) -> None:
+            if p is self.cmd or p is self.reader:
+                self.lost(p, "connection lost")
+            elif "failed" not in state and len(state) < 2:  # lost before the other one was up
+                failed(Failure(ConnectionError("connection lost while connecting")), "")
 
         def failed(f: Failure, which: str) -> None:
             if "failed" in state:
@@ -213,9 +242,9 @@ class RedisBus:
             return
         self.cmd, self.reader = cmd, reader
         self.shas = {}
-        loads = [cmd.execute_command("SCRIPT", "LOAD", body) for body in SCRIPTS.values()]
+        loads = [call(cmd, "SCRIPT", "LOAD", body) for body in SCRIPTS.values()]
         if self.address.sentinels:  # what a Sentinel named may have been demoted since: it must be the primary
-            loads.append(cmd.execute_command("ROLE").addCallback(self._primary))
+            loads.append(call(cmd, "ROLE").addCallback(self._primary))
         from twisted.internet.defer import gatherResults
 
         d = gatherResults(loads, consumeErrors=True)
@@ -254,7 +283,16 @@ class RedisBus:
             return
         if (was_up or not self.told_down) and self.handler is not None:
             self.told_down = True
+            self.quiet_until = self.reactor.seconds() + QUIET
             self.handler.bus_down(why)
+        elif self.reactor.seconds() >= self.quiet_until:  # still down: say so now and then, with why
+            self.quiet_until = self.reactor.seconds() + QUIET
+            log.info(
+                "{service}: chat bus still unreachable after {n} attempts: {why}",
+                n=self.attempt,
+                why=why,
+                service="chat",
+            )
         if self.retry is None:
             self.attempt += 1
             delay = min(BACKOFF_MAX, 0.1 * 2 ** min(self.attempt, 10))
@@ -284,9 +322,7 @@ class RedisBus:
         if reader is not self.reader or not self.reading:
             return
         key = self.prefix + "log"
-        d = reader.execute_command(
-            "XREAD", "COUNT", str(READ_COUNT), "BLOCK", str(BLOCK_MS), "STREAMS", key, self.last_id
-        )
+        d = call(reader, "XREAD", "COUNT", str(READ_COUNT), "BLOCK", str(BLOCK_MS), "STREAMS", key, self.last_id)
         d.addCallbacks(self._got, self._read_failed, callbackArgs=(reader,), errbackArgs=(reader,))
 
     def _got(self, reply: Any, reader: Any) -> None:
@@ -314,14 +350,12 @@ class RedisBus:
     def script(self, name: str, *args: str) -> Deferred[Any]:
         cmd = self.cmd
         if cmd is None or not self.up:
-            from twisted.internet.defer import fail
-
             return fail(ConnectionError("the chat bus is not connected"))
-        d: Deferred[Any] = cmd.execute_command("EVALSHA", self.shas[name], "0", self.prefix, *args)
+        d = call(cmd, "EVALSHA", self.shas[name], "0", self.prefix, *args)
 
         def failed(f: Failure) -> Any:
             if "NOSCRIPT" in f.getErrorMessage() and self.cmd is cmd:  # Redis restarted under us
-                return cmd.execute_command("EVAL", SCRIPTS[name], "0", self.prefix, *args)
+                return call(cmd, "EVAL", SCRIPTS[name], "0", self.prefix, *args)
             if "READONLY" in f.getErrorMessage():  # demoted to a replica (a failover): find the primary again
                 self.lost(cmd, "the Redis server became a replica")
                 return Failure(ConnectionError(f.getErrorMessage()))
@@ -332,11 +366,15 @@ class RedisBus:
         d.addErrback(failed)
         return d
 
-    def publish(self, fields: list[str], hash_op: str, hash_key: str, hash_value: str) -> Deferred[str]:
+    def publish(self, entries: list[tuple[list[str], str, str, str]]) -> Deferred[list[str]]:
         r = self.retention
         maxlen = str(r.lines) if r.lines else "0"
         age = str(int(r.seconds * 1000)) if not r.lines else "0"
-        return self.script("publish", self.node, maxlen, age, hash_op, hash_key, hash_value, *fields).addCallback(text)
+        args = [self.node, maxlen, age]
+        for fields, hash_op, hash_key, hash_value in entries:
+            args += [hash_op, hash_key, hash_value, str(len(fields)), *fields]
+        d: Deferred[list[str]] = self.script("publish", *args).addCallback(lambda ids: [text(i) for i in ids])
+        return d
 
     def claim(self, look: str, value: str) -> Deferred[str | None]:
         d = self.script("claim", look, value, self.ttl_ms)
@@ -369,10 +407,8 @@ class RedisBus:
     def tail(self, count: int) -> Deferred[list[tuple[str, Sequence[object]]]]:
         cmd = self.cmd
         if cmd is None:
-            from twisted.internet.defer import fail
-
             return fail(ConnectionError("the chat bus is not connected"))
-        d = cmd.execute_command("XREVRANGE", self.prefix + "log", "+", "-", "COUNT", str(max(1, count)))
+        d = call(cmd, "XREVRANGE", self.prefix + "log", "+", "-", "COUNT", str(max(1, count)))
 
         def parse(r: Any) -> list[tuple[str, Sequence[object]]]:
             out: list[tuple[str, Sequence[object]]] = [

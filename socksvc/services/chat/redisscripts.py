@@ -30,30 +30,39 @@ end
 """
 
 PUBLISH = """
--- ARGV: prefix, node, maxlen (0: none), max age ms (0: none), hash op ('', set, del, topic),
---       hash field, hash value, then the entry's fields
+-- ARGV: prefix, node, maxlen (0: none), max age ms (0: none), then per entry:
+--       hash op ('', set, del, topic), hash field, hash value, number of fields, the fields.
+-- Returns the entries' ids, in order.
 local p = ARGV[1]
-local q = redis.call('INCR', p .. 'seq')
-local args = {'XADD', p .. 'log'}
+local trim = {}
 if ARGV[3] ~= '0' then
-  table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, ARGV[3])
+  trim = {'MAXLEN', '~', ARGV[3]}
 elseif ARGV[4] ~= '0' then
   local t = redis.call('TIME')
   local floor = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
-  table.insert(args, 'MINID'); table.insert(args, '~'); table.insert(args, string.format('%d', floor))
+  trim = {'MINID', '~', string.format('%d', floor)}
 end
-table.insert(args, '*')
-for i = 8, #ARGV do table.insert(args, ARGV[i]) end
-table.insert(args, 'q'); table.insert(args, tostring(q))
-local id = redis.call(unpack(args))
-if ARGV[5] == 'set' then
-  redis.call('HSET', p .. 'members:' .. ARGV[2], ARGV[6], ARGV[7])
-elseif ARGV[5] == 'del' then
-  redis.call('HDEL', p .. 'members:' .. ARGV[2], ARGV[6])
-elseif ARGV[5] == 'topic' then
-  redis.call('HSET', p .. 'topics', ARGV[6], ARGV[7])
+local ids = {}
+local i = 5
+while i <= #ARGV do
+  local op, field, value, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local q = redis.call('INCR', p .. 'seq')
+  local args = {'XADD', p .. 'log'}
+  for _, a in ipairs(trim) do table.insert(args, a) end
+  table.insert(args, '*')
+  for k = i + 4, i + 3 + n do table.insert(args, ARGV[k]) end
+  table.insert(args, 'q'); table.insert(args, tostring(q))
+  table.insert(ids, redis.call(unpack(args)))
+  if op == 'set' then
+    redis.call('HSET', p .. 'members:' .. ARGV[2], field, value)
+  elseif op == 'del' then
+    redis.call('HDEL', p .. 'members:' .. ARGV[2], field)
+  elseif op == 'topic' then
+    redis.call('HSET', p .. 'topics', field, value)
+  end
+  i = i + 4 + n
 end
-return id
+return ids
 """
 
 CLAIM = (
