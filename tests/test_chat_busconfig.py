@@ -366,6 +366,9 @@ def unix_buses(draw: st.DrawFn) -> tuple[str, BusAddress]:
     path = "/" + "/".join(parts)
     if len(path.encode()) > MAX_UNIX_PATH:
         path = path[:MAX_UNIX_PATH].rstrip("/")
+    path = path.rstrip() or "/s"  # the value is stripped: a path ending in a space is not one a config can give
+    if path.endswith("/"):
+        path += "s"
     db = draw(st.none() | dbs)
     user = draw(users)
     url = f"unix://{user + '@' if user else ''}{path}" + (f"?db={db}" if db is not None else "")
