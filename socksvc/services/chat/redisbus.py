@@ -64,9 +64,25 @@ def call(p: Any, *args: str) -> Deferred[Any]:
     return d
 
 
-def ready(p: Any) -> Any:
-    """txredisapi's protocol, once it has sent AUTH and SELECT."""
-    return p.whenConnected()
+def ready(p: Any) -> Deferred[Any]:
+    """
+    txredisapi's protocol, once AUTH and SELECT succeeded; a failure when the
+    connection closes first (txredisapi then never fires C{whenConnected}: a
+    wrong password left the link waiting forever, saying nothing).
+    """
+    d: Deferred[Any] = Deferred()
+
+    def connected(proto: Any) -> None:
+        if not d.called:
+            d.callback(proto)
+
+    def closed(_: object) -> None:
+        if not d.called:
+            d.errback(ConnectionError(p.factory.error or "the connection closed before it was ready"))
+
+    p.whenConnected().addCallback(connected)
+    p.whenDisconnected().addCallback(closed)
+    return d
 
 
 def flat_dict(flat: object) -> dict[str, str]:
@@ -258,7 +274,8 @@ class RedisBus:
             self.handler.bus_up()
 
         def failed(f: Failure) -> None:
-            self.lost(cmd, f.getErrorMessage())
+            first = getattr(f.value, "subFailure", None)  # gatherResults' FirstError: say the error, not its repr
+            self.lost(cmd, (first if isinstance(first, Failure) else f).getErrorMessage())
 
         d.addCallbacks(loaded, failed)
 
