@@ -1,6 +1,7 @@
 """
 Real-socket chat clients for the loopback tests: a line user (what nc does),
-and the real IRC programs driven through their own interfaces (WeeChat's
+a L{ChatClient} that keeps every line and can wait for a chat bus to take its
+nickname, and the real IRC programs driven through their own interfaces (WeeChat's
 FIFO and log files, ii's in/out files). Each waits for what it expects with
 a deadline; none sleeps to synchronise.
 """
@@ -83,6 +84,100 @@ class LineUser:
                 self.buf += chunk
                 *done, self.buf = self.buf.split(b"\r\n")
                 self.lines += [x.decode("utf-8", "replace") for x in done]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+UNREACHABLE = "-!- error: nickname refused: the chat bus is unreachable; try again shortly"
+
+
+class ChatClient:
+    """
+    A line client on a real socket: C{lines} is what came and is not yet
+    waited for, C{seen} every line ever received. L{register} sends a
+    nickname again while the chat bus is not connected yet.
+    """
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setblocking(False)
+        self.buf = b""
+        self.lines: list[str] = []
+        self.seen: list[str] = []
+        self.closed = False
+
+    @property
+    def local_port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def send(self, *lines: str) -> None:
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall("".join(line + "\n" for line in lines).encode())
+        finally:
+            self.sock.setblocking(False)
+
+    def pump(self, timeout: float) -> None:
+        """Read what arrives within C{timeout} seconds (a wait for data, returning at the first)."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return
+        try:
+            chunk = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.closed = True
+            return
+        self.buf += chunk
+        *done, self.buf = self.buf.split(b"\r\n")
+        got = [x.decode("utf-8", "replace") for x in done]
+        self.lines += got
+        self.seen += got
+
+    def wait_for(self, text: str, timeout: float = 20.0, *, search: bool = False) -> list[str]:
+        """
+        The lines up to and including the first equal to C{text} (starting
+        with it, when it ends with *; matching the regex, with C{search});
+        they are taken off C{lines}.
+        """
+        deadline = time.monotonic() + timeout
+        prefix = text[:-1] if text.endswith("*") else None
+        while True:
+            for i, line in enumerate(self.lines):
+                if (
+                    line == text
+                    or (search and re.search(text, line) is not None)
+                    or (not search and prefix is not None and line.startswith(prefix))
+                ):
+                    got, self.lines = self.lines[: i + 1], self.lines[i + 1 :]
+                    return got
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                raise AssertionError(f"never got {text!r}; last lines {self.lines[-8:]!r}")
+            self.pump(min(left, 0.5))
+
+    def register(self, nick: str, timeout: float = 20.0) -> list[str]:
+        """
+        Take C{nick} and land in a room; while the bus is not connected (the
+        refusal says so), try again each time the previous refusal came
+        back, until C{timeout}. The lines up to "You are now in".
+        """
+        deadline = time.monotonic() + timeout
+        self.send(nick)
+        while True:
+            got = self.wait_for(
+                r"^-!- (You are now in |error: nickname refused)", max(0.1, deadline - time.monotonic()), search=True
+            )
+            if got[-1].startswith("-!- You are now in "):
+                return got
+            if got[-1] != UNREACHABLE or time.monotonic() > deadline:
+                raise AssertionError(f"{nick} refused: {got[-1]!r}")
+            self.pump(0.2)  # a pause before asking again (returns early only if a line comes)
+            self.send(nick)
 
     def close(self) -> None:
         self.sock.close()
