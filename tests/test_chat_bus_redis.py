@@ -399,7 +399,6 @@ def test_two_workers_are_two_nodes_of_one_chat(redis_unix: RedisServer) -> None:
     clean(d)
 
 
-@pytest.mark.xfail(strict=True, reason="the supervisor's own chat joins the cluster as a third node (reported)")
 def test_the_supervisor_of_workers_is_no_node(redis_unix: RedisServer) -> None:
     r = redis_unix
     with daemon(WORKERS.replace("{bus}", r.unix_url)) as d:

@@ -125,6 +125,12 @@ class ServiceContext(Generic[S, T]):
     """UDP ports the whole daemon listens on (datagram services never reply to them); owned by the daemon."""
     notices: NoticeBus = attrs.field(factory=NoticeBus)
     """Server notices between services (chat subscribes its rooms; smtp's announce posts); one per daemon."""
+    serving: bool = True
+    """
+    False in a supervisor of workers: it binds the listeners, the workers
+    serve. A state that would reach outside the process for its clients
+    (chat's bus) does not, there.
+    """
     state: T = attrs.field(default=None)
 
     def reconfigure(self, settings: S) -> None:
@@ -227,6 +233,7 @@ class ServiceType(Generic[S, T]):
         reactor: Any,
         udp_ports: set[int],
         notices: NoticeBus | None = None,
+        serving: bool = True,
     ) -> ServiceContext[S, T]:
         """A new running instance's context, with its state made."""
         context: ServiceContext[S, T] = ServiceContext(
@@ -237,6 +244,7 @@ class ServiceType(Generic[S, T]):
             reactor=reactor,
             udp_ports=udp_ports,
             notices=notices if notices is not None else NoticeBus(),
+            serving=serving,
         )
         context.state = self.make_state(context)
         return context

@@ -43,6 +43,7 @@ class ServiceInstance(MultiService):
         udp_ports: set[int],
         notices: NoticeBus | None = None,
         shared: SharedCounts | None = None,
+        serving: bool = True,
     ) -> None:
         super().__init__()
         self.setName(config.name)
@@ -51,7 +52,7 @@ class ServiceInstance(MultiService):
         policy = Policy(config.name, config.policy, reactor)
         if shared is not None:  # a worker process: caps and rates hold for every worker together
             policy.share(shared)
-        self.context = stype.context(config.name, config.settings, policy, reactor, udp_ports, notices)
+        self.context = stype.context(config.name, config.settings, policy, reactor, udp_ports, notices, serving)
         self.adopt: Callable[[Listener], list[Any]] | None = None
         """In a worker process: the listening ports for a listener, made from the sockets the supervisor bound."""
         self._factories: dict[str, Any] = {}

@@ -38,13 +38,22 @@ from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from socksvc.config.loader import DEFAULT_CONFIG, DEFAULT_SOURCE, Config, ConfigError, config_dir, read_text
+from socksvc.config.loader import (
+    DEFAULT_CONFIG,
+    DEFAULT_SOURCE,
+    Config,
+    ConfigError,
+    ServiceConfig,
+    config_dir,
+    read_text,
+)
 from socksvc.config.schema import worker_count
 from socksvc.daemon import systemd
 from socksvc.daemon.control import CONFIG, Adopt, Start, Stop, table_name
 from socksvc.daemon.errors import StartupError
 from socksvc.daemon.figures import Figures, service_figures
 from socksvc.daemon.handout import config_memfd, cpus, handout, resize, timeout
+from socksvc.daemon.instance import ServiceInstance
 from socksvc.daemon.logformat import FastTextObserver, JsonObserver
 from socksvc.daemon.logrelay import rebuild
 from socksvc.daemon.logsink import Sink
@@ -53,7 +62,7 @@ from socksvc.daemon.service import DaemonService
 from socksvc.daemon.shared import Table
 from socksvc.daemon.watch import HEARTBEAT, ask_figures, healthy, heartbeat, status_line, sum_figures
 from socksvc.daemon.workerproc import Backoff, WorkerProcess, describe_exit, worker_env
-from socksvc.services.catalogue import loads
+from socksvc.services.catalogue import loads, types
 
 log = Logger(namespace="socksvc")
 
@@ -103,6 +112,10 @@ class SupervisorService(DaemonService):
         self._line_sink: Sink | None = None
         self._line_format = ""
         """What the workers send: finished lines in this format, or (empty) log events."""
+
+    def make_instance(self, config: ServiceConfig) -> ServiceInstance:
+        """Its instances bind; the workers serve: no state of theirs reaches outside this process (chat's bus)."""
+        return ServiceInstance(config, types()[config.type], self.reactor, self.udp_ports, self.notices, serving=False)
 
     # -- ports: bound here, served by the workers ----------------------------------
 

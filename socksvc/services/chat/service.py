@@ -237,7 +237,7 @@ def make_state(context: ChatContext) -> ChatState:
     """
     state = ChatState(context.settings, context.reactor, context.name)
     state.unsubscribe = context.notices.subscribe(state.post_notice)
-    if context.settings.bus is not None:
+    if context.settings.bus is not None and context.serving:  # a supervisor of workers is no node: they are
         join_cluster(state, context.settings, context.reactor)
     return state
 
