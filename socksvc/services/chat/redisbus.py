@@ -23,6 +23,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -116,6 +117,14 @@ class _Factory(Factory):
             username=self.username,
         )
         p.factory = self
+        lost = p.connectionLost
+
+        def connection_lost(why: Failure) -> None:  # keep why (a TLS handshake refused, a reset) for the log
+            if self.error is None and not why.check(ConnectionDone):
+                self.error = " ".join(why.getErrorMessage().split())[:300]
+            lost(why)
+
+        p.connectionLost = connection_lost
         return p
 
     def stopTrying(self) -> None:
@@ -234,7 +243,7 @@ class RedisBus:
 
         def gone(p: Any) -> None:
             if p is self.cmd or p is self.reader:
-                self.lost(p, "connection lost")
+                self.lost(p, p.factory.error or "connection lost")
             elif "failed" not in state and len(state) < 2:  # lost before the other one was up
                 failed(Failure(ConnectionError("connection lost while connecting")), "")
 
