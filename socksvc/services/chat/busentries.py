@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from socksvc.services.chat.events import ACTION, NOTICE, SAY
 from socksvc.services.chat.sanitize import ROOM_MAX, name_problem
@@ -90,6 +90,8 @@ def encode(t: str, node: str, mid: int, s: int, **fields: str) -> list[str]:
     return out
 
 
+_nodes_ok: dict[str, None] = {}
+"""Node ids already checked (bounded: a cluster has a few)."""
 _names_ok: dict[tuple[str, int], None] = {}
 """Names already checked (a bounded cache: most lines come from a few nicknames)."""
 
@@ -114,7 +116,8 @@ def check_name(value: object, room: bool = False) -> str:
 
 
 def _number(value: str | None, what: str) -> int:
-    if value is None or not NUMBER_RE.fullmatch(value):
+    # what NUMBER_RE matches: ASCII digits are the only ASCII characters isdigit() takes
+    if value is None or not (0 < len(value) <= 19 and value.isascii() and value.isdigit()):
         raise BadEntry(f"bad {what}")
     return int(value)
 
@@ -127,10 +130,23 @@ def _text(value: str | None, what: str) -> str:
     return value
 
 
+_bytes_text = bytes.decode
+
+
 def pairs(flat: Sequence[object]) -> dict[str, str]:
     """A stream entry's flat field list as a dict (strings only; anything else is a L{BadEntry})."""
     if len(flat) % 2 or len(flat) > 2 * FIELDS_MAX:
         raise BadEntry("bad field list")
+    raw = cast("Sequence[bytes]", flat)
+    text = _bytes_text
+    try:  # what Redis replies: all bytes (bytes.decode refuses anything else, and the general way is taken)
+        keys, values = raw[::2], raw[1::2]
+        return {text(k, "utf-8", "replace"): text(v, "utf-8", "replace") for k, v in zip(keys, values, strict=True)}
+    except TypeError:
+        return _pairs_any(flat)
+
+
+def _pairs_any(flat: Sequence[object]) -> dict[str, str]:
     out: dict[str, str] = {}
     for i in range(0, len(flat), 2):
         key, value = flat[i], flat[i + 1]
@@ -152,8 +168,12 @@ def decode(rid: str, f: Mapping[str, str]) -> Entry:
     if t not in TYPES:
         raise BadEntry(f"unknown type {t[:20]!r}")
     node = f.get("n", "")
-    if not NODE_RE.fullmatch(node):
-        raise BadEntry("bad node id")
+    if node not in _nodes_ok:
+        if not NODE_RE.fullmatch(node):
+            raise BadEntry("bad node id")
+        if len(_nodes_ok) >= 1024:
+            _nodes_ok.clear()
+        _nodes_ok[node] = None
     mid = _number(f.get("m"), "member id")
     s = _number(f.get("s"), "node sequence")
     q = _number(f["q"], "cluster sequence") if "q" in f else 0
