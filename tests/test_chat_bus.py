@@ -366,3 +366,23 @@ def test_local_members_see_nothing_of_held_lines_until_the_bus_is_back() -> None
     b.link.mend()
     settle(hub.clock)
     assert said(bea.lines()) == said(alice.lines()) == ["<bob> while cut"]
+
+
+def test_a_member_whose_entry_redis_lost_is_not_stuck() -> None:
+    hub, (a,) = cluster(1)
+    alice = a.connect("alice")
+    add = hub.add
+    hub.add = lambda fields: "0-0"  # type: ignore[method-assign]  # Redis takes the join and loses it
+    alice.send("/join attic", "hello")
+    settle(hub.clock)
+    hub.add = add  # type: ignore[method-assign]
+    assert said(alice.lines()) == []
+    for _ in range(6):  # node_timeout and a heartbeat
+        hub.clock.advance(a.state.settings.node_timeout / 5 + 0.01)
+        settle(hub.clock)
+    assert any("did not confirm your last change" in x for x in alice.lines())
+    bob = a.connect("bob")
+    bob.lines()
+    alice.send("still here")
+    settle(hub.clock)
+    assert "<alice> still here" in bob.lines()

@@ -100,6 +100,8 @@ class Cluster:
         self.waiting: dict[Member, int] = {}
         """Members whose nickname or room changes are on their way (how many)."""
         self.backlog: dict[Member, deque[Callable[[], None]]] = {}
+        self.waited: dict[Member, float] = {}
+        """Since when each waiting member has waited."""
         """What those members sent meanwhile, in order."""
         self.then: dict[Member, Callable[[bool], None]] = {}
         self.leases: dict[str, str] = {}
@@ -142,6 +144,19 @@ class Cluster:
 
     def wait(self, m: Member) -> None:
         self.waiting[m] = self.waiting.get(m, 0) + 1
+        self.waited.setdefault(m, self.clock.seconds())
+
+    def unstick(self, limit: float) -> None:
+        """
+        Members waiting longer than C{limit} for an entry of theirs (Redis
+        lost it with its data): told so, and their lines are let through.
+        """
+        now = self.clock.seconds()
+        for m, since in list(self.waited.items()):
+            if now - since > limit and m in self.waiting:
+                self.state.notice(m, "the chat bus did not confirm your last change: it may not have taken effect")
+                self.waiting[m] = 1
+                self.done(m, False)
 
     def done(self, m: Member, taken: bool | None = None) -> None:
         """An entry of C{m}'s came back (or failed): once none is on its way, run what it sent meanwhile."""
@@ -154,6 +169,7 @@ class Cluster:
             self.waiting[m] = left
             return
         self.waiting.pop(m, None)
+        self.waited.pop(m, None)
         queue = self.backlog.pop(m, None)
         while queue and m not in self.waiting and not departed(m):
             queue.popleft()()
@@ -382,6 +398,7 @@ class Cluster:
         self.told.discard(m)
         self.then.pop(m, None)
         self.waiting.pop(m, None)
+        self.waited.pop(m, None)
         self.backlog.pop(m, None)
         if m.mid not in self.local:  # the cluster never heard of it (no nickname yet)
             self.state.remove(m, reason or None)

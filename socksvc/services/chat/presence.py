@@ -210,6 +210,7 @@ class Presence:
 
     def beaten(self, beat: Beat) -> None:
         self.nodes = beat.nodes
+        self.cluster.unstick(self.state.settings.node_timeout)
         if not beat.was_alive and self.beats:  # our heartbeat was gone: Redis lost them all, or we were away
             self.grace_until = self.clock.seconds() + self.state.settings.node_timeout
         self.beats += 1
