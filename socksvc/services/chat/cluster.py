@@ -445,6 +445,9 @@ class Cluster:
             for m in list(self.local.values()):
                 if m.conn is not REMOTE:
                     self.publish(QUIT, m, "del", str(m.mid), "", nick=m.nick or "", why="server shutting down")
+            if self.flushing is not None and self.flushing.active():
+                self.flushing.cancel()
+            self.flush_out()  # now, not next turn: the link closes (after sending what it was given) below
             self.link.leave()
         self.ready = False
         return self.link.stop()
