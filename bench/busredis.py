@@ -3,8 +3,8 @@ A throwaway redis-server for bench/bus.py: Debian's /usr/bin/redis-server
 (or the first on PATH), persistence off, on a UNIX socket in a temporary
 directory (no TCP port), and a tiny blocking RESP client for INFO.
 
-The process helpers (L{server_path}, L{server_args}, L{read_log},
-L{wait_answering}, L{terminate}, L{encode}) import nothing of pytest's:
+The helpers (L{server_path}, L{server_args}, L{read_log}, L{wait_answering},
+L{encode}; stopping is bench.harness.stop) import nothing of pytest's:
 tests/support/redis.py and sentinel.py build their servers on them (tests
 may import bench; a benchmark never imports test code).
 """
@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from bench.harness import stop
 
 SERVER = "/usr/bin/redis-server"
 
@@ -76,17 +77,6 @@ def wait_answering(proc: subprocess.Popen[bytes], answers: Callable[[], bool], t
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.02)
     return False
-
-
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM C{proc} and wait; SIGKILL it if it lingers (nothing when it has exited)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def encode(*args: str | bytes | int) -> bytes:
@@ -168,7 +158,7 @@ class Redis:
         return out
 
     def close(self) -> None:
-        terminate(self.proc)
+        stop(self.proc, 10.0)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

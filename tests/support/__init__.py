@@ -53,7 +53,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
-from bench.busredis import terminate
+from bench.harness import stop as stop_process
 from socksvc.config.schema import PolicySettings
 from socksvc.core.policy import Policy
 from socksvc.core.service import ServiceContext
@@ -228,7 +228,7 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 10.0) -> int:
-        terminate(self.proc, timeout)
+        stop_process(self.proc, timeout)
         self.read(timeout=0.5)
         return self.proc.returncode
 

@@ -36,7 +36,8 @@ from typing import Any
 
 import pytest
 
-from bench.busredis import encode, read_log, server_args, server_path, terminate, wait_answering
+from bench.busredis import encode, read_log, server_args, server_path, wait_answering
+from bench.harness import stop as stop_process
 
 SERVER = "/usr/bin/redis-server"
 CLI = "redis-cli"
@@ -294,7 +295,7 @@ class RedisServer:
         """SIGTERM (no save: persistence is off) and wait; SIGKILL if it lingers."""
         if self.proc is None:
             return
-        terminate(self.proc, timeout)
+        stop_process(self.proc, timeout)
         self._reap()
 
     def kill(self) -> None:

@@ -20,7 +20,8 @@ import subprocess
 import tempfile
 from typing import Any
 
-from bench.busredis import read_log, terminate, wait_answering
+from bench.busredis import read_log, wait_answering
+from bench.harness import stop as stop_process
 from tests.support.redis import CLI, ReplyError, _server_path, command, pick_port
 
 
@@ -122,7 +123,7 @@ class Sentinel:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is not None:
-            terminate(self.proc, timeout)
+            stop_process(self.proc, timeout)
 
     def close(self) -> None:
         try:
