@@ -3,8 +3,10 @@ A throwaway redis-server for bench/bus.py: Debian's /usr/bin/redis-server
 (or the first on PATH), persistence off, on a UNIX socket in a temporary
 directory (no TCP port), and a tiny blocking RESP client for INFO.
 
-The tests have their own (tests/support/redis.py); a benchmark does not
-import test code.
+The helpers (L{server_path}, L{server_args}, L{read_log}, L{wait_answering},
+L{encode}; stopping is bench.harness.stop) import nothing of pytest's:
+tests/support/redis.py and sentinel.py build their servers on them (tests
+may import bench; a benchmark never imports test code).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from bench.harness import stop
 
 SERVER = "/usr/bin/redis-server"
 
@@ -28,6 +31,52 @@ def server_path() -> str | None:
     if os.access(SERVER, os.X_OK):
         return SERVER
     return shutil.which("redis-server")
+
+
+def server_args(directory: str, unix_path: str, log_path: str) -> list[str]:
+    """redis-server's options for a throwaway server: persistence off, in C{directory}, on a UNIX socket."""
+    return [
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        directory,
+        "--daemonize",
+        "no",
+        "--logfile",
+        log_path,
+        "--unixsocket",
+        unix_path,
+        "--unixsocketperm",
+        "700",
+    ]
+
+
+def read_log(path: str) -> str:
+    """A log file's text ("" when there is none yet)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def wait_answering(proc: subprocess.Popen[bytes], answers: Callable[[], bool], timeout: float) -> bool:
+    """
+    Poll C{answers} until it holds (True) or C{proc} exits (False); raise
+    TimeoutError after C{timeout} seconds. The pause between polls is a wait
+    for the process to end (the other outcome), not a sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if answers():
+            return True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer within {timeout}s")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.02)
+    return False
 
 
 def encode(*args: str | bytes | int) -> bytes:
@@ -65,26 +114,9 @@ class Redis:
         self.dir = tempfile.mkdtemp(prefix="socksvc-bench-redis-")
         self.sock = os.path.join(self.dir, "redis.sock")
         self.url = f"unix://{self.sock}"
+        self.log_path = os.path.join(self.dir, "redis.log")
         self.proc = subprocess.Popen(
-            [
-                path,
-                "--port",
-                "0",
-                "--unixsocket",
-                self.sock,
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--daemonize",
-                "no",
-                "--logfile",
-                os.path.join(self.dir, "redis.log"),
-            ],
+            [path, "--port", "0", *server_args(self.dir, self.sock, self.log_path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -102,16 +134,19 @@ class Redis:
             with s.makefile("rb") as f:
                 return _reply(f)
 
+    def ping(self) -> bool:
+        try:
+            return bool(self.call("PING") == "PONG")
+        except (OSError, ConnectionError, RuntimeError):
+            return False
+
     def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            with contextlib.suppress(OSError, ConnectionError):
-                if self.call("PING") == "PONG":
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not answer PING")
+        try:
+            up = wait_answering(self.proc, self.ping, timeout)
+        except TimeoutError:
+            raise RuntimeError("redis-server did not answer PING") from None
+        if not up:
+            raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{read_log(self.log_path)[-2000:]}")
 
     def info(self) -> dict[str, int]:
         """INFO's number fields (the integer ones) by name."""
@@ -123,13 +158,7 @@ class Redis:
         return out
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, 10.0)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

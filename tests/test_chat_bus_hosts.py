@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.chathosts import Chatter, Node, netns_socket, pump, running_nodes, wait_until
 from tests.support.netns import Lab
-from tests.support.redis import RedisServer, installed, pick_port
+from tests.support.redis import RedisServer, installed, pick_port, redis
 
 NODE_TIMEOUT = 3
 NICKS = ["alice", "bob", "carol"]
@@ -42,12 +42,8 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def shared_bus(lab: Lab) -> Iterator[RedisServer]:
-    server = RedisServer(prefix=lab.exec_prefix(0), bind=lab.address(0))
-    try:
-        server.start()
+    with redis(prefix=lab.exec_prefix(0), bind=lab.address(0)) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -41,6 +41,17 @@ def node(bus: str, extra: str = "", *, connected: bool = True) -> Iterator[Daemo
         yield d
 
 
+def assert_taken(d: Daemon, nick: str) -> None:
+    """A newcomer on C{d} is refused C{nick}: the bus holds it for a member elsewhere."""
+    other = ChatClient(d.port("chat"))
+    try:
+        other.wait_for("-!- Choose a nickname: *")
+        other.send(nick)
+        other.wait_for(f"-!- error: nickname refused: {nick} is taken")
+    finally:
+        other.close()
+
+
 @contextlib.contextmanager
 def members(*pairs: tuple[Daemon, str]) -> Iterator[list[ChatClient]]:
     """One member per (daemon, nickname), registered in that order; all closed after."""
@@ -127,13 +138,7 @@ def test_two_daemons_share_rooms_names_and_history(redis_server: RedisServer) ->
             alice.wait_for("* bob waves")
             alice.send("/topic plans for today")
             bob.wait_for("-!- alice set the topic of lobby to: plans for today")
-            other = ChatClient(b.port("chat"))
-            try:
-                other.wait_for("-!- Choose a nickname: *")
-                other.send("alice")
-                other.wait_for("-!- error: nickname refused: alice is taken")
-            finally:
-                other.close()
+            assert_taken(b, "alice")
             assert not any("has quit" in x for x in alice.seen + bob.seen)  # nobody took a new node for dead
             clean(a, b)
 
@@ -218,13 +223,7 @@ def test_redis_restarted_empty_the_nodes_reconnect_and_announce_again(redis_serv
         alice.wait_for("<bob> after the restart")
         alice.send("/who")
         assert alice.wait_for("-!- Members of lobby *")[-1] == "-!- Members of lobby (2): alice, bob"
-        other = ChatClient(b.port("chat"))
-        try:
-            other.wait_for("-!- Choose a nickname: *")
-            other.send("alice")
-            other.wait_for("-!- error: nickname refused: alice is taken")
-        finally:
-            other.close()
+        assert_taken(b, "alice")
         assert a.proc.poll() is None and b.proc.poll() is None
         clean(a, b)
 

@@ -1,83 +1,21 @@
 """
 Chat over real loopback sockets: the daemon as a subprocess on port 0, plain
-socket clients (what `nc` would do).
+socket clients (what `nc` would do: tests.support.netclients.ChatClient).
 """
 
 from __future__ import annotations
 
-import re
-import select
 import socket
 import time
 
 import pytest
 
 from tests.support import Daemon, daemon
+from tests.support.netclients import ChatClient
 
 
 def config(extra: str = "") -> str:
     return f'[services.chat]\nlisten = ["tcp:0:interface=127.0.0.1"]\n{extra}\n'
-
-
-class LineClient:
-    """A plain socket chat client that reads lines with a deadline."""
-
-    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.setblocking(False)
-        self.buf = b""
-        self.lines: list[str] = []
-        self.closed = False
-
-    def send(self, *lines: str) -> None:
-        data = "".join(line + "\n" for line in lines).encode()
-        self.sock.setblocking(True)
-        self.sock.sendall(data)
-        self.sock.setblocking(False)
-
-    def pump(self, timeout: float) -> None:
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
-            return
-        try:
-            chunk = self.sock.recv(1 << 16)
-        except BlockingIOError:
-            return
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            self.closed = True
-            return
-        self.buf += chunk
-        *done, self.buf = self.buf.split(b"\r\n")
-        self.lines.extend(x.decode("utf-8") for x in done)
-
-    def wait_for(self, text: str, timeout: float = 15.0, *, search: bool = False) -> list[str]:
-        """
-        Read until a line equal to C{text} (or starting with it, if it ends
-        with '*'; or, with C{search}, where the regex C{text} matches).
-        """
-        deadline = time.monotonic() + timeout
-        prefix = text[:-1] if text.endswith("*") else None
-        while True:
-            for i, line in enumerate(self.lines):
-                if (
-                    line == text
-                    or (search and re.search(text, line))
-                    or (not search and prefix is not None and line.startswith(prefix))
-                ):
-                    got, self.lines = self.lines[: i + 1], self.lines[i + 1 :]
-                    return got
-            left = deadline - time.monotonic()
-            if left <= 0 or self.closed:
-                raise AssertionError(f"never got {text!r}; got {self.lines[-5:]!r}")
-            self.pump(min(left, 0.5))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def rss_kib(pid: int) -> int:
@@ -91,8 +29,8 @@ def rss_kib(pid: int) -> int:
 def test_two_plain_socket_clients_chat() -> None:
     with daemon(config('motd = "LAN chat"')) as d:
         port = d.port("chat")
-        a = LineClient(port)
-        b = LineClient(port)
+        a = ChatClient(port)
+        b = ChatClient(port)
         try:
             assert a.wait_for("-!- Choose a nickname: *")[:2] == ["-!- Welcome to socksvc chat", "-!- LAN chat"]
             a.send("alice")
@@ -131,11 +69,11 @@ def test_a_member_that_never_reads_neither_slows_nor_grows_the_server() -> None:
     )
     with daemon(cfg) as d:
         port = d.port("chat")
-        sink = LineClient(port, rcvbuf=4096)
+        sink = ChatClient(port, rcvbuf=4096)
         sink.send("sink")
-        talker = LineClient(port)
+        talker = ChatClient(port)
         talker.send("talker")
-        listener = LineClient(port)
+        listener = ChatClient(port)
         listener.send("listener")
         listener.wait_for("-!- You are now in lobby (3 members)")
         before = _rss_or_skip(d)
@@ -162,11 +100,11 @@ def test_resets_and_half_closes_mid_broadcast_affect_nobody() -> None:
 
     with daemon(config("flood_rate = 0")) as d:
         port = d.port("chat")
-        a = LineClient(port)
+        a = ChatClient(port)
         a.send("alice")
         a.wait_for("-!- You are now in *")
         for i in range(5):
-            v = LineClient(port)
+            v = ChatClient(port)
             v.send(f"v{i}", *[f"burst {n}" for n in range(200)])
             if i % 2:
                 v.sock.shutdown(socket.SHUT_WR)  # half-close: it has left
@@ -180,7 +118,7 @@ def test_resets_and_half_closes_mid_broadcast_affect_nobody() -> None:
                 break
             assert time.monotonic() < deadline, "the vanished clients stayed members"
             a.pump(0.2)
-        b = LineClient(port)
+        b = ChatClient(port)
         b.send("bob", "still works")
         a.wait_for("<bob> still works")
         a.close()
@@ -194,7 +132,7 @@ def test_reload_keeps_members_and_applies_new_settings() -> None:
 
     with daemon(config('rooms = ["lobby"]')) as d:
         port = d.port("chat")
-        a = LineClient(port)
+        a = ChatClient(port)
         a.send("alice", "before the reload")
         a.wait_for("-!- You are now in *")
         assert d.config_path is not None
@@ -213,7 +151,7 @@ def test_reload_keeps_members_and_applies_new_settings() -> None:
             assert time.monotonic() < deadline, f"the reload did not apply: {last!r} {d.read(timeout=0.1)[-500:]}"
             a.pump(0.3)
         assert last.startswith("[")  # timestamps are on now
-        b = LineClient(port)
+        b = ChatClient(port)
         b.send("bob")
         got = b.wait_for(r"^\[history ", search=True)
         assert got[-1].endswith("<alice> before the reload")

@@ -39,7 +39,6 @@ import contextlib
 import os
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
+from bench.harness import stop as stop_process
 from socksvc.config.schema import PolicySettings
 from socksvc.core.policy import Policy
 from socksvc.core.service import ServiceContext
@@ -228,13 +228,7 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         self.read(timeout=0.5)
         return self.proc.returncode
 

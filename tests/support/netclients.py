@@ -95,12 +95,17 @@ UNREACHABLE = "-!- error: nickname refused: the chat bus is unreachable; try aga
 class ChatClient:
     """
     A line client on a real socket: C{lines} is what came and is not yet
-    waited for, C{seen} every line ever received. L{register} sends a
-    nickname again while the chat bus is not connected yet.
+    waited for, C{seen} every line ever received; C{closed} once the server
+    closed it. L{register} sends a nickname again while the chat bus is not
+    connected yet. C{rcvbuf} shrinks its receive buffer (a slow reader).
     """
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
+    def __init__(self, port: int, host: str = "127.0.0.1", rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect: it sizes the window the peer sees
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect((host, port))
         self.sock.setblocking(False)
         self.buf = b""
         self.lines: list[str] = []

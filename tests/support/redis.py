@@ -18,7 +18,8 @@ A real redis-server for tests (Debian's /usr/bin/redis-server, 7.x).
 
 TCP ports are picked below the kernel's ephemeral range (checked free by a
 bind), so outgoing connections never take the port between stop() and a
-restart() that must listen on it again.
+restart() that must listen on it again. Launching, waiting and stopping
+are bench/busredis.py's pytest-free helpers (a benchmark runs the same server).
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+
+from bench.busredis import encode, read_log, server_args, server_path, wait_answering
+from bench.harness import stop as stop_process
 
 SERVER = "/usr/bin/redis-server"
 CLI = "redis-cli"
@@ -43,11 +45,11 @@ STATS = ("used_memory", "total_commands_processed", "total_net_input_bytes")
 
 
 def installed() -> bool:
-    return os.access(SERVER, os.X_OK) or shutil.which("redis-server") is not None
+    return server_path() is not None
 
 
 def _server_path() -> str:
-    return SERVER if os.access(SERVER, os.X_OK) else shutil.which("redis-server") or SERVER
+    return server_path() or SERVER
 
 
 def _ephemeral_low() -> int:
@@ -77,14 +79,6 @@ def pick_port(host: str = "127.0.0.1") -> int:
 
 class ReplyError(Exception):
     """A Redis error reply (-ERR ...)."""
-
-
-def encode(*args: str | bytes | int) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
 
 
 class _Reader:
@@ -195,22 +189,9 @@ class RedisServer:
         cmd = [
             *self.prefix,
             _server_path(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self.dir,
+            *server_args(self.dir, self.unix_path, self.log_path),
             "--dbfilename",
             "dump.rdb",
-            "--daemonize",
-            "no",
-            "--logfile",
-            self.log_path,
-            "--unixsocket",
-            self.unix_path,
-            "--unixsocketperm",
-            "700",
             "--port",
             str(self.port or 0),
         ]
@@ -221,11 +202,7 @@ class RedisServer:
         return cmd + self.extra
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def start(self, timeout: float = 15.0) -> None:
         """Start it (a fresh TCP port on the first start) and wait until it answers PING."""
@@ -252,19 +229,14 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"redis-server exited ({self.proc.returncode}):\n{err}{self.log()[-3000:]}")
-            if self.ping():
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server did not answer PING within {timeout}s:\n{self.log()[-3000:]}")
-            # the pause of the poll loop is a wait for the process to end (the other outcome)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.02)
+        try:
+            up = wait_answering(self.proc, self.ping, timeout)
+        except TimeoutError:
+            self.kill()
+            raise RuntimeError(f"redis-server did not answer PING within {timeout}s:\n{self.log()[-3000:]}") from None
+        if not up:
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise RuntimeError(f"redis-server exited ({self.proc.returncode}):\n{err}{self.log()[-3000:]}")
 
     def ping(self) -> bool:
         """Does it answer PING (after AUTH when it has a password) on its UNIX socket now?"""
@@ -323,13 +295,7 @@ class RedisServer:
         """SIGTERM (no save: persistence is off) and wait; SIGKILL if it lingers."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         self._reap()
 
     def kill(self) -> None:
@@ -337,7 +303,7 @@ class RedisServer:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait()
         self._reap()
 

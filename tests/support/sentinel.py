@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from typing import Any
 
+from bench.busredis import read_log, wait_answering
+from bench.harness import stop as stop_process
 from tests.support.redis import CLI, ReplyError, _server_path, command, pick_port
 
 
@@ -59,11 +59,7 @@ class Sentinel:
             f.write("\n".join(lines) + "\n")
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def start(self, timeout: float = 15.0) -> None:
         """Start it on a fresh free port (another one if that was taken meanwhile); return once it answers PING."""
@@ -78,16 +74,14 @@ class Sentinel:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and not self.ping():
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the Sentinel did not answer PING within {timeout}s:\n{self.log()[-3000:]}")
-                # the pause of the poll loop is a wait for the process to end (the other outcome)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(0.02)
-            if self.proc.poll() is None:
-                return
+            try:
+                if wait_answering(self.proc, self.ping, timeout):
+                    return
+            except TimeoutError:
+                self.stop()
+                raise RuntimeError(
+                    f"the Sentinel did not answer PING within {timeout}s:\n{self.log()[-3000:]}"
+                ) from None
             if attempt == 4 or "Address already in use" not in self.log():
                 raise RuntimeError(f"the Sentinel exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
 
@@ -128,14 +122,8 @@ class Sentinel:
         return count
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout)
 
     def close(self) -> None:
         try:
