@@ -386,3 +386,22 @@ def test_a_member_whose_entry_redis_lost_is_not_stuck() -> None:
     alice.send("still here")
     settle(hub.clock)
     assert "<alice> still here" in bob.lines()
+
+
+def test_room_limits_are_the_cluster_s_even_when_two_nodes_race() -> None:
+    hub, (a, b) = cluster(2, max_rooms=2)  # lobby and one more
+    alice, bob = a.connect("alice"), b.connect("bob")
+    alice.lines()
+    bob.lines()
+    alice.send("/join attic")
+    bob.send("/join cellar")  # both before either join came back: each node allowed its own
+    settle(hub.clock)
+    got = alice.lines() + bob.lines()
+    assert sum("You are now in" in x for x in got) == 1, got
+    assert sum("too many rooms (at most 2)" in x for x in got) == 1, got
+    assert sorted(a.state.rooms) == sorted(b.state.rooms) and len(a.state.rooms) == 2
+    late = Node(hub, "late")
+    carol = late.connect("carol")
+    carol.send("/rooms")
+    settle(hub.clock)
+    assert len(next(x for x in carol.lines() if x.startswith("-!- Rooms:")).split(", ")) == 2

@@ -224,8 +224,6 @@ class Cluster(Outbox):
             return
         if not self.up:
             self.refuse(m, "not joined", "room", room.name)
-            if not room.members and not room.configured:
-                self.state.drop_room(room)
             return
         assert m.nick is not None
         rooms = [r.name for r in m.rooms()] + [room.name] if stay else [room.name]

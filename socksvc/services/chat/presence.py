@@ -179,7 +179,7 @@ class Presence:
                 if m is None:
                     continue
                 for name in rooms[:100]:
-                    self.enter(m, check_name(name, room=True), stay=True)
+                    self.enter(m, check_name(name, room=True), stay=True, made=True)
             except BadEntry:
                 self.cluster.entries_bad += 1
         for room_key, text in snap.topics.items():
@@ -285,12 +285,20 @@ class Presence:
         state.apply_nick(m, nick)
         return m
 
-    def enter(self, m: Member, name: str, stay: bool) -> Room:
+    def enter(self, m: Member, name: str, stay: bool, made: bool = False) -> str | None:
+        """
+        C{m} joins room C{name}, made if need be (C{made}: it is known to exist
+        on its node: a snapshot); None, or why not: every node decides the
+        same from the same entries (room limits are the cluster's).
+        """
         state = self.state
         room: Room | None = state.rooms.get(name_key(name))
         if room is None:
+            problem = None if made else state.no_new_room(name)
+            if problem is not None:
+                return str(problem)
             room = Room(name, state.settings.history, created=self.clock.seconds())
             state.add_room(room)
         if not m.in_room(room):
             state.apply_join(m, room, stay)
-        return room
+        return None

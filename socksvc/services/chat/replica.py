@@ -120,8 +120,13 @@ class Replica(Presence):
             if m is None and not local:
                 m = self.registered(e.node, e.mid, e.since, e.nick, None)
             if m is not None:
-                self.enter(m, e.room, e.stay)
+                problem = self.enter(m, e.room, e.stay)
                 if local:
+                    if problem is not None:  # another node's join took the last room first
+                        state.error(m, problem, "room", e.room)
+                        rooms = [r.name for r in m.rooms()]  # its presence record said it was there: not so
+                        record = c.record(m, m.nick or "", rooms)
+                        c.publish(NICK, m, "set", str(m.mid), record, nick=m.nick or "", since=str(m.since), again="1")
                     c.done(m)
         elif t == PART:
             room = state.rooms.get(name_key(e.room))

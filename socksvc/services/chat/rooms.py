@@ -75,8 +75,12 @@ class RoomActions(Delivery):
         limit: int = self.settings.announce_max
         return limit == 0 or len(room.members) <= limit
 
-    def find_room(self, name: str) -> tuple[Room | None, str | None]:
-        """The room called C{name} (created if allowed), or why not."""
+    def find_room(self, name: str, create: bool = True) -> tuple[Room | None, str | None]:
+        """
+        The room called C{name} (created if allowed), or why not. Without
+        C{create}, a room that may be created is returned but not added
+        (with a bus, rooms are created when the join comes back).
+        """
         if name.startswith("#"):
             name = name[1:]
         typed = name
@@ -94,21 +98,30 @@ class RoomActions(Delivery):
         room = self.rooms.get(key)
         if room is not None:
             return room, None
+        problem = self.no_new_room(name)
+        if problem is not None:
+            return None, problem
+        room = Room(name, self.settings.history, created=self.clock.seconds())
+        if create:
+            self.add_room(room)
+        return room, None
+
+    def no_new_room(self, name: str) -> str | None:
+        """Why room C{name} (checked, not there) may not be made now; None if it may."""
         s = self.settings
         if not s.allow_create:
-            return None, f"no such room: {name} (only the server's rooms can be joined; /rooms lists them)"
+            return f"no such room: {name} (only the server's rooms can be joined; /rooms lists them)"
         if s.max_rooms and len(self.rooms) >= s.max_rooms:
-            return None, f"too many rooms (at most {s.max_rooms}); join one of /rooms"
-        room = Room(name, s.history, created=self.clock.seconds())
-        self.add_room(room)
-        return room, None
+            return f"too many rooms (at most {s.max_rooms}); join one of /rooms"
+        return None
 
     def join(self, m: Member, name: str, stay: bool = False) -> None:
         """
         C{m} joins room C{name}: moves there (line and web clients), or, with
         C{stay} (IRC), adds it to the rooms it is in.
         """
-        room, problem = self.find_room(name)
+        bus = self.cluster is not None and m.origin is None
+        room, problem = self.find_room(name, create=not bus)
         if room is None:
             self.error(m, problem or "", "room", name)
             return
