@@ -144,6 +144,11 @@ def test_render_makes_every_name_visible() -> None:
     }
     text = "\n".join(status.render(figures, "http://x/status.json"))
     assert "\x1b" not in text and "\u202e" not in text
+    assert "  bus:" not in text  # a chat without a bus
+    bus = {"up": 0, "nodes": 3, "queued": 5, "lines_held": 7, "lines_lost": 2, "entries_dropped": 1, "collisions": 0}
+    figures["services"][0]["chat"]["bus"] = bus  # type: ignore[index]
+    text = "\n".join(status.render(figures, "http://x/status.json"))
+    assert "  bus: DOWN, 3 nodes, 5 queued, 7 held, 2 lost, 1 bad entries, 0 collisions" in text
     assert "^[[31mred\\u202e" in text
     assert "FAILED: ^[[31mred" in text
     assert "up 1h 1m 40s" in text

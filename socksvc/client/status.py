@@ -206,6 +206,14 @@ def render(f: dict[str, Any], url: str) -> list[str]:
                 f"  chat: {chat['members']} members, {chat['rooms']} rooms, {chat['lines']} lines{rate}; "
                 f"dropped: {reasons(chat['dropped'])}"
             )
+            bus = chat.get("bus")
+            if bus:  # a chat with a bus (docs/chat-bus.md)
+                state = "up" if bus.get("up") else "DOWN"
+                out.append(
+                    f"  bus: {state}, {bus.get('nodes', 0)} nodes, {bus.get('queued', 0)} queued, "
+                    f"{bus.get('lines_held', 0)} held, {bus.get('lines_lost', 0)} lost, "
+                    f"{bus.get('entries_dropped', 0)} bad entries, {bus.get('collisions', 0)} collisions"
+                )
             for room in chat.get("room_list") or []:
                 topic = f": {clean(room['topic'])}" if room.get("topic") else ""
                 out.append(f"    {clean(room['name'])} ({room['members']}){topic}")
