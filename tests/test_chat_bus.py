@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from socksvc.services.chat.busentries import encode
+from socksvc.services.chat.names import look_key
 from tests.support.chatbus import Node, cluster, settle
 from tests.support.irc import IrcClient, WebClient
 from tests.support.memorybus import MemoryBus
@@ -405,3 +406,23 @@ def test_room_limits_are_the_cluster_s_even_when_two_nodes_race() -> None:
     carol.send("/rooms")
     settle(hub.clock)
     assert len(next(x for x in carol.lines() if x.startswith("-!- Rooms:")).split(", ")) == 2
+
+
+def test_a_collision_rename_skips_a_name_whose_lease_another_holds() -> None:
+    hub, (a, b) = cluster(2)
+    b.link.cut()
+    before = (list(hub.log), hub.seq, dict(hub.values), dict(hub.expiry), {k: dict(v) for k, v in hub.members.items()})
+    old = a.connect("bob")
+    hub.log[:], hub.seq, hub.values, hub.expiry, hub.members = before[0], before[1], before[2], before[3], before[4]
+    hub.clock.advance(1)
+    b.link.mend()
+    settle(hub.clock)
+    new = b.connect("bob")
+    # bob-2 is leased by a live member no replica knows of (it registered on the old primary too)
+    hub.set("node:elsewhere", "1", 1000)
+    hub.set("nick:" + look_key("bob-2"), "elsewhere|7|1|bob-2", 1000)
+    for _ in range(3):
+        hub.clock.advance(a.state.settings.node_timeout / 5 + 0.01)
+        settle(hub.clock)
+    assert "-!- You are now known as bob-3 (nickname collision)" in new.lines()
+    assert (old.member.nick, new.member.nick) == ("bob", "bob-3")

@@ -60,6 +60,10 @@ def lease_parts(value: str) -> tuple[str, int, int, str]:
     return node, int(mid), int(since), nick
 
 
+SAVE_TRIES = 1000
+"""Suffixes a collision rename tries (NICK-2 ... NICK-999) before one of its node's own."""
+
+
 class Cluster(Outbox):
     """This node: waiting members, leases, what members do as entries. Applying is in L{Replica}."""
 
@@ -74,6 +78,8 @@ class Cluster(Outbox):
         """What those members sent meanwhile, in order."""
         self.waited: dict[Member, float] = {}
         """Since when each waiting member has waited."""
+        self.save_from: dict[Member, int] = {}
+        """The next suffix a collision rename tries (a name its lease refused is not tried again)."""
         self.then: dict[Member, Callable[[bool], None]] = {}
         self.leases: dict[str, str] = {}
         """Look key -> lease value, for this node's members' nicknames."""
@@ -127,6 +133,7 @@ class Cluster(Outbox):
             return
         self.waiting.pop(m, None)
         self.waited.pop(m, None)
+        self.save_from.pop(m, None)
         queue = self.backlog.pop(m, None)
         while queue and m not in self.waiting and not departed(m):
             queue.popleft()()
@@ -197,11 +204,19 @@ class Cluster(Outbox):
         """Rename C{m}, the newer holder of a name another member holds: NICK-2, NICK-3..."""
         assert m.nick is not None
         base = m.nick.rsplit("-", 1)[0] if m.nick.rsplit("-", 1)[-1].isdigit() else m.nick
-        candidate = f"{base[: self.settings.nick_max - 7]}-{self.node_tag()}"
-        for n in range(2, 1000):
+        start = self.save_from.get(m, 2) if again else 2  # a name refused by its lease is not tried twice
+        for n in range(start, SAVE_TRIES):
             candidate = f"{base[: self.settings.nick_max - len(str(n)) - 1]}-{n}"
             if candidate != m.nick and self.state.check_nick(m, candidate)[1] is None:
+                self.save_from[m] = n + 1
                 break
+        else:
+            if again and self.save_from.get(m) == SAVE_TRIES + 1:  # even the last resort was taken: keep the name
+                self.save_from.pop(m, None)
+                self.done(m)
+                return
+            candidate = f"{base[: self.settings.nick_max - 6]}-{self.node_tag()}"
+            self.save_from[m] = SAVE_TRIES + 1
         if not again:
             self.collisions += 1
             self.wait(m)
@@ -271,6 +286,7 @@ class Cluster(Outbox):
         self.then.pop(m, None)
         self.waiting.pop(m, None)
         self.waited.pop(m, None)
+        self.save_from.pop(m, None)
         self.backlog.pop(m, None)
         if m.mid not in self.local:  # the cluster never heard of it (no nickname yet)
             self.state.remove(m, reason or None)
