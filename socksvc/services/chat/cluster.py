@@ -230,6 +230,19 @@ class Cluster(Outbox):
             errbackArgs=(m, candidate),
         )
 
+    def lease_holder(self, look: str) -> Member | None:
+        """The member of this node whose nickname's lease this node holds on C{look}."""
+        value = self.leases.get(look)
+        return self.local.get(lease_parts(value)[1]) if value is not None else None
+
+    def release_lease(self, m: Member, nick: str) -> None:
+        """C{m} no longer goes by C{nick}: give up the lease, if it is C{m}'s."""
+        look = look_key(nick)
+        value = self.leases.get(look)
+        if value is not None and lease_parts(value)[1] == m.mid:
+            del self.leases[look]
+            self.link.release(look, value)
+
     def node_tag(self) -> str:
         """A short suffix of this node's own (the last resort of L{save})."""
         return format(sum(self.node.encode()) % 100000, "05d")

@@ -125,15 +125,7 @@ class Presence:
                 except BadEntry:
                     continue
                 room = state.rooms.get(name_key(e.room)) if e.t == SAYS else None
-                if (
-                    room is not None
-                    and room.history.maxlen
-                    and not any(
-                        w
-                        for w, s in room.history
-                        if s.text == e.text and s.nick == e.nick and w == id_key(rid)[0] / 1000
-                    )
-                ):
+                if room is not None and room.history.maxlen:  # sync runs once, before any entry is applied
                     room.history.append((id_key(rid)[0] / 1000, Said(room.name, e.nick, e.text, e.kind)))
         self.q = snap.seq
         self.link.last_id = snap.last_id
@@ -200,13 +192,10 @@ class Presence:
             if m.conn is REMOTE or m.nick is None:
                 continue
             rooms = [r.name for r in m.rooms()]
-            c.publish(
-                NICK, m, "set", str(m.mid), c.record(m, m.nick, rooms), nick=m.nick, since=str(m.since), again="1"
-            )
+            record = c.record(m, m.nick, rooms)
+            c.publish(NICK, m, "set", str(m.mid), record, nick=m.nick, since=str(m.since), again="1")
             for name in rooms:
-                c.publish(
-                    JOIN, m, "set", str(m.mid), c.record(m, m.nick, rooms), nick=m.nick, room=name, stay="1", again="1"
-                )
+                c.publish(JOIN, m, "set", str(m.mid), record, nick=m.nick, room=name, stay="1", again="1")
 
     def beaten(self, beat: Beat) -> None:
         self.nodes = beat.nodes
@@ -219,8 +208,7 @@ class Presence:
             self.reannounce(list(self.again))
             self.again = {m: n - 1 for m, n in self.again.items() if n > 1}
         for look in beat.retaken:
-            value = self.cluster.leases.get(look)
-            m = self.cluster.local.get(int(value.split("|")[1])) if value is not None else None
+            m = self.cluster.lease_holder(look)
             if m is not None:
                 self.again[m] = 2
         if self.clock.seconds() >= self.grace_until:
@@ -231,10 +219,8 @@ class Presence:
         elif not beat.was_alive and self.beats > 1:  # the first beat of all finds no key, of course
             self.reannounce()
         for look in beat.clashes:
-            value = self.cluster.leases.pop(look, None)
-            if value is None:
-                continue
-            m = self.cluster.local.get(int(value.split("|")[1]))
+            m = self.cluster.lease_holder(look)
+            self.cluster.leases.pop(look, None)  # the newer holder's: another node's now
             if m is not None and m.conn is not REMOTE and m.nick is not None and m not in self.cluster.waiting:
                 self.cluster.save(m)
 

@@ -124,9 +124,7 @@ class Replica(Presence):
                 if local:
                     if problem is not None:  # another node's join took the last room first
                         state.error(m, problem, "room", e.room)
-                        rooms = [r.name for r in m.rooms()]  # its presence record said it was there: not so
-                        record = c.record(m, m.nick or "", rooms)
-                        c.publish(NICK, m, "set", str(m.mid), record, nick=m.nick or "", since=str(m.since), again="1")
+                        self.reannounce([m])  # its presence record said it was there: not so
                     c.done(m)
         elif t == PART:
             room = state.rooms.get(name_key(e.room))
@@ -137,19 +135,12 @@ class Replica(Presence):
         elif t == QUIT:
             if m is None:
                 return
-            if local:
-                c.local.pop(e.mid, None)
-                if m.nick is not None:
-                    look = look_key(m.nick)
-                    value = c.leases.get(look)
-                    if value is not None and value.split("|")[1] == str(m.mid):
-                        del c.leases[look]
-                        c.link.release(look, value)
-            else:
-                self.remote.pop((e.node, e.mid), None)
-                mids = self.by_node.get(e.node)
-                if mids is not None:
-                    mids.discard(e.mid)
+            if not local:
+                self.forget((e.node, e.mid), e.why)
+                return
+            c.local.pop(e.mid, None)
+            if m.nick is not None:
+                c.release_lease(m, m.nick)
             state.remove(m, e.why or None)
         elif t == SAYS:
             room = state.rooms.get(name_key(e.room))
@@ -185,9 +176,7 @@ class Replica(Presence):
         holder, twin = state.nicks.get(name_key(e.nick)), state.looks.get(look_key(e.nick))
         look = look_key(e.nick)
         if (holder is not None and holder is not m) or (twin is not None and twin is not m):
-            value = c.leases.pop(look, None)
-            if value is not None:
-                c.link.release(look, value)
+            c.release_lease(m, e.nick)
             if e.why == COLLISION:
                 c.save(m, again=True)
                 return
@@ -207,13 +196,7 @@ class Replica(Presence):
         old = m.nick
         state.apply_nick(m, e.nick, "nickname collision" if e.why == COLLISION else "")
         if e.why == COLLISION:  # nodes that refused its old name never saw it join: say where it is
-            rooms = [r.name for r in m.rooms()]
-            for name in rooms:
-                record = c.record(m, e.nick, rooms)
-                c.publish(JOIN, m, "set", str(m.mid), record, nick=e.nick, room=name, stay="1", again="1")
+            self.reannounce([m])
         if old is not None and look_key(old) != look:
-            value = c.leases.get(look_key(old))
-            if value is not None and value.split("|")[1] == str(m.mid):
-                del c.leases[look_key(old)]
-                c.link.release(look_key(old), value)
+            c.release_lease(m, old)
         c.done(m, True)
