@@ -5,18 +5,16 @@ STARTTLS, STLS and AUTH; passwords; and the exit-status table.
 
 from __future__ import annotations
 
-import os
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from socksvc.client.common import EXIT_CONNECT, EXIT_NOT_FOUND, EXIT_OK, EXIT_PROTOCOL, EXIT_TIMEOUT, EXIT_USAGE
-from socksvc.client.main import run as client_run
 from socksvc.util.passwords import parse_hash, verify
 from tests.support import Daemon, daemon
+from tests.support.client import in_process
 from tests.support.mail import self_signed, users_file
 from tests.support.resolver import local_names_only  # noqa: F401 (autouse: no DNS from these tests)
 
@@ -45,17 +43,7 @@ def mail(tls_dir: Path) -> Iterator[Daemon]:
 
 
 def run(argv: list[str], capfd: pytest.CaptureFixture[str], stdin: bytes = b"") -> tuple[int, str, str]:
-    r, w = os.pipe()
-    os.write(w, stdin)
-    os.close(w)
-    saved = sys.stdin
-    try:
-        with os.fdopen(r, "r") as f:
-            sys.stdin = f
-            code = client_run(argv)
-    finally:
-        sys.stdin = saved
-    out, err = capfd.readouterr()
+    code, out, err = in_process(argv, capfd, stdin)
     assert "Traceback" not in err
     return code, out, err
 
