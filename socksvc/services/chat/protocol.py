@@ -49,6 +49,20 @@ class ChatInput(LineInput):
     slice_bytes = 65536
 
 
+def closing(conn: Any, reason: str) -> Any:
+    """
+    The start of every chat connection's close (line, IRC, web): the first
+    reason kept, input stopped; the transport to close, or None when it has
+    gone already.
+    """
+    if reason and not conn.close_reason:
+        conn.close_reason = reason
+    if conn.input is not None:
+        conn.input.stop()
+    transport = conn.transport
+    return transport if transport is not None and transport.connected else None
+
+
 class ChatConnection(Tracked):
     """
     What every chat client connection (line, IRC) does for the state and its
@@ -75,12 +89,8 @@ class ChatConnection(Tracked):
         transport.abortConnection()
 
     def close(self, reason: str = "") -> None:
-        if reason and not self.close_reason:
-            self.close_reason = reason
-        if self.input is not None:
-            self.input.stop()
-        transport: Any = self.transport
-        if transport is None or not transport.connected:
+        transport = closing(self, reason)
+        if transport is None:
             return
         transport.unregisterProducer()
         transport.loseConnection()

@@ -48,7 +48,7 @@ from socksvc.core.service import ServiceContext
 from socksvc.services.chat import page
 from socksvc.services.chat.commands import handle_line
 from socksvc.services.chat.delivery import Member
-from socksvc.services.chat.protocol import ChatInput
+from socksvc.services.chat.protocol import ChatInput, closing
 from socksvc.services.chat.sanitize import clip, visible
 from socksvc.services.chat.state import ChatState
 from socksvc.services.chat.weblimits import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_REQUEST, Timers, same_origin
@@ -266,12 +266,8 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
         transport.abortConnection()
 
     def close(self, reason: str = "") -> None:
-        if reason and not self.close_reason:
-            self.close_reason = reason
-        if self.input is not None:
-            self.input.stop()
-        transport: Any = self.transport
-        if transport is None or not transport.connected:
+        transport = closing(self, reason)
+        if transport is None:
             return
         if self.state == self.STATE_OPEN:
             self.sendClose(1000)
