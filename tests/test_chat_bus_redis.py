@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-import select
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support import Daemon, daemon, start_daemon
-from tests.support.netclients import UNREACHABLE, ChatClient
+from tests.support.netclients import UNREACHABLE, ChatClient, wait_until
 from tests.support.redis import RedisServer, installed
 
 LOG = "socksvc:{socksvc}:log"
@@ -67,18 +66,6 @@ def members(*pairs: tuple[Daemon, str]) -> Iterator[list[ChatClient]]:
             c.close()
 
 
-def until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll C{check} (a Redis query) until it gives something true; fail saying C{what} never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        select.select([], [], [], 0.05)  # the pause between two looks at Redis
-
-
 def said(r: RedisServer, key: str = LOG) -> list[tuple[str, str]]:
     """The (nick, text) of every say entry in the stream, in its order."""
     out = []
@@ -115,7 +102,7 @@ def test_two_daemons_share_rooms_names_and_history(redis_server: RedisServer) ->
     r = redis_server
     with node(r.unix_url, "node_timeout = 3") as a, members((a, "alice")) as (alice,):
         alice.send("said before bob's server started")
-        until(lambda: ("alice", "said before bob's server started") in said(r), "alice's line in the stream")
+        wait_until(lambda: ("alice", "said before bob's server started") in said(r), "alice's line in the stream")
         with node(r.url, "node_timeout = 3") as b, members((b, "bob")) as (bob,):
             history = [x for x in bob.seen if x.startswith("[history ")]
             assert any(x.endswith("<alice> said before bob's server started") for x in history), bob.seen
@@ -215,7 +202,7 @@ def test_redis_restarted_empty_the_nodes_reconnect_and_announce_again(redis_serv
         r.restart(keep_data=False)
         alice.wait_for(lost)
         bob.wait_for(lost)
-        until(
+        wait_until(
             lambda: r.call("EXISTS", "socksvc:{socksvc}:nick:alice") and r.call("EXISTS", "socksvc:{socksvc}:nick:bob"),
             "the nickname leases to come back",
         )
@@ -270,7 +257,7 @@ def test_the_daemon_starts_without_redis_and_joins_it_when_it_comes() -> None:
                 r.start()
                 d.read(until=CONNECTED)
                 c.register("alice")
-                until(lambda: r.call("EXISTS", "socksvc:{socksvc}:nick:alice"), "alice's lease")
+                wait_until(lambda: r.call("EXISTS", "socksvc:{socksvc}:nick:alice"), "alice's lease")
             finally:
                 c.close()
             clean(d)
@@ -291,7 +278,7 @@ def test_the_bus_password_right_and_wrong(tmp_path: Any) -> None:
     try:
         r.start()
         with node(r.unix_url, f'bus_password_file = "{good}"') as a, members((a, "alice")) as (alice,):
-            until(lambda: r.call("EXISTS", "socksvc:{socksvc}:nick:alice"), "alice's lease")
+            wait_until(lambda: r.call("EXISTS", "socksvc:{socksvc}:nick:alice"), "alice's lease")
             alice.send("/who")
             alice.wait_for("-!- Members of lobby (1): alice")
         with node(r.unix_url, f'bus_password_file = "{bad}"', connected=False) as d:
@@ -301,7 +288,7 @@ def test_the_bus_password_right_and_wrong(tmp_path: Any) -> None:
                 c.send("bob")
                 c.wait_for(UNREACHABLE)
                 seen = int(r.info("stats")["total_connections_received"])
-                until(
+                wait_until(
                     lambda: int(r.info("stats")["total_connections_received"]) >= seen + 6,
                     "the daemon to try again (three more times)",
                 )
@@ -329,7 +316,7 @@ def test_two_clusters_on_one_redis_do_not_meet(redis_server: RedisServer) -> Non
         members((a, "alice"), (b, "alice")) as (one, two),  # one name, twice: two clusters
     ):
         one.send("only in one")
-        until(lambda: ("alice", "only in one") in said(r, "socksvc:{one}:log"), "the line in cluster one")
+        wait_until(lambda: ("alice", "only in one") in said(r, "socksvc:{one}:log"), "the line in cluster one")
         two.send("/who")
         assert two.wait_for("-!- Members of lobby *")[-1] == "-!- Members of lobby (1): alice"
         assert said(r, "socksvc:{two}:log") == []
@@ -373,7 +360,7 @@ def worker_nodes(d: Daemon) -> set[str]:
         found.update(m[2] for m in WORKER_NODE.finditer(d.read(timeout=0.1)))
         return len(found) == 2
 
-    until(both, "both workers' chats to connect")
+    wait_until(both, "both workers' chats to connect")
     return found
 
 
@@ -381,7 +368,7 @@ def test_two_workers_are_two_nodes_of_one_chat(redis_unix: RedisServer) -> None:
     r = redis_unix
     with daemon(WORKERS.replace("{bus}", r.unix_url)) as d:
         nodes = worker_nodes(d)
-        until(lambda: nodes <= {n.decode() for n in r.call("SMEMBERS", NODES)}, "both workers to beat")
+        wait_until(lambda: nodes <= {n.decode() for n in r.call("SMEMBERS", NODES)}, "both workers to beat")
         with members(*[(d, f"m{i}") for i in range(6)]) as clients:
             clients[0].wait_for("-!- m5 has joined lobby")
             clients[5].send("hello all")
@@ -402,6 +389,6 @@ def test_the_supervisor_of_workers_is_no_node(redis_unix: RedisServer) -> None:
     r = redis_unix
     with daemon(WORKERS.replace("{bus}", r.unix_url)) as d:
         nodes = worker_nodes(d)
-        until(lambda: nodes <= {n.decode() for n in r.call("SMEMBERS", NODES)}, "both workers to beat")
+        wait_until(lambda: nodes <= {n.decode() for n in r.call("SMEMBERS", NODES)}, "both workers to beat")
         assert {n.decode() for n in r.call("SMEMBERS", NODES)} == nodes
         assert CONNECTED not in re.sub(r"\[socksvc#info w\d+\] chat: chat bus connected", "", d.output)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support import Daemon, daemon
+from tests.support.netclients import wait_until
 from tests.support.redis import RedisServer, installed
 from tests.support.sentinel import Sentinel
 
@@ -33,15 +34,8 @@ TOLD_LOST = ("the chat bus restarted and lost its data", "You may have missed up
 
 
 def until(check: Callable[[], bool], what: str, timeout: float = 30.0, poll: Callable[[], None] | None = None) -> None:
-    """Poll C{check} until it holds (C{poll} runs between checks, or a short select), or fail naming C{what}."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        if poll is not None:
-            poll()
-        else:
-            select.select([], [], [], 0.05)
+    """L{wait_until}, with the longer wait a failover may take."""
+    wait_until(check, what, timeout, poll)
 
 
 def config(sentinel_port: int, service: str = SERVICE) -> str:

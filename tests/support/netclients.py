@@ -19,10 +19,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 WEECHAT = shutil.which("weechat-headless")
 II = shutil.which("ii")
 WEECHAT_PLUGINS = "/usr/lib/x86_64-linux-gnu/weechat/plugins"
+
+
+T = TypeVar("T")
 
 
 def weechat_missing() -> str | None:
@@ -34,13 +38,23 @@ def weechat_missing() -> str | None:
     return None
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Poll C{check} (a file read, say) until it holds, or fail saying C{what} never happened."""
+def wait_until(check: Callable[[], T], what: str, timeout: float = 20.0, poll: Callable[[], None] | None = None) -> T:
+    """
+    Poll C{check} (a file read, a Redis query) until it gives something
+    true, and give that; or fail saying C{what} never happened. Between two
+    looks C{poll} runs (reading sockets, say), or a short pause.
+    """
     deadline = time.monotonic() + timeout
-    while not check():
+    while True:
+        got = check()
+        if got:
+            return got
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        select.select([], [], [], 0.05)
+        if poll is not None:
+            poll()
+        else:
+            select.select([], [], [], 0.05)
 
 
 def read_text(path: str) -> str:
