@@ -63,7 +63,25 @@ def closing(conn: Any, reason: str) -> Any:
     return transport if transport is not None and transport.connected else None
 
 
-class ChatConnection(Tracked):
+class MemberProducer:
+    """The transport's producer calls, passed to the connection's member (its outbox pauses and resumes)."""
+
+    __slots__ = ()
+    member: Member | None
+
+    def pauseProducing(self) -> None:
+        if self.member is not None:
+            self.member.pause()
+
+    def resumeProducing(self) -> None:
+        if self.member is not None:
+            self.member.resume()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class ChatConnection(MemberProducer, Tracked):
     """
     What every chat client connection (line, IRC) does for the state and its
     transport alike: the L{Connection} writes, the close with its grace
@@ -96,19 +114,6 @@ class ChatConnection(Tracked):
         transport.loseConnection()
         if self.closer is None:
             self.closer = self.context.reactor.callLater(CLOSE_GRACE, transport.abortConnection)
-
-    # -- IPushProducer (the transport tells us about its buffer) -------------
-
-    def pauseProducing(self) -> None:
-        if self.member is not None:
-            self.member.pause()
-
-    def resumeProducing(self) -> None:
-        if self.member is not None:
-            self.member.resume()
-
-    def stopProducing(self) -> None:
-        pass
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)

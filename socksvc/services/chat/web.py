@@ -48,7 +48,7 @@ from socksvc.core.service import ServiceContext
 from socksvc.services.chat import page
 from socksvc.services.chat.commands import handle_line
 from socksvc.services.chat.delivery import Member
-from socksvc.services.chat.protocol import ChatInput, closing
+from socksvc.services.chat.protocol import ChatInput, MemberProducer, closing
 from socksvc.services.chat.sanitize import clip, visible
 from socksvc.services.chat.state import ChatState
 from socksvc.services.chat.weblimits import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_REQUEST, Timers, same_origin
@@ -83,7 +83,7 @@ def web_view(state: ChatState) -> WebView:
 
 
 @implementer(IPushProducer)
-class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
+class WebMember(MemberProducer, Tracked, WebSocketServerProtocol):  # type: ignore[misc]
     """One browser (or one HTTP request for the page)."""
 
     log = _QUIET
@@ -289,19 +289,6 @@ class WebMember(Tracked, WebSocketServerProtocol):  # type: ignore[misc]
         if not self.close_reason:
             self.close_reason = clip(visible(str(reason)), 120)
         super()._fail_connection(code, reason)
-
-    # -- IPushProducer ---------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        if self.member is not None:
-            self.member.pause()
-
-    def resumeProducing(self) -> None:
-        if self.member is not None:
-            self.member.resume()
-
-    def stopProducing(self) -> None:
-        pass
 
     def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
         if self.input is not None:
