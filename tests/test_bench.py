@@ -28,20 +28,25 @@ def row(bench: str, case: str, server: str, value: float, higher: bool = True, u
     return {"bench": bench, "case": case, "server": server, "value": value, "unit": unit, "higher_is_better": higher}
 
 
+def bench_run(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """C{python -m bench --quick ARGS --json ...}, which must succeed: what it printed, and its JSON."""
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", *args, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
 # -- the smoke run --------------------------------------------------------------------
 
 
 def test_quick_run_prints_rows_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "result.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
+    proc, result = bench_run(tmp_path, timeout=180)
     assert result["quick"] is True
     assert result["schedule"] == "interleaved"
     rows = result["rows"]
@@ -281,16 +286,7 @@ def test_without_uvloop_its_column_is_skipped_with_a_note(monkeypatch: pytest.Mo
 
 
 def test_workers_benchmark_quick_run(tmp_path: Path) -> None:
-    out = tmp_path / "workers.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--workers", "2", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
+    _, result = bench_run(tmp_path, "--workers", "2", timeout=300)
     assert result["benchmarks"] == ["workers"] and result["socksvc_workers"] == 2
     by = {(r["bench"], r["server"]) for r in result["rows"]}
     for bench in ("workers echo", "workers greeting", "workers echo cpu", "workers greeting cpu"):
@@ -324,16 +320,7 @@ def test_bus_benchmark_quick_run(tmp_path: Path) -> None:
 
     if busredis.server_path() is None:
         pytest.skip("redis-server not installed")
-    out = tmp_path / "bus.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "bus", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
+    _, result = bench_run(tmp_path, "--only", "bus", timeout=300)
     assert result["benchmarks"] == ["bus"]
     by = {(r["bench"], r["case"], r["server"]): r for r in result["rows"]}
     for bench in ("chat bus fan-out", "chat bus fan-out cpu"):
